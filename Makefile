@@ -1,0 +1,33 @@
+# Every target bootstraps .venv from a bare python3 (3.11+), so a fresh clone needs nothing else.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test lint format bench bench-quick clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/trajmon demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check src simulators tests benchmarks
+	$(BIN)/ruff format --check src simulators tests benchmarks
+	$(BIN)/mypy --strict src
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix src simulators tests benchmarks
+	$(BIN)/ruff format src simulators tests benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -1,0 +1,388 @@
+"""A Nanonis TCP programming-interface server over :class:`~simulators.stm_model.STMModel`.
+
+It speaks the framing of :mod:`trajmon.drivers.nanonis_protocol` (one codec for driver and
+simulator) and is checked against the vendor's own client, so the driver is tested against
+something that behaves like the controller: one request at a time per connection, every reply
+ending with an error section, replies written in a single write because the vendor client reads
+the 40-byte header with one ``recv``. Latency, jitter and injected faults let tests exercise the
+driver's timeouts and reconnects without hardware.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+import numpy as np
+
+from simulators.stm_model import STMModel
+from trajmon.drivers.nanonis_protocol import (
+    COMMANDS,
+    HEADER_SIZE,
+    ProtocolError,
+    decode_header,
+    encode_error,
+    encode_header,
+    pack_body,
+    unpack_body,
+)
+
+__all__ = ["HOST", "FaultInjector", "NanonisServer", "ThreadedNanonisServer"]
+
+HOST = "127.0.0.1"
+ERROR_STATUS = 1
+_MAX_BODY = 1 << 20
+_EMPTY = {"f": 0.0, "d": 0.0, "i": 0, "I": 0, "h": 0, "H": 0, "str": ""}
+
+
+@dataclass
+class _Rule:
+    kind: str  # "drop" | "error" | "hang"
+    remaining: int
+    command: str | None
+    message: str = ""
+    seconds: float = 0.0
+
+
+class FaultInjector:
+    """Faults armed by tests, consumed by the next matching requests (first armed, first used).
+
+    Thread-safe so a test may arm faults while a blocking driver talks to the server from a thread.
+    """
+
+    def __init__(self) -> None:
+        self._rules: list[_Rule] = []
+        self._lock = threading.Lock()
+
+    def drop_next(self, n: int = 1, command: str | None = None) -> None:
+        """Close the connection instead of replying to the next ``n`` (matching) requests."""
+        self._arm(_Rule("drop", n, command))
+
+    def error_next(
+        self, n: int = 1, command: str | None = None, message: str = "injected error"
+    ) -> None:
+        """Reply with a non-zero error status and ``message`` (the set is not applied)."""
+        self._arm(_Rule("error", n, command, message=message))
+
+    def hang_next(self, n: int = 1, seconds: float = 30.0, command: str | None = None) -> None:
+        """Withhold the reply for ``seconds``; afterwards the (late) reply is sent."""
+        self._arm(_Rule("hang", n, command, seconds=seconds))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rules.clear()
+
+    @property
+    def pending(self) -> int:
+        """Number of armed fault occurrences not used yet."""
+        with self._lock:
+            return sum(r.remaining for r in self._rules)
+
+    def _arm(self, rule: _Rule) -> None:
+        if rule.remaining < 1:
+            raise ValueError("n must be >= 1")
+        with self._lock:
+            self._rules.append(rule)
+
+    def take(self, command: str) -> _Rule | None:
+        """Consume and return the first rule that matches ``command``, if any."""
+        with self._lock:
+            for rule in self._rules:
+                if rule.command is None or rule.command == command:
+                    rule.remaining -= 1
+                    if rule.remaining == 0:
+                        self._rules.remove(rule)
+                    return rule
+        return None
+
+
+class NanonisServer:
+    """asyncio TCP server; ``async with NanonisServer(model) as srv: srv.port``.
+
+    ``stop()`` closes the listener and every client connection; ``start()`` again listens on the
+    same port (an outage as seen by the driver).
+    """
+
+    def __init__(
+        self,
+        model: STMModel | None = None,
+        port: int = 0,
+        latency_s: float = 0.0,
+        jitter_s: float = 0.0,
+        seed: int = 0,
+        log_path: str | Path | None = None,
+    ) -> None:
+        self.model = model if model is not None else STMModel(seed=seed)
+        self.host = HOST
+        self.port = port
+        self.latency_s = latency_s
+        self.jitter_s = jitter_s
+        self.faults = FaultInjector()
+        self.request_counts: Counter[str] = Counter()
+        self.total_requests = 0
+        self.total_connections = 0
+        self._rng = np.random.default_rng(seed)
+        self._log_path = Path(log_path) if log_path is not None else None
+        self._log_file: IO[str] | None = None
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._changed: asyncio.Condition | None = None
+        self._handlers: dict[str, Callable[[list[Any]], list[Any]]] = self._make_handlers()
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        if self._server is not None:
+            return
+        if self._log_path is not None and self._log_file is None:
+            self._log_file = self._log_path.open("a", encoding="utf-8")
+        self._server = await asyncio.start_server(
+            self._on_connection, self.host, self.port, reuse_address=True
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Stop listening and close all client connections (pending replies are abandoned)."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        for writer in list(self._writers):
+            writer.close()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if server is not None:
+            await server.wait_closed()
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    async def __aenter__(self) -> NanonisServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def wait_for_requests(self, total: int, command: str | None = None) -> None:
+        """Wait until ``total`` requests (of ``command``, if given) have been received."""
+        cond = self._condition()
+        async with cond:
+            await cond.wait_for(
+                lambda: (self.request_counts[command] if command else self.total_requests) >= total
+            )
+
+    # ------------------------------------------------------------------ connection handling
+    def _condition(self) -> asyncio.Condition:
+        if self._changed is None:
+            self._changed = asyncio.Condition()
+        return self._changed
+
+    async def _on_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._writers.add(writer)
+        self.total_connections += 1
+        try:
+            await self._serve_client(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError, ProtocolError):
+            pass  # client left or broke the framing: drop the connection, as the controller does
+        except asyncio.CancelledError:
+            # stop() cancels us. Ending normally matters: asyncio (3.11) calls task.exception() on
+            # this task when done, which raises and logs an error if the task ended cancelled.
+            pass
+        finally:
+            self._writers.discard(writer)
+            self._tasks.discard(task)
+            writer.close()
+            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+                await writer.wait_closed()
+
+    async def _serve_client(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        while True:
+            command, size, want_reply = decode_header(await reader.readexactly(HEADER_SIZE))
+            if size > _MAX_BODY:
+                raise ProtocolError(f"body of {size} bytes is too large")
+            body = await reader.readexactly(size)
+            await self._count(command)
+            rule = self.faults.take(command)
+            delay = self.latency_s + (
+                float(self._rng.uniform(0, self.jitter_s)) if self.jitter_s else 0
+            )
+            if rule is not None and rule.kind == "hang":
+                delay += rule.seconds
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if rule is not None and rule.kind == "drop":
+                self._log(command, "dropped")
+                return
+            if rule is not None and rule.kind == "error":
+                reply, status = self._error_reply(command, rule.message), "error"
+            else:
+                reply, status = self._dispatch(command, body)
+            self._log(command, status)
+            if want_reply:
+                writer.write(encode_header(command, len(reply)) + reply)  # one write: header+body
+                await writer.drain()
+
+    async def _count(self, command: str) -> None:
+        self.request_counts[command] += 1
+        self.total_requests += 1
+        cond = self._condition()
+        async with cond:
+            cond.notify_all()
+
+    def _log(self, command: str, status: str) -> None:
+        if self._log_file is None:
+            return
+        entry = {
+            "t_mono": time.monotonic(),
+            "t_epoch": time.time(),
+            "command": command,
+            "status": status,
+        }
+        self._log_file.write(json.dumps(entry) + "\n")
+        self._log_file.flush()
+
+    # ------------------------------------------------------------------ commands
+    @staticmethod
+    def _error_reply(command: str, message: str) -> bytes:
+        """Zero-valued return arguments followed by a non-zero error section.
+
+        Known commands keep their reply layout on error, so a client that parses the return values
+        before the error section (the vendor's does) still finds the error text.
+        """
+        spec = COMMANDS.get(command)
+        values = (
+            [[] if code.endswith("[]") else _EMPTY[code] for code in spec.returns] if spec else []
+        )
+        returns = pack_body(spec.returns, values) if spec else b""
+        return returns + encode_error(ERROR_STATUS, message)
+
+    def _dispatch(self, command: str, body: bytes) -> tuple[bytes, str]:
+        spec = COMMANDS.get(command)
+        handler = self._handlers.get(command)
+        if spec is None or handler is None:
+            return self._error_reply(command, f"Unknown command: {command}"), "unknown"
+        try:
+            args, _ = unpack_body(spec.args, body)
+            values = handler(args)
+            return pack_body(spec.returns, values) + encode_error(0, ""), "ok"
+        except (ProtocolError, ValueError, IndexError, OverflowError) as exc:
+            return self._error_reply(command, f"{command}: {exc}"), "error"
+
+    def _make_handlers(self) -> dict[str, Callable[[list[Any]], list[Any]]]:
+        m = self.model
+
+        def setter(apply: Callable[[list[Any]], object]) -> Callable[[list[Any]], list[Any]]:
+            def handle(args: list[Any]) -> list[Any]:
+                apply(args)
+                return []
+
+            return handle
+
+        return {
+            "Bias.Get": lambda a: [m.get_bias()],
+            "Bias.Set": setter(lambda a: m.set_bias(a[0])),
+            "Current.Get": lambda a: [m.get_current()],
+            "ZCtrl.ZPosGet": lambda a: [m.get_z()],
+            "ZCtrl.SetpntGet": lambda a: [m.get_setpoint()],
+            "ZCtrl.SetpntSet": setter(lambda a: m.set_setpoint(a[0])),
+            "ZCtrl.OnOffGet": lambda a: [int(m.get_feedback_on())],
+            "ZCtrl.OnOffSet": setter(lambda a: m.set_feedback_on(bool(a[0]))),
+            "ZCtrl.GainGet": lambda a: list(m.get_gains()),
+            # P and I are authoritative; the model recomputes T = P/I (as the GUI does).
+            "ZCtrl.GainSet": setter(lambda a: m.set_gains(p_gain=a[0], i_gain=a[2])),
+            "Scan.Action": setter(lambda a: m.scan_action(a[0], direction_up=bool(a[1]))),
+            "Scan.StatusGet": lambda a: [m.get_scan_status()],
+            "Scan.FrameGet": lambda a: list(m.get_scan_frame()),
+            "Scan.FrameSet": setter(lambda a: m.set_scan_frame(*a)),
+            "Signals.NamesGet": lambda a: [m.signal_names()],
+            "Signals.ValGet": lambda a: m.signal_values([a[0]]),
+            "Signals.ValsGet": lambda a: [m.signal_values(a[0])],
+        }
+
+
+class ThreadedNanonisServer:
+    """A :class:`NanonisServer` on its own event-loop thread, for synchronous tests and drivers.
+
+    ``with ThreadedNanonisServer(model) as srv:`` exposes ``srv.port``, ``srv.server`` (its
+    ``faults`` and counters) and blocking ``stop()``/``start()`` for outages.
+    """
+
+    def __init__(self, model: STMModel | None = None, **kwargs: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="nanonis-sim", daemon=True
+        )
+        self.server = NanonisServer(model, **kwargs)
+
+    @property
+    def host(self) -> str:
+        return self.server.host
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def faults(self) -> FaultInjector:
+        return self.server.faults
+
+    def _call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def start(self) -> None:
+        if not self._thread.is_alive():
+            self._thread.start()
+        self._call(self.server.start())
+
+    def stop(self) -> None:
+        self._call(self.server.stop())
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self.stop()
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+        self._loop.close()
+
+    def __enter__(self) -> ThreadedNanonisServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def threaded_server(
+    model: STMModel | None = None, **kwargs: Any
+) -> Iterator[ThreadedNanonisServer]:
+    """Context-manager shorthand for :class:`ThreadedNanonisServer`."""
+    with ThreadedNanonisServer(model, **kwargs) as srv:
+        yield srv

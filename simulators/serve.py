@@ -1,0 +1,114 @@
+"""Start the simulator stack (model, TCP server, optional scripted operator) in one call.
+
+``serve`` backs ``trajmon sim serve``; ``run_simulator`` is the in-process form used by
+``trajmon demo`` and ``trajmon run --sim``, so both paths build the stack the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from simulators.nanonis_server import NanonisServer
+from simulators.operator import Scenario, ScriptedOperator, TruthEntry, load_scenario
+from simulators.stm_model import STMModel
+
+__all__ = ["RunningSimulator", "run_simulator", "serve"]
+
+
+@dataclass
+class RunningSimulator:
+    """Handles to a running simulator stack."""
+
+    host: str
+    port: int
+    server: NanonisServer
+    model: STMModel
+    operator: ScriptedOperator | None
+    operator_task: asyncio.Task[list[TruthEntry]] | None = field(default=None)
+
+    def start_operator(self) -> asyncio.Task[list[TruthEntry]] | None:
+        """Start the scenario now (its ``at_s`` count from here); idempotent."""
+        if self.operator is not None and self.operator_task is None:
+            self.operator_task = asyncio.create_task(self.operator.run(), name="scripted-operator")
+        return self.operator_task
+
+
+@contextlib.asynccontextmanager
+async def run_simulator(
+    port: int = 0,
+    latency_ms: float = 0.0,
+    jitter_ms: float = 0.0,
+    scenario: Scenario | str | Path | None = None,
+    seed: int | None = None,
+    truth_log: str | Path | None = None,
+    start_operator: bool = True,
+    request_log: str | Path | None = None,
+) -> AsyncIterator[RunningSimulator]:
+    """Run model + server (+ operator when ``scenario`` is given) for the ``async with`` body.
+
+    The seed is ``seed`` if given, else the scenario's seed, else 0. With ``start_operator=False``
+    call ``sim.start_operator()`` when the recording starts, so ``at_s`` lines up with it.
+    Raises :class:`~simulators.operator.ScenarioError` before anything starts on a bad scenario.
+    """
+    if scenario is not None and not isinstance(scenario, Scenario):
+        scenario = load_scenario(scenario)
+    if seed is None:
+        seed = scenario.seed if scenario is not None and scenario.seed is not None else 0
+    model = STMModel(seed=seed)
+    server = NanonisServer(
+        model,
+        port=port,
+        latency_s=latency_ms / 1000.0,
+        jitter_s=jitter_ms / 1000.0,
+        seed=seed,
+        log_path=request_log,
+    )
+    async with server:
+        operator = (
+            ScriptedOperator(server.host, server.port, scenario, truth_log=truth_log)
+            if scenario is not None
+            else None
+        )
+        sim = RunningSimulator(server.host, server.port, server, model, operator)
+        if start_operator:
+            sim.start_operator()
+        try:
+            yield sim
+        finally:
+            task = sim.operator_task
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+
+async def serve(
+    port: int = 0,
+    latency_ms: float = 0.0,
+    jitter_ms: float = 0.0,
+    scenario: str | Path | None = None,
+    seed: int | None = None,
+    truth_log: str | Path | None = None,
+    ready: Callable[[RunningSimulator], object] | None = None,
+    out: Callable[[str], object] | None = None,
+) -> None:
+    """Serve until cancelled; prints ``host:port`` once listening and calls ``ready(sim)``."""
+    async with run_simulator(
+        port=port,
+        latency_ms=latency_ms,
+        jitter_ms=jitter_ms,
+        scenario=scenario,
+        seed=seed,
+        truth_log=truth_log,
+    ) as sim:
+        line = f"Nanonis simulator listening on {sim.host}:{sim.port}"
+        if out is None:
+            print(line, flush=True)  # flushed: scripts wait for this line on a pipe
+        else:
+            out(line)
+        if ready is not None:
+            ready(sim)
+        await asyncio.Event().wait()  # until cancelled (Ctrl-C / task cancellation)

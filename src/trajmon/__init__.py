@@ -1,0 +1,43 @@
+"""trajmon: record signal and spec trajectories and operator actions from live QCoDeS instruments.
+
+The public API is declared here, once; everything else is an implementation detail.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .channels import Channel, PollGroup
+from .clock import Clock, FakeClock, SystemClock
+from .config import DEFAULT_CHANNELS, ChannelSpec, ConfigError, MonitorConfig
+from .detection import ChangeDetector
+from .queries import QueryError, connect_readonly, list_actions, list_runs, resolve_run
+from .recorder import Recorder, RunFailedError, RunSummary
+from .runstore import RunExistsError
+from .scheduling import Schedule
+from .writer import StorageError
+
+__all__ = [
+    "DEFAULT_CHANNELS",
+    "ChangeDetector",
+    "Channel",
+    "ChannelSpec",
+    "Clock",
+    "ConfigError",
+    "FakeClock",
+    "MonitorConfig",
+    "PollGroup",
+    "QueryError",
+    "Recorder",
+    "RunExistsError",
+    "RunFailedError",
+    "RunSummary",
+    "Schedule",
+    "StorageError",
+    "SystemClock",
+    "__version__",
+    "connect_readonly",
+    "list_actions",
+    "list_runs",
+    "resolve_run",
+]

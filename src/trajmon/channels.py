@@ -1,0 +1,248 @@
+"""Channels and poll groups: what is read, from where, and how its values are typed.
+
+A channel's value type is decided once, from the driver's validator, before the first read: the
+storage column is typed by it and every value is coerced to it, so a float channel never turns
+into text halfway through a run and queries can trust the column.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from io import BytesIO
+from typing import Any, Literal
+
+import numpy as np
+
+__all__ = [
+    "RESERVED_COLUMNS",
+    "Channel",
+    "Kind",
+    "PollGroup",
+    "ValueType",
+    "decode_value",
+    "encoder_for",
+    "sql_type",
+    "value_type_from_vals",
+]
+
+Kind = Literal["signal", "spec"]
+ValueType = Literal["float", "int", "bool", "str", "array", "any"]
+
+#: Columns every sample table has; a label may not shadow them.
+RESERVED_COLUMNS = frozenset(
+    {"sample_idx", "dt_s", "read_s", "segment_id", "rowid", "oid", "_rowid_"}
+)
+
+_SQL_TYPES: dict[str, str] = {
+    "float": "REAL",
+    "int": "INTEGER",
+    "bool": "INTEGER",
+    "str": "TEXT",
+    "array": "BLOB",
+    "any": "",
+}
+_NAN = struct.Struct(">d")
+_INT64 = (-(2**63), 2**63 - 1)
+_BIGINT_PREFIX = b"int:"
+# Untyped ("any") columns tag what SQLite would otherwise conflate: bools with ints, raw bytes
+# with the float blobs above.
+_BOOL_TRUE, _BOOL_FALSE = b"bool:1", b"bool:0"
+_BYTES_PREFIX = b"bytes:"
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    """One readable quantity, with the metadata the catalog records for it."""
+
+    label: str
+    kind: Kind
+    source: str
+    instrument: str
+    group: str
+    unit: str = ""
+    value_type: ValueType = "any"
+    vals: str | None = None
+    tolerance_abs: float | None = None
+    tolerance_rel: float | None = None
+    #: The live QCoDeS parameter; not part of equality or the catalog.
+    parameter: Any = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class PollGroup:
+    """Channels read together on one absolute schedule, with their own ``sample_idx`` sequence."""
+
+    name: str
+    kind: Kind
+    interval_s: float
+    channels: tuple[Channel, ...]
+
+
+def sql_type(value_type: ValueType) -> str:
+    return _SQL_TYPES[value_type]
+
+
+def value_type_from_vals(vals: object) -> ValueType:
+    """Map a QCoDeS validator to a storage type; unknown validators store values untyped."""
+    from qcodes import validators as v
+
+    if vals is None:
+        return "any"
+    if isinstance(vals, v.Bool):
+        return "bool"
+    if isinstance(vals, v.Ints | v.PermissiveInts):
+        return "int"
+    if isinstance(vals, v.Numbers | v.PermissiveMultiples | v.Multiples):
+        return "int" if isinstance(vals, v.Multiples) else "float"
+    if isinstance(vals, v.Strings):
+        return "str"
+    if isinstance(vals, v.Arrays):
+        return "array"
+    if isinstance(vals, v.Enum):
+        members = list(vals._valid_values)
+        if members and all(isinstance(m, bool) for m in members):
+            return "bool"
+        if members and all(isinstance(m, int) and not isinstance(m, bool) for m in members):
+            return "int"
+        if members and all(isinstance(m, str) for m in members):
+            return "str"
+        if members and all(isinstance(m, int | float) for m in members):
+            return "float"
+    return "any"
+
+
+def _scalar(value: Any) -> Any:
+    """numpy scalars become their Python equivalent, so sqlite3 can bind them."""
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _encode_float(value: Any) -> Any:
+    number = float(_scalar(value))
+    # SQLite stores NaN as NULL (and NULL means "read failed") and -0.0 as integer 0: keep the
+    # exact bits of both instead.
+    if number != number or (number == 0.0 and math.copysign(1.0, number) < 0):
+        return _NAN.pack(number)
+    return number
+
+
+def _encode_int(value: Any) -> Any:
+    number = _scalar(value)
+    if isinstance(number, float):
+        if not number.is_integer():
+            raise ValueError(f"{number!r} is not an integer")
+        number = int(number)
+    number = int(number)
+    if _INT64[0] <= number <= _INT64[1]:
+        return number
+    return _BIGINT_PREFIX + str(number).encode()
+
+
+def _encode_bool(value: Any) -> Any:
+    flag = _scalar(value)
+    if isinstance(flag, str):
+        raise ValueError(f"{flag!r} is not a boolean")
+    return 1 if flag else 0
+
+
+def _encode_str(value: Any) -> Any:
+    return str(_scalar(value))
+
+
+def _encode_array(value: Any) -> Any:
+    buffer = BytesIO()
+    np.save(buffer, np.asarray(value), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _encode_any(value: Any) -> Any:
+    value = _scalar(value)
+    if isinstance(value, bool):
+        return _BOOL_TRUE if value else _BOOL_FALSE
+    if isinstance(value, float):
+        return _encode_float(value)
+    if isinstance(value, int):
+        return _encode_int(value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return _BYTES_PREFIX + value
+    if isinstance(value, np.ndarray | list | tuple):
+        return _encode_array(value)
+    return str(value)
+
+
+_ENCODERS: dict[str, Callable[[Any], Any]] = {
+    "float": _encode_float,
+    "int": _encode_int,
+    "bool": _encode_bool,
+    "str": _encode_str,
+    "array": _encode_array,
+    "any": _encode_any,
+}
+
+
+def encoder_for(value_type: ValueType) -> Callable[[Any], Any]:
+    """Return the function that turns a read value into what its column stores (raises on junk)."""
+    return _ENCODERS[value_type]
+
+
+def _decode_blob(value_type: str, data: bytes) -> Any:
+    if data.startswith(b"\x93NUMPY") and value_type in ("array", "any"):
+        return np.load(BytesIO(data), allow_pickle=False)
+    if value_type == "any" and data in (_BOOL_TRUE, _BOOL_FALSE):
+        return data == _BOOL_TRUE
+    if value_type == "any" and data.startswith(_BYTES_PREFIX):
+        return data[len(_BYTES_PREFIX) :]
+    if data.startswith(_BIGINT_PREFIX) and value_type in ("int", "any"):
+        return int(data[len(_BIGINT_PREFIX) :])
+    if len(data) == _NAN.size and value_type in ("float", "any"):
+        return _NAN.unpack(data)[0]
+    return data
+
+
+def decode_value(value_type: ValueType | str, stored: Any) -> Any:
+    """Inverse of :func:`encoder_for`; ``None`` (a failed read) stays ``None``."""
+    if stored is None:
+        return None
+    if isinstance(stored, bytes):
+        return _decode_blob(value_type, stored)
+    if value_type == "bool":
+        return bool(stored)
+    if value_type == "float":
+        return float(stored)
+    return stored
+
+
+_LABEL_OK = re.compile(r"^[^\x00-\x1f\x7f-\x9f]+$")
+
+
+def check_label(label: str) -> str:
+    """Labels become column names; refuse what cannot be one, accept any printable text."""
+    text = label.strip()
+    if not text or not _LABEL_OK.match(text):
+        raise ValueError(f"invalid channel label {label!r}: empty or has control characters")
+    if len(text) > 200:
+        raise ValueError(f"invalid channel label {label!r}: longer than 200 characters")
+    if text.lower() in RESERVED_COLUMNS:
+        raise ValueError(f"invalid channel label {label!r}: reserved column name")
+    return text
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool | np.bool_
+    )
+
+
+def numeric_delta(old: Any, new: Any) -> float | None:
+    """new - old where both are plain numbers (booleans excluded: their change has no size)."""
+    if is_number(old) and is_number(new):
+        delta = float(new) - float(old)
+        return delta if not math.isnan(delta) else None
+    return None

@@ -1,0 +1,118 @@
+"""``trajmon actions list|show``: the operator's actions and their signal context."""
+
+from __future__ import annotations
+
+from contextlib import closing
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from ..queries import connect_readonly, get_action, list_actions, resolve_run, window_rows
+from .common import DbOption, JsonOption, console, fmt_value, print_json, user_errors
+
+__all__ = ["actions_app", "print_actions"]
+
+actions_app = typer.Typer(help="List and inspect detected operator actions.", no_args_is_help=True)
+
+RunOption = Annotated[
+    str | None, typer.Option("--run", help="Run name (default: the most recent run).")
+]
+
+
+def print_actions(actions: list[dict[str, Any]], title: str) -> None:
+    table = Table(title=title)
+    for col in ("idx", "dt_s", "spec", "old", "new", "delta", "window"):
+        table.add_column(col, justify="right" if col in ("idx", "dt_s", "delta") else "left")
+    for a in actions:
+        table.add_row(
+            str(a["action_idx"]),
+            f"{a['dt_s']:.3f}",
+            a["spec_label"],
+            fmt_value(a["old_value"]),
+            fmt_value(a["new_value"]),
+            "" if a["delta"] is None else f"{a['delta']:+.4g}",
+            f"[{a['window_start_s']:.2f}, {a['window_end_s']:.2f}]",
+        )
+    console.print(table)
+
+
+@actions_app.command("list")
+def list_cmd(
+    run: RunOption = None,
+    db: DbOption = Path("trajmon.db"),
+    spec: Annotated[str | None, typer.Option("--spec", help="Only this spec label.")] = None,
+    since: Annotated[float | None, typer.Option("--since", help="Only dt_s >= S.")] = None,
+    until: Annotated[float | None, typer.Option("--until", help="Only dt_s <= S.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="At most N actions.")] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """List the actions of a run."""
+    with user_errors(), closing(connect_readonly(db)) as conn:
+        ref = resolve_run(conn, run)
+        actions = list_actions(conn, ref, spec=spec, since=since, until=until, limit=limit)
+    if json_out:
+        print_json({"run_name": ref.run_name, "actions": actions})
+    else:
+        print_actions(actions, f"actions of run {ref.run_name!r} ({len(actions)})")
+
+
+def _print_window(title: str, groups: list[dict[str, Any]]) -> None:
+    for g in groups:
+        coverage = "complete" if g["complete"] else "INCOMPLETE"
+        table = Table(title=f"{title} — group {g['group']!r}: {len(g['rows'])} samples, {coverage}")
+        table.add_column("sample_idx", justify="right")
+        table.add_column("dt_s", justify="right")
+        for c in g["channels"]:
+            table.add_column(
+                f"{c['label']} [{c['unit']}]" if c["unit"] else c["label"], justify="right"
+            )
+        for r in g["rows"]:
+            table.add_row(
+                str(r["sample_idx"]),
+                f"{r['dt_s']:.3f}",
+                *[fmt_value(v) for v in r["values"].values()],
+            )
+        console.print(table)
+        if not g["complete"]:
+            console.print(
+                f"  recorded data spans {g['recorded_from_s']} .. {g['recorded_to_s']} s;"
+                f" gaps: {len(g['gaps'])}",
+                markup=False,
+            )
+
+
+@actions_app.command("show")
+def show_cmd(
+    idx: Annotated[int, typer.Argument(help="Action index (see `actions list`).")],
+    run: RunOption = None,
+    db: DbOption = Path("trajmon.db"),
+    with_signal_window: Annotated[
+        bool, typer.Option("--with-signal-window", help="Include the signal samples in the window.")
+    ] = False,
+    with_spec_window: Annotated[
+        bool, typer.Option("--with-spec-window", help="Include the spec samples in the window.")
+    ] = False,
+    json_out: JsonOption = False,
+) -> None:
+    """Show one action, optionally with the samples in its window."""
+    with user_errors(), closing(connect_readonly(db)) as conn:
+        ref = resolve_run(conn, run)
+        action = get_action(conn, ref, idx)
+        start, end = action["window_start_s"], action["window_end_s"]
+        signal = window_rows(conn, ref, "signal", start, end) if with_signal_window else None
+        spec = window_rows(conn, ref, "spec", start, end) if with_spec_window else None
+    if json_out:
+        out: dict[str, Any] = {"run_name": ref.run_name, "action": action}
+        if signal is not None:
+            out["signal_window"] = signal
+        if spec is not None:
+            out["spec_window"] = spec
+        print_json(out)
+        return
+    print_actions([action], f"action {idx} of run {ref.run_name!r}")
+    if signal is not None:
+        _print_window("signal window", signal)
+    if spec is not None:
+        _print_window("spec window", spec)

@@ -1,0 +1,96 @@
+"""What every command shares: exit codes, one-line errors, JSON output, the --db option."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import numpy as np
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from ..config import ConfigError, format_validation_error
+from ..queries import QueryError
+from ..runstore import RunExistsError
+from ..schema import SchemaError
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_SIGINT",
+    "EXIT_SIGTERM",
+    "EXIT_USAGE",
+    "DbOption",
+    "JsonOption",
+    "console",
+    "err_console",
+    "fail",
+    "print_json",
+    "user_errors",
+]
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+DbOption = Annotated[Path, typer.Option("--db", help="SQLite database file.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """One line on stderr, a non-zero exit: what an operator (or a script) can act on."""
+    err_console.print(f"trajmon: error: {message}", markup=False)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Map the errors a user can cause to one line and exit code 2."""
+    try:
+        yield
+    except ValidationError as exc:
+        fail(format_validation_error(exc))
+    except (ConfigError, QueryError, RunExistsError, SchemaError) as exc:
+        fail(str(exc))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # "nan", "inf", "-inf": strict JSON has no such numbers
+    if isinstance(value, np.ndarray):
+        return [_jsonable(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        return _jsonable(value.item())
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(_jsonable(data), indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def fmt_value(value: Any, fmt: Callable[[float], str] = lambda v: f"{v:.6g}") -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, float):
+        return fmt(value)
+    if isinstance(value, np.ndarray):
+        return np.array2string(value, precision=4, threshold=8)
+    return str(value)

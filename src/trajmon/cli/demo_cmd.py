@@ -1,0 +1,130 @@
+"""``trajmon demo``: a complete recording of the simulated STM, scored against the truth.
+
+The demo goes through every real layer — Nanonis TCP server, QCoDeS driver, pollers, detector,
+writer, queries — so a newcomer sees exactly what a lab run does, and the score shows whether
+trajmon saw every change the scripted operator made.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import closing
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+import typer
+
+from ..config import MonitorConfig
+from ..queries import connect_readonly, list_actions, resolve_run
+from ..recorder import Recorder
+from ..scoring import Score, TruthChange, score_actions
+from .actions_cmd import print_actions
+from .common import EXIT_FAILED, DbOption, JsonOption, console, fail, print_json, user_errors
+from .run_cmd import print_summary, sim_instruments
+from .runner import exit_code_for, record
+
+__all__ = ["demo", "score_run"]
+
+
+def score_run(
+    recorder: Recorder, truth: list[Any], actions: list[dict[str, Any]]
+) -> tuple[Score, list[TruthChange]]:
+    """Put the operator's truth on the run's timeline and score the detected actions.
+
+    Changes acknowledged after the last spec sample began could not have been seen; they are
+    not required (and a detection of one is not counted against precision).
+    """
+    t0 = recorder.t0_mono or 0.0
+    labels = {c.label for g in recorder.groups if g.kind == "spec" for c in g.channels}
+    spec_stats = [
+        s for s, g in zip(recorder.stats, recorder.groups, strict=True) if g.kind == "spec"
+    ]
+    last_dt = max((s.last_dt_s or 0.0) for s in spec_stats) if spec_stats else 0.0
+    read_max = max((s.read_s_max for s in spec_stats), default=0.0)
+    interval = max((g.interval_s for g in recorder.groups if g.kind == "spec"), default=0.1)
+    required: list[TruthChange] = []
+    late: list[TruthChange] = []
+    for entry in truth:
+        if entry.label not in labels:
+            continue
+        change = TruthChange(entry.label, entry.t_sent_mono - t0, entry.new)
+        (required if entry.t_acked_mono - t0 < last_dt else late).append(change)
+    score = score_actions(
+        actions, required, max_latency_s=interval + read_max + 0.05, early_s=read_max, ignore=late
+    )
+    return score, required
+
+
+def demo(
+    duration: Annotated[float, typer.Option("--duration", help="Seconds to record.")] = 20.0,
+    db: DbOption = Path("trajmon-demo.db"),
+    json_out: JsonOption = False,
+) -> None:
+    """Simulate an STM session, record it through the TCP driver, list and score the actions."""
+    run_name = "demo-" + time.strftime("%Y%m%d-%H%M%S")
+    with user_errors():
+        config = MonitorConfig(run_name=run_name, db=db, duration_s=duration, source="sim")
+
+    async def main() -> tuple[Any, Recorder, list[Any]]:
+        async with sim_instruments(config.read_timeout_s, start_operator=False) as (sim, inst):
+            holder: list[Recorder] = []
+
+            def started(rec: Recorder) -> None:
+                holder.append(rec)
+                sim.start_operator()
+
+            outcome = await record(config, inst, quiet=json_out, on_started=started)
+            truth = list(sim.operator.truth) if sim.operator is not None else []
+            return outcome, holder[0], truth
+
+    if not json_out:
+        console.print(
+            f"Recording {duration:g} s of a simulated STM session into {db} as run {run_name!r}…",
+            markup=False,
+        )
+    with user_errors():
+        outcome, recorder, truth = anyio.run(main)
+        with closing(connect_readonly(db)) as conn:
+            actions = list_actions(conn, resolve_run(conn, run_name))
+    summary = outcome.summary
+    score, required = score_run(recorder, truth, actions)
+    if json_out:
+        print_json(
+            {
+                "run_name": run_name,
+                "db": str(db),
+                "status": summary.status,
+                "duration_s": summary.duration_s,
+                "signal_samples": summary.signal_samples,
+                "spec_samples": summary.spec_samples,
+                "actions": len(actions),
+                "truth_actions": len(required),
+                "matched": score.matched,
+                "precision": score.precision,
+                "recall": score.recall,
+                "max_latency_s": score.max_latency_s,
+                "missed_ticks": summary.missed_ticks,
+                "errors": summary.errors,
+                "lost_samples": summary.lost_samples,
+            }
+        )
+    else:
+        print_summary(summary)
+        print_actions(actions, f"actions of run {run_name!r} ({len(actions)})")
+        latency = (
+            "" if score.max_latency_s is None else f", max latency {score.max_latency_s:.3f} s"
+        )
+        console.print(
+            f"scored against the scripted operator: {score.matched}/{len(required)} changes found,"
+            f" precision {score.precision:.2f}, recall {score.recall:.2f}{latency}",
+            markup=False,
+        )
+        console.print(
+            f"next: trajmon actions show 0 --run {run_name} --db {db} --with-signal-window",
+            markup=False,
+        )
+    code = exit_code_for(outcome)
+    if code == EXIT_FAILED:
+        fail(summary.message or "run failed", EXIT_FAILED)
+    raise typer.Exit(code)

@@ -1,0 +1,147 @@
+"""Running a recorder from the command line: signals, progress, and instrument lifetimes.
+
+SIGINT and SIGTERM (and Ctrl-Break on Windows) only *request* a stop: the recorder finishes the
+reads in flight, drains the queue and records the final status. Handlers are installed with
+``signal.signal`` — available on every platform — rather than the event loop's POSIX-only
+``add_signal_handler``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+
+from ..config import ConfigError, MonitorConfig
+from ..recorder import Recorder, RunSummary
+from .common import err_console
+
+__all__ = ["RunOutcome", "connect_nanonis", "record", "stop_signals"]
+
+
+@dataclass(slots=True)
+class RunOutcome:
+    summary: RunSummary
+    signal: int | None
+
+
+@contextmanager
+def stop_signals(on_stop: Callable[[int], None]) -> Iterator[None]:
+    """Route SIGINT/SIGTERM/SIGBREAK to ``on_stop`` on the event loop for the block's duration."""
+    loop = asyncio.get_running_loop()
+    wanted: list[int] = [signal.SIGINT, signal.SIGTERM]
+    if hasattr(signal, "SIGBREAK"):  # Windows console Ctrl-Break
+        wanted.append(signal.SIGBREAK)
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, _frame: object) -> None:
+        loop.call_soon_threadsafe(on_stop, signum)
+
+    for sig in wanted:
+        # ValueError/OSError: not the main thread, or not supported on this platform.
+        with contextlib.suppress(ValueError, OSError):
+            previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+async def _progress(recorder: Recorder, every_s: float) -> None:
+    """One concise line every few seconds: for logs and terminals alike."""
+    await recorder.started.wait()
+    last: dict[str, int] = {}
+    last_t = time.monotonic()
+    while True:
+        await anyio.sleep(every_s)
+        now = time.monotonic()
+        parts = [f"t={now - (recorder.t0_mono or now):7.1f}s"]
+        for st in recorder.stats:
+            rate = (st.samples_read - last.get(st.name, 0)) / max(now - last_t, 1e-9)
+            last[st.name] = st.samples_read
+            parts.append(f"{st.name} {st.samples_read} ({rate:.1f}/s, missed {st.missed_ticks})")
+        parts.append(f"queue {recorder.queue_depth}")
+        parts.append(f"actions {recorder.detector_actions}")
+        last_t = now
+        err_console.print("  ".join(parts), markup=False)
+
+
+async def record(
+    config: MonitorConfig,
+    instruments: dict[str, Any],
+    *,
+    snapshot: dict[str, Any] | None = None,
+    quiet: bool = False,
+    progress_every_s: float = 5.0,
+    on_started: Callable[[Recorder], None] | None = None,
+) -> RunOutcome:
+    recorder = Recorder(config, instruments, snapshot=snapshot)
+    received: list[int] = []
+
+    def on_stop(signum: int) -> None:
+        if received:
+            err_console.print("trajmon: already stopping; finishing the last commit", markup=False)
+        else:
+            err_console.print("trajmon: stopping: draining the queue and committing", markup=False)
+        received.append(signum)
+        recorder.request_stop()
+
+    with stop_signals(on_stop):
+        async with anyio.create_task_group() as tg:
+            if not quiet:
+                tg.start_soon(_progress, recorder, progress_every_s)
+            if on_started is not None:
+
+                async def notify() -> None:
+                    await recorder.started.wait()
+                    on_started(recorder)
+
+                tg.start_soon(notify)
+            try:
+                summary = await recorder.run()
+            finally:
+                tg.cancel_scope.cancel()
+    return RunOutcome(summary, received[0] if received else None)
+
+
+@asynccontextmanager
+async def connect_nanonis(
+    host: str, port: int, timeout: float, name: str = "stm"
+) -> AsyncIterator[dict[str, Any]]:
+    """Connect the Nanonis TCP driver off the event loop (the simulator may be running on it)."""
+    from ..drivers.nanonis import NanonisSTM
+
+    def connect() -> Any:
+        return NanonisSTM(name, address=host, port=port, timeout=timeout)
+
+    try:
+        instrument = await anyio.to_thread.run_sync(connect)
+    except (ConnectionError, OSError) as exc:
+        raise ConfigError(f"instrument unreachable at {host}:{port}: {exc}") from exc
+    try:
+        yield {name: instrument}
+    finally:
+        await anyio.to_thread.run_sync(instrument.close)
+
+
+def exit_code_for(outcome: RunOutcome) -> int:
+    from .common import EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM
+
+    if outcome.summary.status == "failed":
+        return EXIT_FAILED
+    if outcome.signal is not None:
+        return EXIT_SIGTERM if outcome.signal == signal.SIGTERM else EXIT_SIGINT
+    return 0
+
+
+def platform_note() -> str:
+    return "Ctrl-C" if sys.platform != "win32" else "Ctrl-C or Ctrl-Break"

@@ -1,0 +1,58 @@
+"""``trajmon sim serve``: the bundled Nanonis simulator as a foreground server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import anyio
+import typer
+
+from .common import fail
+
+__all__ = ["sim_app"]
+
+sim_app = typer.Typer(help="Run the bundled instrument simulators.", no_args_is_help=True)
+
+
+@sim_app.command("serve")
+def serve_cmd(
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="0 picks a free port.")
+    ] = 6501,
+    latency_ms: Annotated[float, typer.Option("--latency-ms", min=0.0)] = 0.0,
+    jitter_ms: Annotated[float, typer.Option("--jitter-ms", min=0.0)] = 0.0,
+    scenario: Annotated[
+        Path | None, typer.Option("--scenario", help="Scenario YAML to play as the operator.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Model seed.")] = None,
+    truth_log: Annotated[
+        Path | None, typer.Option("--truth-log", help="Write the operator's ground truth (JSONL).")
+    ] = None,
+) -> None:
+    """Serve the STM simulator on 127.0.0.1 until Ctrl-C."""
+    from simulators.operator import ScenarioError, load_scenario
+    from simulators.serve import serve
+
+    if scenario is not None:
+        try:
+            load_scenario(scenario)
+        except ScenarioError as exc:
+            fail(str(exc))
+
+    async def main() -> None:
+        await serve(
+            port=port,
+            latency_ms=latency_ms,
+            jitter_ms=jitter_ms,
+            scenario=scenario,
+            seed=seed,
+            truth_log=truth_log,
+        )
+
+    try:
+        anyio.run(main)
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        fail(f"cannot serve on 127.0.0.1:{port}: {exc}")

@@ -1,0 +1,221 @@
+"""Monitor configuration: validated once, before anything is opened or written.
+
+Every limit an operator can get wrong (an interval of 0, a negative window, a duplicate label) is
+refused here with one sentence, so a bad configuration never produces a half-created run.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .channels import Kind, check_label
+
+__all__ = [
+    "DEFAULT_CHANNELS",
+    "ChannelSpec",
+    "ConfigError",
+    "MonitorConfig",
+    "check_run_name",
+    "format_validation_error",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration a run must not start with; the message is one line for the operator."""
+
+
+_GROUP_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_RUN_NAME_BAD = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def check_run_name(name: str) -> str:
+    """Run names name SQL tables; any printable text works, except SQLite's reserved prefix."""
+    text = name.strip()
+    if not text:
+        raise ConfigError("run name must not be empty")
+    if _RUN_NAME_BAD.search(text):
+        raise ConfigError(f"run name {name!r} contains control characters")
+    if len(text) > 200:
+        raise ConfigError(f"run name {name!r} is longer than 200 characters")
+    if text.lower().startswith("sqlite_"):
+        raise ConfigError(f"run name {name!r} must not start with 'sqlite_' (reserved by SQLite)")
+    return text
+
+
+def _positive_finite(name: str, value: float | None) -> None:
+    if value is not None and (not math.isfinite(value) or value <= 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+
+
+class ChannelSpec(BaseModel):
+    """One entry of a channels file: a label bound to a parameter path."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: str
+    source: str = Field(description="instrument.parameter, or instrument.submodule.parameter")
+    kind: Kind
+    group: str | None = None
+    interval_s: float | None = None
+    tolerance_abs: float | None = Field(default=None, ge=0)
+    tolerance_rel: float | None = Field(default=None, ge=0)
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, value: str) -> str:
+        return check_label(value)
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        parts = value.split(".")
+        if len(parts) < 2 or not all(p.strip() for p in parts):
+            raise ValueError(f"source {value!r} must look like 'instrument.parameter'")
+        return value
+
+    @field_validator("group")
+    @classmethod
+    def _group(cls, value: str | None) -> str | None:
+        if value is not None and not _GROUP_NAME.match(value):
+            raise ValueError(f"group {value!r} must be 1-64 of letters, digits, '_', '-', '.'")
+        return value
+
+    @model_validator(mode="after")
+    def _checks(self) -> ChannelSpec:
+        _positive_finite("interval_s", self.interval_s)
+        if self.kind == "signal" and (self.tolerance_abs or self.tolerance_rel):
+            raise ValueError(f"{self.label!r}: tolerances apply to specs only")
+        return self
+
+    @property
+    def group_name(self) -> str:
+        return self.group or ("signals" if self.kind == "signal" else "specs")
+
+
+def _spec(label: str, source: str, kind: Kind) -> ChannelSpec:
+    return ChannelSpec(label=label, source=f"stm.{source}", kind=kind)
+
+
+#: The seed design's channels on a Nanonis controller named ``stm``.
+DEFAULT_CHANNELS: tuple[ChannelSpec, ...] = (
+    _spec("Z Position", "z_position", "signal"),
+    _spec("Tunnel Current", "current", "signal"),
+    _spec("Bias", "bias", "spec"),
+    _spec("Z Setpoint", "z_setpoint", "spec"),
+    _spec("Z Controller Enabled", "z_controller_enabled", "spec"),
+    _spec("Z Controller I Gain", "z_i_gain", "spec"),
+    _spec("Scan Status Code", "scan_status", "spec"),
+    _spec("Scan Frame Center X", "scan_frame_center_x", "spec"),
+    _spec("Scan Frame Center Y", "scan_frame_center_y", "spec"),
+    _spec("Scan Frame Width", "scan_frame_width", "spec"),
+    _spec("Scan Frame Height", "scan_frame_height", "spec"),
+    _spec("Scan Frame Angle", "scan_frame_angle", "spec"),
+)
+
+
+class MonitorConfig(BaseModel):
+    """Everything a run needs besides its instruments; stored verbatim on the run row."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    run_name: str | None = None
+    db: Path = Path("trajmon.db")
+    interval_s: float = 0.1
+    signal_interval_s: float | None = None
+    spec_interval_s: float | None = None
+    rotate_entries: int = 6000
+    window_before_s: float = 2.5
+    window_after_s: float = 2.5
+    commit_interval_s: float = 0.25
+    commit_rows: int = 5000
+    queue_size: int = 20000
+    heartbeat_s: float = 1.0
+    stale_after_s: float = 5.0
+    read_timeout_s: float = 2.0
+    duration_s: float | None = None
+    signals: list[str] | None = None
+    specs: list[str] | None = None
+    channels: list[ChannelSpec] = Field(default_factory=lambda: list(DEFAULT_CHANNELS))
+    station: Path | None = None
+    channels_file: Path | None = None
+    source: Literal["sim", "tcp", "station", "instruments"] = "sim"
+
+    @field_validator("run_name")
+    @classmethod
+    def _run_name(cls, value: str | None) -> str | None:
+        return None if value is None else check_run_name(value)
+
+    @model_validator(mode="after")
+    def _checks(self) -> MonitorConfig:
+        for name in (
+            "interval_s",
+            "signal_interval_s",
+            "spec_interval_s",
+            "commit_interval_s",
+            "heartbeat_s",
+            "stale_after_s",
+            "read_timeout_s",
+            "duration_s",
+        ):
+            _positive_finite(name, getattr(self, name))
+        if self.rotate_entries < 1:
+            raise ValueError(f"rotate_entries must be >= 1, got {self.rotate_entries}")
+        for name in ("window_before_s", "window_after_s"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        if self.commit_rows < 1 or self.queue_size < 1:
+            raise ValueError("commit_rows and queue_size must be >= 1")
+        seen: dict[str, str] = {}
+        for spec in self.channels:
+            key = spec.label.casefold()
+            if key in seen:
+                raise ValueError(f"duplicate channel label {spec.label!r}")
+            seen[key] = spec.label
+        for option, kind in (("signals", "signal"), ("specs", "spec")):
+            for label in getattr(self, option) or []:
+                match = next((c for c in self.channels if c.label == label), None)
+                if match is None:
+                    known = ", ".join(c.label for c in self.channels if c.kind == kind)
+                    raise ValueError(f"unknown {kind} label {label!r} (known: {known})")
+                if match.kind != kind:
+                    raise ValueError(f"label {label!r} is a {match.kind}, not a {kind}")
+            chosen = getattr(self, option)
+            if chosen is not None and len(set(chosen)) != len(chosen):
+                raise ValueError(f"duplicate label in {option}")
+        return self
+
+    def updated(self, **changes: object) -> MonitorConfig:
+        """A validated copy with ``changes``: configs are immutable, so a refused change leaves
+        the original intact."""
+        return MonitorConfig.model_validate({**self.model_dump(), **changes})
+
+    def selected_channels(self) -> list[ChannelSpec]:
+        """Channels this run records: all configured ones unless signals/specs narrow them."""
+        out = []
+        for spec in self.channels:
+            chosen = self.signals if spec.kind == "signal" else self.specs
+            if chosen is None or spec.label in chosen:
+                out.append(spec)
+        return out
+
+    def group_interval(self, spec: ChannelSpec) -> float:
+        if spec.interval_s is not None:
+            return spec.interval_s
+        per_kind = self.signal_interval_s if spec.kind == "signal" else self.spec_interval_s
+        return per_kind if per_kind is not None else self.interval_s
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """Pydantic's multi-line report, folded into the one line an operator reads."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        message = str(err["msg"]).removeprefix("Value error, ")
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts)

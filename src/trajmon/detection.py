@@ -1,0 +1,138 @@
+"""Turning spec samples into action events.
+
+An action is inferred, never observed: two consecutive successful reads of a spec differ by more
+than its tolerance. A failed read (``None``) is not a value, so it neither triggers an event nor
+replaces the last known value — the change is reported against the value before the gap.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .channels import Channel, numeric_delta
+from .clock import utc_iso
+from .records import ActionEvent, Sample
+
+__all__ = ["ChangeDetector", "values_equal"]
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def values_equal(
+    old: Any, new: Any, tolerance_abs: float | None = None, tolerance_rel: float | None = None
+) -> bool:
+    """Equality as an operator means it: NaN equals NaN, floats within tolerance, else exact."""
+    old, new = _plain(old), _plain(new)
+    if isinstance(old, np.ndarray) or isinstance(new, np.ndarray):
+        try:
+            return bool(np.array_equal(np.asarray(old), np.asarray(new), equal_nan=True))
+        except TypeError:
+            return bool(np.array_equal(np.asarray(old), np.asarray(new)))
+    if isinstance(old, float) != isinstance(new, float) and _is_plain_number(old, new):
+        old, new = float(old), float(new)  # a float spec read once as 0 instead of 0.0
+    if isinstance(old, float) and isinstance(new, float):
+        if math.isnan(old) or math.isnan(new):
+            return math.isnan(old) and math.isnan(new)
+        if old == new:
+            return True
+        if tolerance_abs is None and tolerance_rel is None:
+            return False
+        return math.isclose(old, new, rel_tol=tolerance_rel or 0.0, abs_tol=tolerance_abs or 0.0)
+    if isinstance(old, bool) != isinstance(new, bool):
+        return False
+    try:
+        return bool(old == new)
+    except Exception:
+        return False
+
+
+def _is_plain_number(*values: Any) -> bool:
+    return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+
+
+class _SpecState:
+    __slots__ = ("channel", "channel_id", "last", "last_dt_s", "seen")
+
+    def __init__(self, channel: Channel, channel_id: int) -> None:
+        self.channel = channel
+        self.channel_id = channel_id
+        self.seen = False
+        self.last: Any = None
+        self.last_dt_s = 0.0
+
+
+class ChangeDetector:
+    """Compares each spec sample with the last known value of every spec, across all groups."""
+
+    def __init__(
+        self,
+        groups: dict[int, Sequence[tuple[int, Channel]]],
+        *,
+        window_before_s: float,
+        window_after_s: float,
+        wall: Callable[[], float],
+        next_action_idx: int = 0,
+    ) -> None:
+        self._states = {
+            gid: [_SpecState(ch, cid) for cid, ch in chans] for gid, chans in groups.items()
+        }
+        self._before = window_before_s
+        self._after = window_after_s
+        self._wall = wall
+        self.next_action_idx = next_action_idx
+
+    def prime(self, last_values: dict[str, tuple[float, Any]]) -> None:
+        """Seed last known values (label -> (dt_s, value)), e.g. when resuming a run."""
+        for states in self._states.values():
+            for state in states:
+                if state.channel.label in last_values:
+                    state.last_dt_s, state.last = last_values[state.channel.label]
+                    state.seen = True
+
+    def feed(self, sample: Sample) -> list[ActionEvent]:
+        states = self._states.get(sample.group_id)
+        if not states:
+            return []
+        events: list[ActionEvent] = []
+        for state, value in zip(states, sample.values, strict=True):
+            if value is None:
+                continue
+            if not state.seen:
+                state.seen = True
+            elif not values_equal(
+                state.last, value, state.channel.tolerance_abs, state.channel.tolerance_rel
+            ):
+                events.append(self._event(state, sample, value))
+            state.last = value
+            state.last_dt_s = sample.dt_s
+        return events
+
+    def _event(self, state: _SpecState, sample: Sample, value: Any) -> ActionEvent:
+        idx = self.next_action_idx
+        self.next_action_idx += 1
+        return ActionEvent(
+            action_idx=idx,
+            dt_s=sample.dt_s,
+            sample_idx=sample.sample_idx,
+            prev_dt_s=state.last_dt_s,
+            detected_at_utc=utc_iso(self._wall()),
+            spec_label=state.channel.label,
+            channel_id=state.channel_id,
+            old_value=_plain(state.last),
+            new_value=_plain(value),
+            delta=numeric_delta(_plain(state.last), _plain(value)),
+            window_start_s=sample.dt_s - self._before,
+            window_end_s=sample.dt_s + self._after,
+        )
+
+    def last_values(self) -> Iterable[tuple[str, Any]]:
+        for states in self._states.values():
+            for state in states:
+                if state.seen:
+                    yield state.channel.label, state.last

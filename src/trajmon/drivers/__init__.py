@@ -1,0 +1,1 @@
+"""QCoDeS drivers that ship with trajmon."""

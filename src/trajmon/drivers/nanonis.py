@@ -1,0 +1,424 @@
+"""Read-only QCoDeS driver for the Nanonis SPM controller's TCP programming interface.
+
+trajmon only watches the controller, so every parameter is get-only: the driver has no code path
+that sends a ``*Set`` command. It is blocking on purpose: trajmon runs each instrument on its own
+worker thread, and a plain socket with a deadline is easier to reason about than an event loop
+shared with the pollers.
+
+Pollers read through :meth:`NanonisSTM.get_many`, which groups parameters by the Nanonis command
+that returns them (one ``Signals.ValsGet`` for every signal, one ``Scan.FrameGet`` for the frame,
+one ``ZCtrl.GainGet`` for the gains), so a fast poll costs a handful of round trips, not one per
+parameter.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, Unpack
+
+from qcodes.instrument import Instrument, InstrumentBaseKWArgs
+from qcodes.parameters import Parameter, ParameterBase
+from qcodes.validators import Bool, Enum, Numbers, Validator
+
+from trajmon.drivers.nanonis_protocol import (
+    COMMANDS,
+    HEADER_SIZE,
+    NanonisError,
+    ProtocolError,
+    decode_error,
+    decode_header,
+    encode_header,
+    pack_body,
+    unpack_body,
+)
+
+__all__ = ["SIGNAL_CHANNELS", "NanonisError", "NanonisSTM", "ProtocolError"]
+
+_SIGNALS_GET = "Signals.ValsGet"
+_MAX_BODY = 16 * 1024 * 1024  # a larger size field means the stream is corrupt, not a real reply
+
+# Parameters backed by an entry of the controller's signal list (Signals.NamesGet), read together.
+SIGNAL_CHANNELS: dict[str, str] = {"current": "Current (A)", "z_position": "Z (m)"}
+
+
+class _Spec(NamedTuple):
+    """Where one parameter comes from: a command and the position of its value in the reply."""
+
+    name: str
+    label: str
+    unit: str
+    command: str
+    slot: int  # position of the value in the reply
+    kind: type  # float, int or bool: what the wire value is converted to
+    doc: str
+
+    def validator(self) -> Validator[Any]:
+        if self.kind is bool:
+            return Bool()
+        return Enum(0, 1) if self.kind is int else Numbers()
+
+
+_SIG, _GAIN, _FRAME, _ONOFF = _SIGNALS_GET, "ZCtrl.GainGet", "Scan.FrameGet", "ZCtrl.OnOffGet"
+# fmt: off
+_SPECS: tuple[_Spec, ...] = (
+    _Spec("bias", "Bias", "V", "Bias.Get", 0, float, "Tip-sample bias voltage."),
+    _Spec("current", "Tunnel current", "A", _SIG, 0, float, "Signal 'Current (A)'."),
+    _Spec("z_position", "Z position", "m", _SIG, 0, float, "Tip height, signal 'Z (m)'."),
+    _Spec("z_setpoint", "Z setpoint", "A", "ZCtrl.SetpntGet", 0, float, "Current setpoint."),
+    _Spec("z_controller_enabled", "Z controller on", "", _ONOFF, 0, bool, "Z feedback on."),
+    _Spec("z_p_gain", "Z P gain", "m", _GAIN, 0, float, "Z-controller proportional gain."),
+    _Spec("z_time_constant", "Z time constant", "s", _GAIN, 1, float, "Z time constant T."),
+    _Spec("z_i_gain", "Z I gain", "m/s", _GAIN, 2, float, "Z-controller integral gain P/T."),
+    _Spec("scan_status", "Scan status", "", "Scan.StatusGet", 0, int, "0 stopped, 1 running."),
+    _Spec("scan_frame_center_x", "Frame center X", "m", _FRAME, 0, float, "Frame center X."),
+    _Spec("scan_frame_center_y", "Frame center Y", "m", _FRAME, 1, float, "Frame center Y."),
+    _Spec("scan_frame_width", "Frame width", "m", _FRAME, 2, float, "Scan frame width."),
+    _Spec("scan_frame_height", "Frame height", "m", _FRAME, 3, float, "Scan frame height."),
+    _Spec("scan_frame_angle", "Frame angle", "deg", _FRAME, 4, float, "Angle, clockwise."),
+)
+# fmt: on
+_SPEC_BY_NAME = {spec.name: spec for spec in _SPECS}
+
+
+class _Request(NamedTuple):
+    """One round trip of a plan; ``picks`` are (result position, reply index, converter)."""
+
+    command: str
+    args: tuple[Any, ...]
+    picks: tuple[tuple[int, int, Callable[[Any], object]], ...]
+
+
+class _Plan(NamedTuple):
+    """Precomputed requests for one tuple of parameters, so hot polls only do I/O and unpacking."""
+
+    size: int
+    requests: tuple[_Request, ...]
+    errors: tuple[tuple[int, str], ...]
+
+
+class NanonisSTM(Instrument):
+    """Get-only view of a Nanonis controller over its TCP programming interface.
+
+    The socket is guarded by a lock although trajmon calls each instrument from one worker thread:
+    a stray call from another thread must never interleave two requests on the stream.
+    """
+
+    bias: Parameter
+    current: Parameter
+    z_position: Parameter
+    z_setpoint: Parameter
+    z_controller_enabled: Parameter
+    z_p_gain: Parameter
+    z_time_constant: Parameter
+    z_i_gain: Parameter
+    scan_status: Parameter
+    scan_frame_center_x: Parameter
+    scan_frame_center_y: Parameter
+    scan_frame_width: Parameter
+    scan_frame_height: Parameter
+    scan_frame_angle: Parameter
+
+    def __init__(
+        self,
+        name: str,
+        address: str = "127.0.0.1",
+        port: int = 6501,
+        timeout: float = 2.0,
+        reconnect_backoff: tuple[float, float] = (0.1, 5.0),
+        clock: Callable[[], float] = time.monotonic,
+        **kwargs: Unpack[InstrumentBaseKWArgs],
+    ) -> None:
+        first, cap = reconnect_backoff
+        if timeout <= 0 or not 0 < first <= cap:
+            raise ValueError("need timeout > 0 and 0 < initial backoff <= maximum backoff")
+        super().__init__(name, **kwargs)
+        self.address = address
+        self.port = port
+        self.timeout = timeout
+        self.reconnect_backoff = (first, cap)
+        self.reconnect_count = 0
+        self._meta_attrs += ["address", "port", "timeout"]
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._sock: socket.socket | None = None
+        self._names: tuple[str, ...] = ()
+        self._index: dict[str, int] = {}
+        self._plans: dict[tuple[ParameterBase, ...], _Plan] = {}
+        self._delay = 0.0  # current backoff step; 0 means "next attempt is immediate"
+        self._next_attempt = 0.0
+        self._last_error = ""
+        for spec in _SPECS:
+            param = self.add_parameter(
+                spec.name,
+                parameter_class=Parameter,
+                label=spec.label,
+                unit=spec.unit,
+                get_cmd=self._getter(spec.name),
+                set_cmd=False,
+                vals=spec.validator(),
+                docstring=f"{spec.doc} ({spec.command}, read-only)",
+            )
+            setattr(self, spec.name, param)
+        with self._lock:
+            self._connect()  # raises ConnectionError; the metaclass then never registers us
+
+    # -- public API -----------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._sock is not None
+
+    def get_idn(self) -> dict[str, str | None]:
+        """Static identity: the TCP interface has no *IDN?, and snapshots must not cost requests."""
+        return {
+            "vendor": "SPECS Nanonis",
+            "model": "SPM controller (TCP interface)",
+            "serial": f"{self.address}:{self.port}",
+            "firmware": None,
+        }
+
+    def signal_names(self) -> list[str]:
+        """The controller's signal list, fetched at connect and refreshed on every reconnect."""
+        return list(self._names)
+
+    def read_signals(self, names: Sequence[str]) -> list[float]:
+        """Read several signals by name with one Signals.ValsGet request."""
+        with self._lock:
+            self._ensure_connected()
+            unknown = [n for n in names if n not in self._index]
+            if unknown:
+                raise ValueError(f"signals {unknown} are not in the controller's list")
+            indexes = [self._index[n] for n in names]
+            values = self._request(_SIGNALS_GET, (indexes, 0))[0]
+            return self._check_count(values, len(indexes))
+
+    def get_many(self, params: Sequence[ParameterBase]) -> list[object]:
+        """Read ``params`` in as few requests as possible; failures are returned, not raised.
+
+        Each entry is the value or the exception for that entry, so one failed request never
+        costs the other entries. After a timeout or a lost connection the remaining requests of
+        the call are not sent (they would each wait for the timeout): they fail fast with a
+        ``ConnectionError`` and the next call reconnects. Parameter caches are updated as ``get``
+        would update them.
+        """
+        key = tuple(params)
+        out = self._read(key)
+        for param, value in zip(key, out, strict=True):
+            if not isinstance(value, BaseException):
+                param.cache._update_with(value=value, raw_value=value)
+        return out
+
+    def snapshot_base(
+        self, update: bool | None = False, params_to_skip_update: Sequence[str] | None = None
+    ) -> dict[Any, Any]:
+        """Snapshot with batched reads: update=True costs seven requests, not fourteen."""
+        skip = list(params_to_skip_update or ())
+        if update is not False:
+            todo = [self.parameters[s.name] for s in _SPECS if s.name not in skip]
+            todo = [p for p in todo if update or not p.cache.valid]
+            self.get_many(todo)
+            skip += [p.short_name for p in todo]  # already attempted once; don't retry one by one
+        return super().snapshot_base(update=update, params_to_skip_update=skip)
+
+    def close(self) -> None:
+        """Close the socket, then let QCoDeS unregister the instrument."""
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            with lock:
+                self._drop()
+        super().close()
+
+    # -- plans ----------------------------------------------------------------------------------
+
+    def _getter(self, name: str) -> Callable[[], object]:
+        def get() -> object:
+            value = self._read((self.parameters[name],))[0]
+            if isinstance(value, BaseException):
+                raise value
+            return value
+
+        return get
+
+    def _read(self, key: tuple[ParameterBase, ...]) -> list[object]:
+        with self._lock:
+            try:
+                self._ensure_connected()
+            except ConnectionError as exc:
+                return [exc] * len(key)
+            plan = self._plans.get(key)
+            if plan is None:
+                plan = self._plan(key)
+            return self._execute(plan)
+
+    def _plan(self, key: tuple[ParameterBase, ...]) -> _Plan:
+        """Group ``key`` by command. Built after connecting, since signal indexes may change."""
+        groups: dict[str, list[tuple[int, int, Callable[[Any], object]]]] = {}
+        signals: list[int] = []
+        errors: list[tuple[int, str]] = []
+        for pos, param in enumerate(key):
+            spec = _SPEC_BY_NAME.get(param.short_name)
+            if spec is None or param.instrument is not self:
+                errors.append((pos, f"{param.full_name} is not a parameter of {self.name}"))
+                continue
+            index = spec.slot
+            if spec.command == _SIGNALS_GET:
+                signal = SIGNAL_CHANNELS[spec.name]
+                if signal not in self._index:
+                    errors.append((pos, f"signal {signal!r} is not in the controller's list"))
+                    continue
+                index = len(signals)
+                signals.append(self._index[signal])
+            groups.setdefault(spec.command, []).append((pos, index, spec.kind))
+        requests = tuple(
+            _Request(cmd, (signals, 0) if cmd == _SIGNALS_GET else (), tuple(picks))
+            for cmd, picks in groups.items()
+        )
+        if len(self._plans) >= 64:  # callers use a few fixed tuples; don't grow without bound
+            self._plans.clear()
+        plan = self._plans[key] = _Plan(len(key), requests, tuple(errors))
+        return plan
+
+    def _execute(self, plan: _Plan) -> list[object]:
+        out: list[object] = [None] * plan.size
+        for pos, message in plan.errors:
+            out[pos] = ValueError(message)
+        broken: BaseException | None = None
+        for req in plan.requests:
+            if broken is not None:
+                exc: BaseException = ConnectionError(f"{req.command} not sent: {broken}")
+            else:
+                try:
+                    reply = self._request(req.command, req.args)
+                    if req.command == _SIGNALS_GET:
+                        reply = self._check_count(reply[0], len(req.args[0]))
+                except (TimeoutError, ConnectionError) as e:
+                    exc = broken = e
+                except Exception as e:  # NanonisError / ProtocolError: this request only
+                    exc = e
+                else:
+                    for pos, index, convert in req.picks:
+                        out[pos] = convert(reply[index])
+                    continue
+            for pos, _, _ in req.picks:
+                out[pos] = exc
+        return out
+
+    # -- connection -----------------------------------------------------------------------------
+
+    def _where(self) -> str:
+        return f"Nanonis TCP interface at {self.address}:{self.port}"
+
+    def _connect(self) -> None:
+        """Open the socket and fetch the signal list; any failure leaves us disconnected."""
+        sock: socket.socket | None = None
+        try:
+            sock = socket.create_connection((self.address, self.port), timeout=self.timeout)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            names = tuple(self._exchange(sock, "Signals.NamesGet", ())[0])
+        except (OSError, NanonisError, ProtocolError) as exc:
+            if sock is not None:
+                sock.close()
+            raise ConnectionError(f"cannot connect to {self._where()}: {exc}") from exc
+        self._sock = sock
+        if names != self._names:
+            self._names = names
+            self._index = {n: i for i, n in enumerate(names)}
+            self._plans.clear()
+
+    def _ensure_connected(self) -> None:
+        """Reconnect if needed, with capped exponential backoff that never sleeps."""
+        if self._sock is not None:
+            return
+        now = self._clock()
+        if now < self._next_attempt:
+            raise ConnectionError(
+                f"not connected to {self._where()}; next reconnect attempt in "
+                f"{self._next_attempt - now:.3f} s (last error: {self._last_error})"
+            )
+        try:
+            self._connect()
+        except ConnectionError as exc:
+            first, cap = self.reconnect_backoff
+            self._delay = min(cap, self._delay * 2) if self._delay else first
+            self._next_attempt = self._clock() + self._delay
+            self._last_error = str(exc)
+            raise ConnectionError(f"{exc}; next attempt in {self._delay:.3f} s") from exc
+        self._delay = 0.0
+        self.reconnect_count += 1
+
+    def _drop(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def _request(self, command: str, args: tuple[Any, ...]) -> list[Any]:
+        """One round trip on the open socket; drops the connection when the stream is unusable."""
+        sock = self._sock
+        if sock is None:
+            raise ConnectionError(f"not connected to {self._where()}")
+        try:
+            return self._exchange(sock, command, args)
+        except TimeoutError as exc:
+            self._drop()
+            self._last_error = f"{command} timed out"
+            raise TimeoutError(
+                f"{command}: no reply from {self._where()} within {self.timeout} s; "
+                "connection closed, the next call reconnects"
+            ) from exc
+        except OSError as exc:  # not ProtocolError: a body that does not decode was read whole
+            self._drop()
+            self._last_error = f"{command}: {exc}"
+            raise ConnectionError(
+                f"{command}: connection to {self._where()} lost ({exc}); the next call reconnects"
+            ) from exc
+
+    def _exchange(self, sock: socket.socket, command: str, args: tuple[Any, ...]) -> list[Any]:
+        """Send one request and read its reply: one sendall, exact reads under one deadline."""
+        spec = COMMANDS[command]
+        body = pack_body(spec.args, args)
+        deadline = time.monotonic() + self.timeout
+        sock.sendall(encode_header(command, len(body)) + body)
+        try:
+            header = self._recv_exact(sock, HEADER_SIZE, deadline)
+            try:
+                echoed, size, _ = decode_header(header)
+            except ProtocolError as exc:
+                raise ConnectionError(f"garbled reply header: {exc}") from exc
+            if echoed != command or size > _MAX_BODY:  # the stream is out of sync
+                raise ConnectionError(f"reply {echoed!r} ({size} bytes) to a {command!r} request")
+            payload = self._recv_exact(sock, size, deadline)
+        finally:
+            if sock.gettimeout() != self.timeout:
+                sock.settimeout(self.timeout)
+        values, offset = unpack_body(spec.returns, payload)
+        status, message = decode_error(payload, offset)
+        if status or message:
+            raise NanonisError(command, status, message)
+        return values
+
+    @staticmethod
+    def _recv_exact(sock: socket.socket, size: int, deadline: float) -> bytes:
+        """TCP may split a reply anywhere; loop until ``size`` bytes arrived or the deadline."""
+        buf = bytearray(size)
+        view = memoryview(buf)
+        got = 0
+        while got < size:
+            n = sock.recv_into(view[got:])
+            if n == 0:
+                raise ConnectionError("connection closed by the controller")
+            got += n
+            if got < size:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("reply incomplete at the deadline")
+                sock.settimeout(remaining)
+        return bytes(buf)
+
+    @staticmethod
+    def _check_count(values: list[Any], expected: int) -> list[float]:
+        if len(values) != expected:
+            raise ProtocolError(f"{_SIGNALS_GET} returned {len(values)} values for {expected}")
+        return [float(v) for v in values]

@@ -1,0 +1,199 @@
+"""Nanonis TCP programming-interface framing, shared by the driver and the simulator.
+
+The controller speaks a request/response protocol over one TCP socket: a 40-byte header
+(32-byte NUL-padded command name, big-endian uint32 body size, uint16 "send response" flag,
+two zero bytes) followed by a big-endian body. A response repeats the header layout and ends its
+body with an error section (uint32 status, int32 description size, description bytes).
+
+Keeping the codec in one module means the simulator cannot drift from what the driver parses, and
+the vendor's own client (``nanonis_spm``) is the independent check that both are right.
+
+Body formats are tuples of codes:
+
+``f`` float32, ``d`` float64, ``i`` int32, ``I`` uint32, ``h`` int16, ``H`` uint16,
+``str`` (int32 byte length + UTF-8 bytes), ``i[]`` / ``f[]`` (int32 count + items),
+``str[]`` (int32 total byte size, int32 count, then each string as ``str``).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "COMMANDS",
+    "HEADER_SIZE",
+    "CommandSpec",
+    "NanonisError",
+    "ProtocolError",
+    "decode_error",
+    "decode_header",
+    "encode_error",
+    "encode_header",
+    "pack_body",
+    "unpack_body",
+]
+
+HEADER_SIZE = 40
+_HEADER = struct.Struct(">32sIHH")
+_SCALARS = {
+    "f": struct.Struct(">f"),
+    "d": struct.Struct(">d"),
+    "i": struct.Struct(">i"),
+    "I": struct.Struct(">I"),
+    "h": struct.Struct(">h"),
+    "H": struct.Struct(">H"),
+}
+_INT32 = _SCALARS["i"]
+_ERROR_HEAD = struct.Struct(">Ii")
+
+
+class ProtocolError(Exception):
+    """The byte stream does not follow the framing (truncated, oversized, unknown command)."""
+
+
+class NanonisError(Exception):
+    """The controller answered with a non-zero error status or an error description."""
+
+    def __init__(self, command: str, status: int, message: str) -> None:
+        super().__init__(f"{command}: {message or 'error status ' + str(status)}")
+        self.command = command
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSpec:
+    """Argument and return formats of one command, as in the vendor's TCP protocol manual."""
+
+    args: tuple[str, ...]
+    returns: tuple[str, ...]
+
+
+_F5 = ("f", "f", "f", "f", "f")
+COMMANDS: dict[str, CommandSpec] = {
+    "Bias.Get": CommandSpec((), ("f",)),
+    "Bias.Set": CommandSpec(("f",), ()),
+    "Current.Get": CommandSpec((), ("f",)),
+    "ZCtrl.ZPosGet": CommandSpec((), ("f",)),
+    "ZCtrl.SetpntGet": CommandSpec((), ("f",)),
+    "ZCtrl.SetpntSet": CommandSpec(("f",), ()),
+    "ZCtrl.OnOffGet": CommandSpec((), ("I",)),
+    "ZCtrl.OnOffSet": CommandSpec(("I",), ()),
+    "ZCtrl.GainGet": CommandSpec((), ("f", "f", "f")),
+    "ZCtrl.GainSet": CommandSpec(("f", "f", "f"), ()),
+    "Scan.Action": CommandSpec(("H", "I"), ()),
+    "Scan.StatusGet": CommandSpec((), ("I",)),
+    "Scan.FrameGet": CommandSpec((), _F5),
+    "Scan.FrameSet": CommandSpec(_F5, ()),
+    "Signals.NamesGet": CommandSpec((), ("str[]",)),
+    "Signals.ValGet": CommandSpec(("i", "I"), ("f",)),
+    "Signals.ValsGet": CommandSpec(("i[]", "I"), ("f[]",)),
+}
+
+
+def encode_header(command: str, body_size: int, *, send_response: bool = True) -> bytes:
+    name = command.encode("ascii")
+    if len(name) > 32:
+        raise ProtocolError(f"command name longer than 32 bytes: {command!r}")
+    return _HEADER.pack(name, body_size, 1 if send_response else 0, 0)
+
+
+def decode_header(data: bytes) -> tuple[str, int, bool]:
+    """Return (command, body size, send-response flag) of a 40-byte header."""
+    if len(data) != HEADER_SIZE:
+        raise ProtocolError(f"header must be {HEADER_SIZE} bytes, got {len(data)}")
+    raw, size, flag, _ = _HEADER.unpack(data)
+    try:
+        command = raw.rstrip(b"\0").decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError("command name is not ASCII") from exc
+    return command, size, bool(flag)
+
+
+def _pack_str(text: str) -> bytes:
+    data = text.encode("utf-8")
+    return _INT32.pack(len(data)) + data
+
+
+def pack_body(formats: Sequence[str], values: Sequence[Any]) -> bytes:
+    if len(formats) != len(values):
+        raise ProtocolError(f"{len(formats)} formats for {len(values)} values")
+    out = bytearray()
+    for code, value in zip(formats, values, strict=True):
+        scalar = _SCALARS.get(code)
+        if scalar is not None:
+            out += scalar.pack(value)
+        elif code == "str":
+            out += _pack_str(str(value))
+        elif code in ("i[]", "f[]"):
+            items = list(value)
+            out += _INT32.pack(len(items))
+            out += struct.pack(f">{len(items)}{code[0]}", *items)
+        elif code == "str[]":
+            packed = b"".join(_pack_str(s) for s in value)
+            out += _INT32.pack(len(packed)) + _INT32.pack(len(value)) + packed
+        else:
+            raise ProtocolError(f"unknown body format {code!r}")
+    return bytes(out)
+
+
+def _take(body: bytes, offset: int, size: int) -> int:
+    end = offset + size
+    if size < 0 or end > len(body):
+        raise ProtocolError(f"body truncated: need {end} bytes, have {len(body)}")
+    return end
+
+
+def unpack_body(formats: Sequence[str], body: bytes, offset: int = 0) -> tuple[list[Any], int]:
+    """Decode ``formats`` from ``body`` at ``offset``; return the values and the next offset."""
+    values: list[Any] = []
+    for code in formats:
+        scalar = _SCALARS.get(code)
+        if scalar is not None:
+            end = _take(body, offset, scalar.size)
+            values.append(scalar.unpack_from(body, offset)[0])
+            offset = end
+        elif code == "str":
+            text, offset = _unpack_str(body, offset)
+            values.append(text)
+        elif code in ("i[]", "f[]"):
+            end = _take(body, offset, 4)
+            (count,) = _INT32.unpack_from(body, offset)
+            end = _take(body, end, 4 * count)
+            values.append(list(struct.unpack_from(f">{count}{code[0]}", body, offset + 4)))
+            offset = end
+        elif code == "str[]":
+            _take(body, offset, 8)
+            _size, count = struct.unpack_from(">ii", body, offset)
+            offset += 8
+            names = []
+            for _ in range(count):
+                text, offset = _unpack_str(body, offset)
+                names.append(text)
+            values.append(names)
+        else:
+            raise ProtocolError(f"unknown body format {code!r}")
+    return values, offset
+
+
+def _unpack_str(body: bytes, offset: int) -> tuple[str, int]:
+    end = _take(body, offset, 4)
+    (length,) = _INT32.unpack_from(body, offset)
+    stop = _take(body, end, length)
+    return body[end:stop].decode("utf-8", errors="replace"), stop
+
+
+def encode_error(status: int = 0, message: str = "") -> bytes:
+    data = message.encode("utf-8")
+    return _ERROR_HEAD.pack(status, len(data)) + data
+
+
+def decode_error(body: bytes, offset: int) -> tuple[int, str]:
+    """Read the error section that ends every response body."""
+    end = _take(body, offset, _ERROR_HEAD.size)
+    status, length = _ERROR_HEAD.unpack_from(body, offset)
+    stop = _take(body, end, length)
+    return status, body[end:stop].decode("utf-8", errors="replace")

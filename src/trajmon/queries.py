@@ -1,0 +1,243 @@
+"""Reading recorded runs: runs, status, actions and their signal windows.
+
+Readers open the database read-only; with WAL they see the last committed state and never
+block — nor are blocked by — a run that is recording. Windows are resolved here, at query
+time, from the dense sample tables; the segments index narrows the scan to a few pages.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .channels import decode_value
+from .schema import quote_ident
+
+__all__ = [
+    "QueryError",
+    "RunRef",
+    "connect_readonly",
+    "effective_status",
+    "get_action",
+    "list_actions",
+    "list_runs",
+    "resolve_run",
+    "window_rows",
+]
+
+
+class QueryError(LookupError):
+    """Unknown run, unknown action, missing database: one line for the operator."""
+
+
+def connect_readonly(db: Path | str) -> sqlite3.Connection:
+    path = Path(db)
+    if not path.exists():
+        raise QueryError(f"database not found: {path}")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA query_only = ON")
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.DatabaseError as exc:
+        raise QueryError(f"cannot read {path}: {exc}") from exc
+    if "runs" not in tables:
+        conn.close()
+        raise QueryError(f"{path} is not a trajmon database (no runs table)")
+    return conn
+
+
+def effective_status(row: sqlite3.Row | dict[str, Any], now: float | None = None) -> str:
+    """A ``running`` run whose heartbeat is older than its threshold has crashed."""
+    status = str(row["status"])
+    if status != "running":
+        return status
+    beat = row["heartbeat_epoch"]
+    now = time.time() if now is None else now
+    if beat is None or now - float(beat) > float(row["stale_after_s"]):
+        return "crashed"
+    return status
+
+
+@dataclass(frozen=True, slots=True)
+class RunRef:
+    run_id: int
+    run_name: str
+
+
+def resolve_run(conn: sqlite3.Connection, name: str | None) -> RunRef:
+    """A named run, or the most recent one when no name is given."""
+    if name is None:
+        row = conn.execute(
+            "SELECT run_id, run_name FROM runs ORDER BY run_id DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            raise QueryError("the database has no runs yet")
+    else:
+        row = conn.execute(
+            "SELECT run_id, run_name FROM runs WHERE run_name = ?", (name,)
+        ).fetchone()
+        if row is None:
+            raise QueryError(f"unknown run {name!r}")
+    return RunRef(int(row["run_id"]), str(row["run_name"]))
+
+
+def list_runs(conn: sqlite3.Connection, now: float | None = None) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT r.*,"
+        " (SELECT coalesce(sum(samples), 0) FROM poll_groups g"
+        "   WHERE g.run_id = r.run_id AND g.kind = 'signal') AS signal_samples,"
+        " (SELECT coalesce(sum(samples), 0) FROM poll_groups g"
+        "   WHERE g.run_id = r.run_id AND g.kind = 'spec') AS spec_samples,"
+        " (SELECT coalesce(sum(missed_ticks), 0) FROM poll_groups g"
+        "   WHERE g.run_id = r.run_id) AS missed_ticks"
+        " FROM runs r ORDER BY r.run_id"
+    ).fetchall()
+    out = []
+    for row in rows:
+        duration = row["end_dt_s"] if row["end_dt_s"] is not None else row["heartbeat_dt_s"]
+        out.append(
+            {
+                "run_id": row["run_id"],
+                "run_name": row["run_name"],
+                "status": effective_status(row, now),
+                "run_start_utc": row["run_start_utc"],
+                "duration_s": duration,
+                "signal_samples": row["signal_samples"],
+                "spec_samples": row["spec_samples"],
+                "missed_ticks": row["missed_ticks"],
+                "actions": row["actions"],
+                "errors": row["errors"],
+                "lost_samples": row["lost_samples"],
+            }
+        )
+    return out
+
+
+def _channel_types(conn: sqlite3.Connection, run_id: int) -> dict[int, str]:
+    rows = conn.execute("SELECT channel_id, value_type FROM channels WHERE run_id = ?", (run_id,))
+    return {int(r[0]): str(r[1]) for r in rows}
+
+
+def _action_dict(row: sqlite3.Row, types: dict[int, str]) -> dict[str, Any]:
+    vtype = types.get(int(row["channel_id"]), "any")
+    return {
+        "action_idx": row["action_idx"],
+        "dt_s": row["dt_s"],
+        "sample_idx": row["sample_idx"],
+        "prev_dt_s": row["prev_dt_s"],
+        "detected_at_utc": row["detected_at_utc"],
+        "spec_label": row["spec_label"],
+        "old_value": decode_value(vtype, row["old_value"]),
+        "new_value": decode_value(vtype, row["new_value"]),
+        "delta": row["delta"],
+        "window_start_s": row["window_start_s"],
+        "window_end_s": row["window_end_s"],
+    }
+
+
+def list_actions(
+    conn: sqlite3.Connection,
+    run: RunRef,
+    *,
+    spec: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    sql = "SELECT * FROM actions WHERE run_id = ?"
+    args: list[Any] = [run.run_id]
+    if spec is not None:
+        sql += " AND spec_label = ?"
+        args.append(spec)
+    if since is not None:
+        sql += " AND dt_s >= ?"
+        args.append(since)
+    if until is not None:
+        sql += " AND dt_s <= ?"
+        args.append(until)
+    sql += " ORDER BY action_idx"
+    if limit is not None:
+        sql += " LIMIT ?"
+        args.append(limit)
+    types = _channel_types(conn, run.run_id)
+    return [_action_dict(r, types) for r in conn.execute(sql, args)]
+
+
+def get_action(conn: sqlite3.Connection, run: RunRef, action_idx: int) -> dict[str, Any]:
+    row = conn.execute(
+        "SELECT * FROM actions WHERE run_id = ? AND action_idx = ?", (run.run_id, action_idx)
+    ).fetchone()
+    if row is None:
+        raise QueryError(f"run {run.run_name!r} has no action {action_idx}")
+    return _action_dict(row, _channel_types(conn, run.run_id))
+
+
+def window_rows(
+    conn: sqlite3.Connection, run: RunRef, kind: str, start_s: float, end_s: float
+) -> list[dict[str, Any]]:
+    """Samples of every ``kind`` group with ``start_s <= dt_s <= end_s``, plus coverage."""
+    groups = conn.execute(
+        "SELECT group_id, name, interval_s, table_name FROM poll_groups"
+        " WHERE run_id = ? AND kind = ? ORDER BY group_id",
+        (run.run_id, kind),
+    ).fetchall()
+    out = []
+    for g in groups:
+        gid, interval = int(g["group_id"]), float(g["interval_s"])
+        chans = conn.execute(
+            "SELECT label, unit, value_type FROM channels WHERE run_id = ? AND group_id = ?"
+            " ORDER BY position",
+            (run.run_id, gid),
+        ).fetchall()
+        span = conn.execute(
+            "SELECT min(first_dt_s), max(last_dt_s) FROM segments"
+            " WHERE run_id = ? AND group_id = ?",
+            (run.run_id, gid),
+        ).fetchone()
+        idx = conn.execute(
+            "SELECT min(first_idx), max(last_idx) FROM segments WHERE run_id = ? AND group_id = ?"
+            " AND last_dt_s >= ? AND first_dt_s <= ?",
+            (run.run_id, gid, start_s, end_s),
+        ).fetchone()
+        rows: list[dict[str, Any]] = []
+        if idx[0] is not None:
+            cols = ", ".join(quote_ident(c["label"]) for c in chans)
+            query = (
+                f"SELECT sample_idx, dt_s, {cols} FROM {quote_ident(g['table_name'])}"
+                " WHERE sample_idx BETWEEN ? AND ? AND dt_s BETWEEN ? AND ? ORDER BY sample_idx"
+            )
+            for r in conn.execute(query, (idx[0], idx[1], start_s, end_s)):
+                values = {
+                    c["label"]: decode_value(c["value_type"], r[i + 2]) for i, c in enumerate(chans)
+                }
+                rows.append({"sample_idx": r[0], "dt_s": r[1], "values": values})
+        first, last = span[0], span[1]
+        gaps = [
+            (a["dt_s"], b["dt_s"])
+            for a, b in itertools.pairwise(rows)
+            if b["dt_s"] - a["dt_s"] > 2 * interval
+        ]
+        complete = (
+            first is not None
+            and first <= start_s + interval
+            and last >= end_s - interval
+            and not gaps
+        )
+        out.append(
+            {
+                "group": g["name"],
+                "interval_s": interval,
+                "channels": [{"label": c["label"], "unit": c["unit"]} for c in chans],
+                "recorded_from_s": first,
+                "recorded_to_s": last,
+                "complete": bool(complete),
+                "gaps": [{"from_s": a, "to_s": b} for a, b in gaps],
+                "rows": rows,
+            }
+        )
+    return out

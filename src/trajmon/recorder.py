@@ -1,0 +1,321 @@
+"""One recording, start to finish: pollers -> detector -> bounded queue -> writer.
+
+The recorder's promise is the run's final state: whether the duration ends, the operator presses
+Ctrl-C or the disk fills, sampling stops first, the queue is drained and committed, and the run
+row says what happened. Stopping never cancels a read in flight — a sample the instrument
+answered is a sample the database gets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from .channels import Channel, PollGroup
+from .clock import Clock, SystemClock
+from .config import MonitorConfig
+from .detection import ChangeDetector
+from .records import ActionEvent, GroupStats, MonitorError, Sample
+from .resolve import build_groups
+from .runstore import NewRun, create_run, finish_run
+from .sampling import GroupReader, InstrumentWorker
+from .scheduling import Poller, Schedule
+from .schema import migrate
+from .writer import QueueSink, StorageError, Writer, WriterTarget, open_connection
+
+__all__ = ["Recorder", "RunSummary"]
+
+Item = Sample | ActionEvent | MonitorError
+
+
+@dataclass(slots=True)
+class GroupSummary:
+    name: str
+    kind: str
+    interval_s: float
+    samples: int
+    samples_read: int
+    missed_ticks: int
+    failed_reads: int
+    mean_read_s: float
+
+
+@dataclass(slots=True)
+class RunSummary:
+    """What ``trajmon run`` prints at the end and ``--json`` returns."""
+
+    run_name: str
+    run_id: int
+    db: str
+    status: str
+    duration_s: float
+    groups: list[GroupSummary] = field(default_factory=list)
+    actions: int = 0
+    errors: int = 0
+    lost_samples: int = 0
+    message: str | None = None
+
+    @property
+    def signal_samples(self) -> int:
+        return sum(g.samples for g in self.groups if g.kind == "signal")
+
+    @property
+    def spec_samples(self) -> int:
+        return sum(g.samples for g in self.groups if g.kind == "spec")
+
+    @property
+    def missed_ticks(self) -> int:
+        return sum(g.missed_ticks for g in self.groups)
+
+
+class _EventTap:
+    """Keeps the last actions for the live view (bounded) on their way to the queue."""
+
+    def __init__(self, sink: QueueSink, recent: deque[ActionEvent]) -> None:
+        self._sink = sink
+        self._recent = recent
+
+    async def send(self, item: Item) -> None:
+        if type(item) is ActionEvent:
+            self._recent.append(item)
+        await self._sink.send(item)
+
+
+class Recorder:
+    """Records one run of ``config`` from already-connected ``instruments``."""
+
+    def __init__(
+        self,
+        config: MonitorConfig,
+        instruments: Mapping[str, Any],
+        *,
+        clock: Clock | None = None,
+        snapshot: dict[str, Any] | None = None,
+    ) -> None:
+        if not config.run_name:
+            raise ValueError("config.run_name is required to record")
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.instruments = dict(instruments)
+        self.snapshot = snapshot
+        self.groups: list[PollGroup] = build_groups(config, instruments)
+        self.stats: list[GroupStats] = []
+        self.recent_actions: deque[ActionEvent] = deque(maxlen=20)
+        self.started = anyio.Event()
+        self.t0_mono: float | None = None
+        self._pollers: list[Poller] = []
+        self._stop_requested = False
+        self._sink: QueueSink | None = None
+        self._detector: ChangeDetector | None = None
+        self._end_wait: anyio.CancelScope | None = None
+
+    @property
+    def queue_depth(self) -> int:
+        return 0 if self._sink is None else self._sink.depth
+
+    @property
+    def detector_actions(self) -> int:
+        return 0 if self._detector is None else self._detector.next_action_idx
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_requested
+
+    def request_stop(self) -> None:
+        """Stop sampling and let the writer drain; idempotent (a second Ctrl-C changes nothing)."""
+        self._stop_requested = True
+        for poller in self._pollers:
+            poller.stop()
+        if self._end_wait is not None:
+            self._end_wait.cancel()
+
+    async def run(self) -> RunSummary:
+        cfg = self.config
+        assert cfg.run_name is not None
+        await anyio.to_thread.run_sync(_prepare_db, cfg)
+        conn = await open_connection(cfg.db)
+        workers: dict[str, InstrumentWorker] = {}
+        try:
+            start_wall, t0 = self.clock.wall(), self.clock.monotonic()
+            target = await create_run(
+                conn, NewRun(cfg.run_name, start_wall, t0, cfg, self.groups, self.snapshot)
+            )
+            self.t0_mono = t0
+            self.stats = [target.stats[gid] for gid in sorted(target.stats)]
+            return await self._record(conn, target, workers, start_wall)
+        finally:
+            for worker in workers.values():
+                worker.close(timeout=cfg.read_timeout_s + 1)
+            with anyio.CancelScope(shield=True):
+                await conn.close()
+
+    async def _record(
+        self,
+        conn: Any,
+        target: WriterTarget,
+        workers: dict[str, InstrumentWorker],
+        start_wall: float,
+    ) -> RunSummary:
+        cfg, clock = self.config, self.clock
+        t0 = target.t0_mono
+        for group in self.groups:
+            for ch in group.channels:
+                if ch.instrument not in workers:
+                    workers[ch.instrument] = InstrumentWorker(ch.instrument)
+        spec_channels: dict[int, Sequence[tuple[int, Channel]]] = {}
+        cid = 0
+        for gid, group in enumerate(self.groups):
+            for ch in group.channels:
+                if group.kind == "spec":
+                    spec_channels.setdefault(gid, []).append((cid, ch))  # type: ignore[attr-defined]
+                cid += 1
+        detector = ChangeDetector(
+            spec_channels,
+            window_before_s=cfg.window_before_s,
+            window_after_s=cfg.window_after_s,
+            wall=clock.wall,
+        )
+        self._detector = detector
+        send, receive = anyio.create_memory_object_stream[Item](cfg.queue_size)
+        writer = Writer(
+            conn,
+            target,
+            receive,
+            clock=clock,
+            commit_interval_s=cfg.commit_interval_s,
+            commit_rows=cfg.commit_rows,
+            heartbeat_s=cfg.heartbeat_s,
+        )
+        sink = QueueSink(send, writer, wake_at=cfg.commit_rows)
+        self._sink = sink
+        tap = _EventTap(sink, self.recent_actions)
+        end_at = None if cfg.duration_s is None else t0 + cfg.duration_s
+        self._pollers = [
+            Poller(
+                target.stats[gid],
+                GroupReader(
+                    group,
+                    self.instruments,
+                    workers,
+                    # A driver with its own timeout reports it first; this is the safety net
+                    # for drivers that have none.
+                    cfg.read_timeout_s + 1.0,
+                ),
+                tap,
+                clock=clock,
+                schedule=Schedule(t0, group.interval_s),
+                end_at=end_at,
+                detector=detector if group.kind == "spec" else None,
+            )
+            for gid, group in enumerate(self.groups)
+        ]
+        if self._stop_requested:
+            self.request_stop()
+        status, message = "completed", None
+        self.started.set()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._write, writer, receive)
+                async with anyio.create_task_group() as pollers:
+                    for poller in self._pollers:
+                        pollers.start_soon(poller.run)
+                if end_at is not None:  # the last tick is before end_at; the run lasts until it
+                    with anyio.CancelScope() as self._end_wait:
+                        if not self._stop_requested:
+                            await clock.sleep_until(end_at)
+                sink.close()
+        except* StorageError as failures:
+            status, message = "failed", str(failures.exceptions[0])
+        if status != "failed" and self._stop_requested:
+            status = "interrupted"
+        if status == "completed" and cfg.duration_s is None:
+            status = "interrupted"
+        end_mono = clock.monotonic()
+        end_dt = end_mono - t0
+        if end_at is not None and status == "completed":
+            end_dt = min(end_dt, cfg.duration_s or end_dt)
+        lost = sum(s.samples_read - s.samples_committed for s in target.stats.values())
+        try:
+            with anyio.CancelScope(shield=True):
+                await finish_run(
+                    conn,
+                    target,
+                    status=status,
+                    end_dt_s=end_dt,
+                    end_epoch=clock.wall(),
+                    lost_samples=lost,
+                    message=message,
+                )
+        except Exception as exc:  # the file itself refuses writes: report, keep what is there
+            message = f"{message or 'run ended'}; could not record the final status: {exc}"
+            if status != "failed":
+                status, message = "failed", message
+        summary = RunSummary(
+            run_name=cfg.run_name or "",
+            run_id=target.run_id,
+            db=str(cfg.db),
+            status=status,
+            duration_s=end_dt,
+            actions=target.actions,
+            errors=target.errors,
+            lost_samples=lost,
+            message=message,
+        )
+        for gid, group in enumerate(self.groups):
+            st = target.stats[gid]
+            summary.groups.append(
+                GroupSummary(
+                    group.name,
+                    group.kind,
+                    group.interval_s,
+                    st.samples_committed,
+                    st.samples_read,
+                    st.missed_ticks,
+                    st.failed_reads,
+                    st.read_s_sum / st.samples_read if st.samples_read else math.nan,
+                )
+            )
+        if status == "failed":
+            raise RunFailedError(summary)
+        return summary
+
+    async def _write(self, writer: Writer, receive: MemoryObjectReceiveStream[Item]) -> None:
+        try:
+            await writer.run()  # closes the receive side when it ends, however it ends
+        except BaseException:
+            self.request_stop()  # nobody drains the queue any more: stop sampling
+            raise
+
+
+class RunFailedError(RuntimeError):
+    """The run ended as ``failed`` (storage fault); ``summary`` holds what was recorded."""
+
+    def __init__(self, summary: RunSummary) -> None:
+        super().__init__(summary.message or "run failed")
+        self.summary = summary
+
+
+def _prepare_db(cfg: MonitorConfig) -> None:
+    import sqlite3
+
+    from .runstore import RunExistsError
+
+    try:
+        conn = sqlite3.connect(cfg.db, timeout=2.0)
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot open database {cfg.db}: {exc}") from exc
+    with contextlib.closing(conn):
+        try:
+            migrate(conn)
+            row = conn.execute("SELECT 1 FROM runs WHERE run_name = ?", (cfg.run_name,)).fetchone()
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot use database {cfg.db}: {exc}") from exc
+        if row is not None:
+            raise RunExistsError(f"run name {cfg.run_name!r} is already used in {cfg.db}")

@@ -1,0 +1,70 @@
+"""What flows through the bounded queue from the pollers to the writer.
+
+Slotted dataclasses rather than dicts: a 1 kHz poller creates one of these per tick, and the
+writer turns them into SQL parameters without looking anything up by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["ActionEvent", "GroupStats", "MonitorError", "Sample"]
+
+
+@dataclass(slots=True)
+class Sample:
+    """One read of a poll group. ``values`` holds ``None`` where that channel's read failed."""
+
+    group_id: int
+    sample_idx: int
+    dt_s: float
+    read_s: float
+    values: list[Any]
+
+
+@dataclass(slots=True)
+class ActionEvent:
+    """A spec changed between two consecutive spec samples."""
+
+    action_idx: int
+    dt_s: float
+    sample_idx: int
+    prev_dt_s: float
+    detected_at_utc: str
+    spec_label: str
+    channel_id: int
+    old_value: Any
+    new_value: Any
+    delta: float | None
+    window_start_s: float
+    window_end_s: float
+
+
+@dataclass(slots=True)
+class MonitorError:
+    """A failed read (or other fault) the run survived; one row in ``monitor_errors``."""
+
+    dt_s: float
+    channel: str | None
+    instrument: str | None
+    error_type: str
+    message: str
+
+
+@dataclass(slots=True)
+class GroupStats:
+    """Live counters of one poll group, copied onto its row at every commit."""
+
+    group_id: int
+    name: str
+    interval_s: float
+    samples_read: int = 0
+    samples_committed: int = 0
+    missed_ticks: int = 0
+    failed_reads: int = 0
+    read_s_sum: float = 0.0
+    read_s_max: float = 0.0
+    lateness_max_s: float = 0.0
+    last_dt_s: float | None = None
+    last_values: list[Any] | None = None

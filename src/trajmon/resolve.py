@@ -1,0 +1,84 @@
+"""Binding configured labels to live QCoDeS parameters, and grouping them for polling.
+
+Resolution happens before the run exists: an unknown instrument or parameter is a configuration
+error the operator fixes, not a run full of NULLs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .channels import Channel, PollGroup, value_type_from_vals
+from .config import ChannelSpec, ConfigError, MonitorConfig
+
+__all__ = ["build_groups", "resolve_parameter"]
+
+
+def resolve_parameter(source: str, instruments: Mapping[str, Any]) -> tuple[str, Any]:
+    """``"stm.current"`` or ``"dmm.ch1.voltage"`` -> (instrument name, parameter object)."""
+    name, *path = source.split(".")
+    if name not in instruments:
+        known = ", ".join(sorted(instruments)) or "none"
+        raise ConfigError(f"unknown instrument {name!r} in {source!r} (instruments: {known})")
+    node: Any = instruments[name]
+    for i, part in enumerate(path):
+        parameters = getattr(node, "parameters", {})
+        submodules = getattr(node, "submodules", {})
+        if part in parameters:
+            node = parameters[part]
+        elif part in submodules:
+            node = submodules[part]
+        else:
+            where = ".".join([name, *path[:i]])
+            raise ConfigError(f"{where} has no parameter or submodule {part!r} (in {source!r})")
+    if not callable(getattr(node, "get", None)) or hasattr(node, "parameters"):
+        raise ConfigError(f"{source!r} is not a parameter")
+    if not getattr(node, "gettable", True):
+        raise ConfigError(f"{source!r} is not gettable")
+    return name, node
+
+
+def _channel(spec: ChannelSpec, instruments: Mapping[str, Any]) -> Channel:
+    instrument, param = resolve_parameter(spec.source, instruments)
+    vals = getattr(param, "vals", None)
+    return Channel(
+        label=spec.label,
+        kind=spec.kind,
+        source=spec.source,
+        instrument=instrument,
+        group=spec.group_name,
+        unit=str(getattr(param, "unit", "") or ""),
+        value_type=value_type_from_vals(vals),
+        vals=None if vals is None else repr(vals),
+        tolerance_abs=spec.tolerance_abs,
+        tolerance_rel=spec.tolerance_rel,
+        parameter=param,
+    )
+
+
+def build_groups(config: MonitorConfig, instruments: Mapping[str, Any]) -> list[PollGroup]:
+    """Signal groups first, then spec groups, each in configuration order."""
+    specs = config.selected_channels()
+    if not any(s.kind == "spec" for s in specs) and not any(s.kind == "signal" for s in specs):
+        raise ConfigError("no channels selected")
+    members: dict[str, list[Channel]] = {}
+    intervals: dict[str, float] = {}
+    kinds: dict[str, str] = {}
+    for spec in specs:
+        group = spec.group_name
+        interval = config.group_interval(spec)
+        if group in kinds and kinds[group] != spec.kind:
+            raise ConfigError(f"group {group!r} mixes signals and specs; give them separate groups")
+        if group in intervals and spec.interval_s is not None and intervals[group] != interval:
+            raise ConfigError(f"group {group!r} has two intervals ({intervals[group]}, {interval})")
+        kinds[group] = spec.kind
+        intervals.setdefault(group, interval)
+        members.setdefault(group, []).append(_channel(spec, instruments))
+    order = sorted(members, key=lambda g: (kinds[g] != "signal", list(members).index(g)))
+    return [
+        PollGroup(
+            name=g, kind=members[g][0].kind, interval_s=intervals[g], channels=tuple(members[g])
+        )
+        for g in order
+    ]

@@ -1,0 +1,197 @@
+"""Creating and closing a run's rows: the writer connection's work outside the sample stream.
+
+A run is created in one transaction — run row, poll groups, channel catalog, per-group tables,
+first session — so a database either knows a run completely or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+
+from . import __version__
+from .channels import PollGroup
+from .clock import utc_iso
+from .config import MonitorConfig
+from .records import GroupStats
+from .schema import group_table_ddl, group_table_name
+from .writer import WriterTarget
+
+__all__ = ["RunExistsError", "create_run", "finish_run"]
+
+
+class RunExistsError(ValueError):
+    """Run names are single-use within a database."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    run_name: str
+    run_start_epoch: float
+    t0_mono: float
+    config: MonitorConfig
+    groups: Sequence[PollGroup]
+    snapshot: dict[str, Any] | None
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, default=str, allow_nan=True)
+
+
+async def create_run(conn: aiosqlite.Connection, new: NewRun) -> WriterTarget:
+    cfg = new.config
+    cursor = await conn.execute("SELECT 1 FROM runs WHERE run_name = ?", (new.run_name,))
+    if await cursor.fetchone() is not None:
+        raise RunExistsError(f"run name {new.run_name!r} is already used in {cfg.db}")
+    await conn.execute("BEGIN IMMEDIATE")
+    try:
+        try:
+            cursor = await conn.execute(
+                "INSERT INTO runs (run_name, status, run_start_utc, run_start_epoch, duration_s,"
+                " rotate_entries, window_before_s, window_after_s, commit_interval_s,"
+                " stale_after_s, config_json, snapshot_json, trajmon_version, pid,"
+                " heartbeat_utc, heartbeat_epoch, heartbeat_dt_s)"
+                " VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+                (
+                    new.run_name,
+                    utc_iso(new.run_start_epoch),
+                    new.run_start_epoch,
+                    cfg.duration_s,
+                    cfg.rotate_entries,
+                    cfg.window_before_s,
+                    cfg.window_after_s,
+                    cfg.commit_interval_s,
+                    cfg.stale_after_s,
+                    cfg.model_dump_json(),
+                    None if new.snapshot is None else _json(new.snapshot),
+                    __version__,
+                    os.getpid(),
+                    utc_iso(new.run_start_epoch),
+                    new.run_start_epoch,
+                ),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise RunExistsError(f"run name {new.run_name!r} is already used in {cfg.db}") from exc
+        run_id = cursor.lastrowid
+        assert run_id is not None
+        tables: dict[int, str] = {}
+        stats: dict[int, GroupStats] = {}
+        types: dict[int, str] = {}
+        channel_id = 0
+        for gid, group in enumerate(new.groups):
+            table = group_table_name(new.run_name, group.name)
+            tables[gid] = table
+            stats[gid] = GroupStats(gid, group.name, group.interval_s)
+            await conn.execute(
+                "INSERT INTO poll_groups (run_id, group_id, name, kind, interval_s, table_name)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (run_id, gid, group.name, group.kind, group.interval_s, table),
+            )
+            for pos, ch in enumerate(group.channels):
+                await conn.execute(
+                    "INSERT INTO channels (run_id, channel_id, label, kind, group_id, position,"
+                    " unit, value_type, vals, source, instrument, tolerance_abs, tolerance_rel)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        run_id,
+                        channel_id,
+                        ch.label,
+                        ch.kind,
+                        gid,
+                        pos,
+                        ch.unit,
+                        ch.value_type,
+                        ch.vals,
+                        ch.source,
+                        ch.instrument,
+                        ch.tolerance_abs,
+                        ch.tolerance_rel,
+                    ),
+                )
+                types[channel_id] = ch.value_type
+                channel_id += 1
+            await conn.execute(group_table_ddl(table, group.channels, cfg.rotate_entries))
+        await conn.execute(
+            "INSERT INTO sessions (run_id, session_idx, started_utc, start_dt_s, status)"
+            " VALUES (?, 0, ?, 0, 'running')",
+            (run_id, utc_iso(new.run_start_epoch)),
+        )
+        await conn.execute("COMMIT")
+    except BaseException:
+        await conn.execute("ROLLBACK")
+        raise
+    return WriterTarget(
+        run_id=run_id,
+        t0_mono=new.t0_mono,
+        groups=dict(enumerate(new.groups)),
+        tables=tables,
+        rotate_entries=cfg.rotate_entries,
+        stats=stats,
+        channel_types=types,
+    )
+
+
+async def finish_run(
+    conn: aiosqlite.Connection,
+    target: WriterTarget,
+    *,
+    status: str,
+    end_dt_s: float,
+    end_epoch: float,
+    lost_samples: int,
+    message: str | None,
+    session_idx: int = 0,
+) -> None:
+    """Record the run's final state; the last write of every run, whatever its outcome."""
+    await conn.execute("BEGIN IMMEDIATE")
+    try:
+        await conn.execute(
+            "UPDATE runs SET status = ?, ended_utc = ?, end_dt_s = ?,"
+            " lost_samples = lost_samples + ?,"
+            " message = ?, heartbeat_utc = ?, heartbeat_epoch = ?, heartbeat_dt_s = ?,"
+            " actions = ?, errors = ? WHERE run_id = ?",
+            (
+                status,
+                utc_iso(end_epoch),
+                end_dt_s,
+                lost_samples,
+                message,
+                utc_iso(end_epoch),
+                end_epoch,
+                end_dt_s,
+                target.actions,
+                target.errors,
+                target.run_id,
+            ),
+        )
+        for gid, stats in target.stats.items():
+            await conn.execute(
+                "UPDATE poll_groups SET samples = ?, samples_read = ?, missed_ticks = ?,"
+                " failed_reads = ?, read_s_sum = ?, read_s_max = ?, lateness_max_s = ?"
+                " WHERE run_id = ? AND group_id = ?",
+                (
+                    stats.samples_committed,
+                    stats.samples_read,
+                    stats.missed_ticks,
+                    stats.failed_reads,
+                    stats.read_s_sum,
+                    stats.read_s_max,
+                    stats.lateness_max_s,
+                    target.run_id,
+                    gid,
+                ),
+            )
+        await conn.execute(
+            "UPDATE sessions SET end_dt_s = ?, status = ? WHERE run_id = ? AND session_idx = ?",
+            (end_dt_s, status, target.run_id, session_idx),
+        )
+        await conn.execute("COMMIT")
+    except BaseException:
+        await conn.execute("ROLLBACK")
+        raise

@@ -1,0 +1,196 @@
+"""The SQLite schema: catalog tables shared by all runs, one typed table per run and poll group.
+
+Each poll group of a run gets its own table, named ``"<run name>/<group>"``, with one typed
+column per channel named by its label — so a plain ``sqlite3`` user reads a channel with::
+
+    SELECT dt_s, "Tunnel Current" FROM "my run/signals" WHERE dt_s BETWEEN 10 AND 15;
+
+Identifiers are always quoted (:func:`quote_ident`), so labels and run names with quotes, spaces,
+SQL keywords or unicode are just names. ``segment_id`` is a virtual generated column
+(``sample_idx / rotate_entries``): it costs no bytes per row and can never disagree with
+``sample_idx``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+from .channels import Channel, PollGroup, sql_type
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "SchemaError",
+    "group_table_ddl",
+    "group_table_name",
+    "insert_sql",
+    "migrate",
+    "quote_ident",
+]
+
+SCHEMA_VERSION = 1
+
+
+class SchemaError(RuntimeError):
+    """The database was written by a newer trajmon, or is not a trajmon database."""
+
+
+_CATALOG = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id INTEGER PRIMARY KEY,
+    run_name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    status TEXT NOT NULL,
+    run_start_utc TEXT NOT NULL,
+    run_start_epoch REAL NOT NULL,
+    ended_utc TEXT,
+    end_dt_s REAL,
+    duration_s REAL,
+    rotate_entries INTEGER NOT NULL,
+    window_before_s REAL NOT NULL,
+    window_after_s REAL NOT NULL,
+    commit_interval_s REAL NOT NULL,
+    stale_after_s REAL NOT NULL,
+    heartbeat_utc TEXT,
+    heartbeat_epoch REAL,
+    heartbeat_dt_s REAL,
+    actions INTEGER NOT NULL DEFAULT 0,
+    errors INTEGER NOT NULL DEFAULT 0,
+    lost_samples INTEGER NOT NULL DEFAULT 0,
+    sessions INTEGER NOT NULL DEFAULT 1,
+    message TEXT,
+    config_json TEXT NOT NULL,
+    snapshot_json TEXT,
+    trajmon_version TEXT NOT NULL,
+    pid INTEGER
+);
+CREATE TABLE IF NOT EXISTS poll_groups (
+    run_id INTEGER NOT NULL REFERENCES runs(run_id),
+    group_id INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    interval_s REAL NOT NULL,
+    table_name TEXT NOT NULL,
+    samples INTEGER NOT NULL DEFAULT 0,
+    samples_read INTEGER NOT NULL DEFAULT 0,
+    missed_ticks INTEGER NOT NULL DEFAULT 0,
+    failed_reads INTEGER NOT NULL DEFAULT 0,
+    read_s_sum REAL NOT NULL DEFAULT 0,
+    read_s_max REAL NOT NULL DEFAULT 0,
+    lateness_max_s REAL NOT NULL DEFAULT 0,
+    first_dt_s REAL,
+    last_dt_s REAL,
+    PRIMARY KEY (run_id, group_id)
+);
+CREATE TABLE IF NOT EXISTS channels (
+    run_id INTEGER NOT NULL REFERENCES runs(run_id),
+    channel_id INTEGER NOT NULL,
+    label TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    group_id INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    unit TEXT NOT NULL,
+    value_type TEXT NOT NULL,
+    vals TEXT,
+    source TEXT NOT NULL,
+    instrument TEXT NOT NULL,
+    tolerance_abs REAL,
+    tolerance_rel REAL,
+    PRIMARY KEY (run_id, channel_id),
+    UNIQUE (run_id, label COLLATE NOCASE)
+);
+CREATE TABLE IF NOT EXISTS segments (
+    run_id INTEGER NOT NULL,
+    group_id INTEGER NOT NULL,
+    segment_id INTEGER NOT NULL,
+    first_idx INTEGER NOT NULL,
+    last_idx INTEGER NOT NULL,
+    first_dt_s REAL NOT NULL,
+    last_dt_s REAL NOT NULL,
+    rows INTEGER NOT NULL,
+    PRIMARY KEY (run_id, group_id, segment_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS actions (
+    run_id INTEGER NOT NULL REFERENCES runs(run_id),
+    action_idx INTEGER NOT NULL,
+    dt_s REAL NOT NULL,
+    sample_idx INTEGER NOT NULL,
+    prev_dt_s REAL NOT NULL,
+    detected_at_utc TEXT NOT NULL,
+    spec_label TEXT NOT NULL,
+    channel_id INTEGER NOT NULL,
+    old_value,
+    new_value,
+    delta REAL,
+    window_start_s REAL NOT NULL,
+    window_end_s REAL NOT NULL,
+    PRIMARY KEY (run_id, action_idx)
+);
+CREATE INDEX IF NOT EXISTS actions_by_time ON actions (run_id, dt_s);
+CREATE TABLE IF NOT EXISTS monitor_errors (
+    run_id INTEGER NOT NULL REFERENCES runs(run_id),
+    error_idx INTEGER NOT NULL,
+    dt_s REAL NOT NULL,
+    channel TEXT,
+    instrument TEXT,
+    error_type TEXT NOT NULL,
+    message TEXT NOT NULL,
+    PRIMARY KEY (run_id, error_idx)
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    run_id INTEGER NOT NULL REFERENCES runs(run_id),
+    session_idx INTEGER NOT NULL,
+    started_utc TEXT NOT NULL,
+    start_dt_s REAL NOT NULL,
+    end_dt_s REAL,
+    status TEXT NOT NULL,
+    PRIMARY KEY (run_id, session_idx)
+);
+"""
+
+
+def quote_ident(name: str) -> str:
+    """SQL identifier quoting: the only safe way to use operator-chosen names in DDL."""
+    if "\x00" in name:
+        raise ValueError("identifier contains a NUL character")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def group_table_name(run_name: str, group: str) -> str:
+    return f"{run_name}/{group}"
+
+
+def group_table_ddl(table: str, channels: Sequence[Channel], rotate_entries: int) -> str:
+    columns = ",\n    ".join(
+        f"{quote_ident(c.label)} {sql_type(c.value_type)}".rstrip() for c in channels
+    )
+    return (
+        f"CREATE TABLE {quote_ident(table)} (\n"
+        "    sample_idx INTEGER PRIMARY KEY,\n"
+        "    dt_s REAL NOT NULL,\n"
+        "    read_s REAL NOT NULL,\n"
+        "    segment_id INTEGER GENERATED ALWAYS AS"
+        f" (sample_idx / {int(rotate_entries)}) VIRTUAL,\n"
+        f"    {columns}\n)"
+    )
+
+
+def insert_sql(table: str, group: PollGroup) -> str:
+    names = ", ".join(quote_ident(c.label) for c in group.channels)
+    marks = ", ".join("?" for _ in range(len(group.channels) + 3))
+    return f"INSERT INTO {quote_ident(table)} (sample_idx, dt_s, read_s, {names}) VALUES ({marks})"
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring a database to :data:`SCHEMA_VERSION`; never drops data. Returns the old version."""
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version > SCHEMA_VERSION:
+        raise SchemaError(
+            f"database schema version {version} is newer than this trajmon ({SCHEMA_VERSION}); "
+            "upgrade trajmon"
+        )
+    if version == 0:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables and "runs" not in tables:
+            raise SchemaError("not a trajmon database (it has tables but no 'runs' table)")
+        conn.executescript("BEGIN;" + _CATALOG + f"PRAGMA user_version = {SCHEMA_VERSION};COMMIT;")
+    return int(version)

@@ -1,0 +1,95 @@
+"""Scoring detected actions against a ground truth of what an operator really changed.
+
+Used by ``trajmon demo`` and the integration tests: a detection matches a truth entry when the
+label and the new value agree and it was seen no earlier than the change could have been visible
+and no later than ``max_latency_s`` after it. Each truth entry matches at most one detection.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .detection import values_equal
+
+__all__ = ["Score", "TruthChange", "score_actions"]
+
+
+@dataclass(frozen=True, slots=True)
+class TruthChange:
+    label: str
+    t_s: float
+    new_value: Any
+
+
+@dataclass(slots=True)
+class Score:
+    detected: int
+    truth: int
+    matched: int
+    precision: float
+    recall: float
+    latencies_s: list[float] = field(default_factory=list)
+    unmatched_truth: list[TruthChange] = field(default_factory=list)
+    unmatched_detected: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def max_latency_s(self) -> float | None:
+        return max(self.latencies_s) if self.latencies_s else None
+
+
+def score_actions(
+    detected: Sequence[dict[str, Any]],
+    truth: Sequence[TruthChange],
+    *,
+    max_latency_s: float,
+    early_s: float = 0.0,
+    ignore: Sequence[TruthChange] = (),
+) -> Score:
+    """Greedy one-to-one matching in time order.
+
+    ``ignore`` lists changes too close to the end of the recording to require detection; a
+    detection that matches one of them is neither a hit nor a false positive.
+    """
+    free = sorted(range(len(detected)), key=lambda i: detected[i]["dt_s"])
+    used: set[int] = set()
+    latencies: list[float] = []
+    missed: list[TruthChange] = []
+
+    def find(change: TruthChange) -> int | None:
+        for i in free:
+            act = detected[i]
+            if i in used or act["spec_label"] != change.label:
+                continue
+            lag = act["dt_s"] - change.t_s
+            if -early_s <= lag <= max_latency_s and values_equal(
+                act["new_value"], change.new_value
+            ):
+                return i
+        return None
+
+    for change in sorted(truth, key=lambda c: c.t_s):
+        hit = find(change)
+        if hit is None:
+            missed.append(change)
+        else:
+            used.add(hit)
+            latencies.append(detected[hit]["dt_s"] - change.t_s)
+    for change in ignore:
+        hit = find(change)
+        if hit is not None:
+            used.add(hit)
+    counted = len(detected) - (len(used) - len(latencies))  # hits on ignored changes don't count
+    matched = len(latencies)
+    return Score(
+        detected=counted,
+        truth=len(truth),
+        matched=matched,
+        precision=matched / counted if counted else (1.0 if not truth else math.nan),
+        recall=matched / len(truth) if truth else 1.0,
+        latencies_s=latencies,
+        unmatched_truth=missed,
+        unmatched_detected=[d for i, d in enumerate(detected) if i not in used],
+    )

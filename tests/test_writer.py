@@ -1,0 +1,186 @@
+"""The writer in simulated time: batching, draining, heartbeat, segments, storage faults."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, closing
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from trajmon.channels import Channel, PollGroup
+from trajmon.clock import FakeClock
+from trajmon.config import MonitorConfig
+from trajmon.records import ActionEvent, MonitorError, Sample
+from trajmon.runstore import NewRun, create_run
+from trajmon.schema import migrate
+from trajmon.writer import QueueSink, StorageError, Writer, WriterTarget, open_connection
+
+SIGNALS = PollGroup(
+    "signals",
+    "signal",
+    0.1,
+    (
+        Channel("Tunnel Current", "signal", "stm.current", "stm", "signals", "A", "float"),
+        Channel("Z Position", "signal", "stm.z_position", "stm", "signals", "m", "float"),
+    ),
+)
+SPECS = PollGroup(
+    "specs",
+    "spec",
+    0.1,
+    (Channel("Bias", "spec", "stm.bias", "stm", "specs", "V", "float"),),
+)
+
+
+@asynccontextmanager
+async def started_writer(
+    db: Path, clock: FakeClock, *, rotate: int = 4, commit_rows: int = 1000, queue: int = 100
+) -> AsyncIterator[tuple[Writer, QueueSink, WriterTarget, Any]]:
+    cfg = MonitorConfig(run_name="w", db=db, rotate_entries=rotate, commit_rows=commit_rows)
+    with closing(sqlite3.connect(db)) as setup:
+        migrate(setup)
+    conn = await open_connection(db)
+    try:
+        target = await create_run(
+            conn, NewRun("w", clock.wall(), clock.monotonic(), cfg, [SIGNALS, SPECS], None)
+        )
+        send, receive = anyio.create_memory_object_stream[Any](queue)
+        writer = Writer(
+            conn, target, receive, clock=clock, commit_interval_s=0.25, commit_rows=commit_rows
+        )
+        sink = QueueSink(send, writer, wake_at=commit_rows)
+        async with anyio.create_task_group() as tg:
+            await tg.start(writer.run)
+            await committed(writer, 1)  # the first heartbeat, at start
+            try:
+                yield writer, sink, target, tg
+            finally:
+                sink.close()
+    finally:
+        await conn.close()
+
+
+async def committed(writer: Writer, total: int) -> None:
+    """Wait (bounded, in real time only as a guard) until ``total`` commits happened."""
+    with anyio.fail_after(10):
+        await writer.wait_commits(total)
+
+
+def count(db: Path, table: str) -> int:
+    with closing(sqlite3.connect(db)) as conn:
+        return int(conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0])
+
+
+def sample(gid: int, idx: int, *values: Any) -> Sample:
+    return Sample(gid, idx, idx * 0.1, 0.001, list(values))
+
+
+async def test_commits_on_interval_not_per_item(db_path: Path) -> None:
+    clock = FakeClock()
+    async with started_writer(db_path, clock) as (writer, sink, target, _):
+        for i in range(5):
+            await sink.send(sample(0, i, 1e-10 * i, 2e-9))
+            target.stats[0].samples_read += 1
+        await anyio.lowlevel.checkpoint()
+        assert count(db_path, "w/signals") == 0, "nothing is committed before the interval"
+        commits = writer.commits
+        await clock.advance(0.25)
+        await committed(writer, commits + 1)
+        assert count(db_path, "w/signals") == 5
+        commits = writer.commits
+        await sink.send(sample(0, 5, 0.0, 0.0))
+        await clock.advance(0.1)
+        assert writer.commits == commits, "no commit before the next interval"
+        await clock.advance(0.2)
+        await committed(writer, commits + 1)
+        assert count(db_path, "w/signals") == 6
+
+
+async def test_row_cap_commits_early(db_path: Path) -> None:
+    clock = FakeClock()
+    async with started_writer(db_path, clock, commit_rows=10) as (writer, sink, _, _):
+        commits = writer.commits
+        for i in range(10):
+            await sink.send(sample(0, i, 1.0, 2.0))
+        await committed(writer, commits + 1)
+        assert clock.monotonic() == 1000.0
+        assert count(db_path, "w/signals") == 10, "reaching commit_rows commits without waiting"
+
+
+async def test_close_drains_everything(db_path: Path) -> None:
+    clock = FakeClock()
+    async with started_writer(db_path, clock, queue=500) as (_, sink, target, _):
+        for i in range(300):
+            await sink.send(sample(0, i, float(i), 0.5))
+            target.stats[0].samples_read += 1
+        await sink.send(ActionEvent(0, 1.0, 10, 0.9, "t", "Bias", 2, 0.1, 0.2, 0.1, -1.5, 3.5))
+        await sink.send(MonitorError(1.0, "Bias", "stm", "timeout", "no answer"))
+    assert count(db_path, "w/signals") == 300
+    assert count(db_path, "actions") == 1
+    assert count(db_path, "monitor_errors") == 1
+    with closing(sqlite3.connect(db_path)) as conn:
+        samples, read = conn.execute(
+            "SELECT samples, samples_read FROM poll_groups WHERE group_id = 0"
+        ).fetchone()
+    assert samples == read == 300
+
+
+async def test_segments_index_and_generated_segment_id(db_path: Path) -> None:
+    clock = FakeClock()
+    async with started_writer(db_path, clock, rotate=4) as (writer, sink, _, _):
+        for i in range(10):
+            await sink.send(sample(0, i, 0.0, 0.0))
+        await clock.advance(0.25)
+        await committed(writer, 2)
+        for i in range(10, 13):
+            await sink.send(sample(0, i, 0.0, 0.0))
+    with closing(sqlite3.connect(db_path)) as conn:
+        segs = conn.execute(
+            "SELECT segment_id, first_idx, last_idx, first_dt_s, last_dt_s, rows FROM segments"
+            " WHERE group_id = 0 ORDER BY segment_id"
+        ).fetchall()
+        ids = conn.execute('SELECT sample_idx, segment_id FROM "w/signals"').fetchall()
+    assert [s[0] for s in segs] == [0, 1, 2, 3]
+    assert segs[2] == (2, 8, 11, pytest.approx(0.8), pytest.approx(1.1), 4)
+    assert segs[3][1:3] == (12, 12) and segs[3][5] == 1
+    assert all(seg == idx // 4 for idx, seg in ids)
+
+
+async def test_heartbeat_beats_without_data(db_path: Path) -> None:
+    clock = FakeClock()
+    async with started_writer(db_path, clock) as (writer, _, _, _):
+        for step in range(1, 13):
+            await clock.advance(0.25)
+            if step % 4 == 0:  # a beat is due each simulated second, data or not
+                await committed(writer, 1 + step // 4)
+        with closing(sqlite3.connect(db_path)) as conn:
+            beat_dt = conn.execute("SELECT heartbeat_dt_s FROM runs").fetchone()[0]
+        assert beat_dt >= 2.0, "the writer beats at least once a second even when idle"
+
+
+async def test_bad_value_becomes_gap_plus_error(db_path: Path) -> None:
+    clock = FakeClock()
+    async with started_writer(db_path, clock) as (_, sink, _, _):
+        await sink.send(sample(0, 0, "not a number", 1.0))
+    with closing(sqlite3.connect(db_path)) as conn:
+        row = conn.execute('SELECT "Tunnel Current", "Z Position" FROM "w/signals"').fetchone()
+        err = conn.execute("SELECT channel, error_type FROM monitor_errors").fetchone()
+    assert row == (None, 1.0)
+    assert err == ("Tunnel Current", "bad_value")
+
+
+async def test_storage_fault_raises_storage_error(db_path: Path) -> None:
+    clock = FakeClock()
+    with pytest.raises(ExceptionGroup) as info:
+        async with started_writer(db_path, clock) as (_, sink, _, _):
+            with closing(sqlite3.connect(db_path)) as foreign:
+                foreign.execute("BEGIN IMMEDIATE")  # a foreign writer holds the lock
+                await sink.send(sample(0, 0, 1.0, 1.0))
+                with anyio.fail_after(30):
+                    await clock.advance(0.25)
+                    await anyio.sleep_forever()  # the writer's failure cancels this
+    assert info.group_contains(StorageError)
