@@ -75,8 +75,8 @@ class SimulatedSTM(Instrument):
 
         # Labels, units and validators as in trajmon.drivers.nanonis (the model range-checks).
         param("bias", "V", m.get_bias, m.set_bias, Numbers(), "Bias")
-        param("current", "A", m.get_current, label="Tunnel current")
-        param("z_position", "m", m.get_z, label="Z position")
+        param("current", "A", m.get_current, label="Tunnel current", vals=Numbers())
+        param("z_position", "m", m.get_z, label="Z position", vals=Numbers())
         param("z_setpoint", "A", m.get_setpoint, m.set_setpoint, Numbers(), "Z setpoint")
         param(
             "z_controller_enabled",

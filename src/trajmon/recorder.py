@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,16 +76,21 @@ class RunSummary:
 
 
 class _EventTap:
-    """Keeps the last actions for the live view (bounded) on their way to the queue."""
+    """Sees every item on its way to the queue: keeps the last actions for the live view
+    (bounded) and wakes whoever waits in :meth:`Recorder.wait_until`."""
 
     def __init__(self, sink: QueueSink, recent: deque[ActionEvent]) -> None:
         self._sink = sink
         self._recent = recent
+        self.changed: anyio.Event | None = None
 
     async def send(self, item: Item) -> None:
         if type(item) is ActionEvent:
             self._recent.append(item)
         await self._sink.send(item)
+        if self.changed is not None:
+            self.changed.set()
+            self.changed = None
 
 
 class Recorder:
@@ -115,6 +120,7 @@ class Recorder:
         self._sink: QueueSink | None = None
         self._detector: ChangeDetector | None = None
         self._end_wait: anyio.CancelScope | None = None
+        self._tap: _EventTap | None = None
 
     @property
     def queue_depth(self) -> int:
@@ -127,6 +133,19 @@ class Recorder:
     @property
     def stop_requested(self) -> bool:
         return self._stop_requested
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        """Wait until ``predicate()`` holds, re-checking after every sample or action.
+
+        For tests and tools that react to progress without polling on a timer.
+        """
+        await self.started.wait()
+        while not predicate():
+            tap = self._tap
+            assert tap is not None
+            if tap.changed is None:
+                tap.changed = anyio.Event()
+            await tap.changed.wait()
 
     def request_stop(self) -> None:
         """Stop sampling and let the writer drain; idempotent (a second Ctrl-C changes nothing)."""
@@ -195,7 +214,7 @@ class Recorder:
         )
         sink = QueueSink(send, writer, wake_at=cfg.commit_rows)
         self._sink = sink
-        tap = _EventTap(sink, self.recent_actions)
+        tap = self._tap = _EventTap(sink, self.recent_actions)
         end_at = None if cfg.duration_s is None else t0 + cfg.duration_s
         self._pollers = [
             Poller(

@@ -10,11 +10,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .detection import values_equal
 
-__all__ = ["Score", "TruthChange", "score_actions"]
+if TYPE_CHECKING:
+    from .recorder import Recorder
+
+__all__ = ["Score", "TruthChange", "score_actions", "score_recording"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,3 +96,35 @@ def score_actions(
         unmatched_truth=missed,
         unmatched_detected=[d for i, d in enumerate(detected) if i not in used],
     )
+
+
+def score_recording(
+    recorder: Recorder, truth: Sequence[Any], actions: Sequence[dict[str, Any]]
+) -> tuple[Score, list[TruthChange]]:
+    """Put an operator's truth log on the run's timeline and score the detected actions.
+
+    ``truth`` entries need ``label``, ``new``, ``t_sent_mono`` and ``t_acked_mono`` (monotonic
+    clock of this process). Only labels the run records count. Changes acknowledged after the
+    last spec sample began could not have been seen: they are not required, and a detection of
+    one is not held against precision. A detection may lag by one spec interval plus the
+    longest spec read, and precede the send by at most one read (the read was in flight).
+    """
+    t0 = recorder.t0_mono or 0.0
+    spec_groups = [
+        (g, s) for g, s in zip(recorder.groups, recorder.stats, strict=True) if g.kind == "spec"
+    ]
+    labels = {c.label for g, _ in spec_groups for c in g.channels}
+    last_dt = max(((s.last_dt_s or 0.0) for _, s in spec_groups), default=0.0)
+    read_max = max((s.read_s_max for _, s in spec_groups), default=0.0)
+    interval = max((g.interval_s for g, _ in spec_groups), default=0.0)
+    required: list[TruthChange] = []
+    late: list[TruthChange] = []
+    for entry in truth:
+        if entry.label not in labels:
+            continue
+        change = TruthChange(entry.label, entry.t_sent_mono - t0, entry.new)
+        (required if entry.t_acked_mono - t0 < last_dt else late).append(change)
+    score = score_actions(
+        actions, required, max_latency_s=interval + read_max, early_s=read_max, ignore=late
+    )
+    return score, required

@@ -18,42 +18,13 @@ import typer
 from ..config import MonitorConfig
 from ..queries import connect_readonly, list_actions, resolve_run
 from ..recorder import Recorder
-from ..scoring import Score, TruthChange, score_actions
+from ..scoring import score_recording
 from .actions_cmd import print_actions
 from .common import EXIT_FAILED, DbOption, JsonOption, console, fail, print_json, user_errors
 from .run_cmd import print_summary, sim_instruments
 from .runner import exit_code_for, record
 
-__all__ = ["demo", "score_run"]
-
-
-def score_run(
-    recorder: Recorder, truth: list[Any], actions: list[dict[str, Any]]
-) -> tuple[Score, list[TruthChange]]:
-    """Put the operator's truth on the run's timeline and score the detected actions.
-
-    Changes acknowledged after the last spec sample began could not have been seen; they are
-    not required (and a detection of one is not counted against precision).
-    """
-    t0 = recorder.t0_mono or 0.0
-    labels = {c.label for g in recorder.groups if g.kind == "spec" for c in g.channels}
-    spec_stats = [
-        s for s, g in zip(recorder.stats, recorder.groups, strict=True) if g.kind == "spec"
-    ]
-    last_dt = max((s.last_dt_s or 0.0) for s in spec_stats) if spec_stats else 0.0
-    read_max = max((s.read_s_max for s in spec_stats), default=0.0)
-    interval = max((g.interval_s for g in recorder.groups if g.kind == "spec"), default=0.1)
-    required: list[TruthChange] = []
-    late: list[TruthChange] = []
-    for entry in truth:
-        if entry.label not in labels:
-            continue
-        change = TruthChange(entry.label, entry.t_sent_mono - t0, entry.new)
-        (required if entry.t_acked_mono - t0 < last_dt else late).append(change)
-    score = score_actions(
-        actions, required, max_latency_s=interval + read_max + 0.05, early_s=read_max, ignore=late
-    )
-    return score, required
+__all__ = ["demo"]
 
 
 def demo(
@@ -88,7 +59,7 @@ def demo(
         with closing(connect_readonly(db)) as conn:
             actions = list_actions(conn, resolve_run(conn, run_name))
     summary = outcome.summary
-    score, required = score_run(recorder, truth, actions)
+    score, required = score_recording(recorder, truth, actions)
     if json_out:
         print_json(
             {

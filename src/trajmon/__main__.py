@@ -1,0 +1,5 @@
+"""``python -m trajmon`` is the ``trajmon`` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,116 @@
+"""The recorder on the in-process simulated STM: lifecycle, catalog, actions, bounded memory."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import tracemalloc
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+
+import anyio
+import pytest
+
+from simulators.qcodes_sim import SimulatedSTM
+from trajmon import MonitorConfig, Recorder, RunExistsError
+from trajmon.queries import connect_readonly, list_actions, list_runs, resolve_run
+
+
+@pytest.fixture
+def stm() -> Iterator[SimulatedSTM]:
+    instrument = SimulatedSTM("stm", seed=1)
+    yield instrument
+    instrument.close()
+
+
+async def test_short_run_commits_every_sample_and_the_catalog(
+    db_path: Path, stm: SimulatedSTM
+) -> None:
+    config = MonitorConfig(run_name="short", db=db_path, duration_s=1.0, interval_s=0.02)
+    summary = await Recorder(config, {"stm": stm}, snapshot={"stm": stm.snapshot()}).run()
+    assert summary.status == "completed"
+    assert summary.duration_s == pytest.approx(1.0, abs=0.05)
+    for group in summary.groups:
+        assert group.samples == group.samples_read
+        assert group.samples + group.missed_ticks == 50
+    with closing(sqlite3.connect(db_path)) as conn:
+        assert conn.execute('SELECT count(*) FROM "short/signals"').fetchone()[0] == (
+            summary.signal_samples
+        )
+        catalog = conn.execute(
+            "SELECT label, kind, unit, value_type, source FROM channels ORDER BY channel_id"
+        ).fetchall()
+        snapshot = json.loads(conn.execute("SELECT snapshot_json FROM runs").fetchone()[0])
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+    assert ("Tunnel Current", "signal", "A", "float", "stm.current") in catalog
+    assert ("Z Controller Enabled", "spec", "", "bool", "stm.z_controller_enabled") in catalog
+    assert ("Scan Status Code", "spec", "", "int", "stm.scan_status") in catalog
+    assert len(catalog) == 12
+    assert "stm" in snapshot
+    assert version == 1 and mode == "wal"
+
+
+async def test_spec_set_from_another_thread_becomes_an_action(
+    db_path: Path, stm: SimulatedSTM
+) -> None:
+    config = MonitorConfig(run_name="knob", db=db_path, interval_s=0.02)
+    recorder = Recorder(config, {"stm": stm})
+    async with anyio.create_task_group() as tg:
+        result = {}
+
+        async def run() -> None:
+            result["summary"] = await recorder.run()
+
+        tg.start_soon(run)
+        await recorder.started.wait()
+        await recorder.wait_until(lambda: recorder.stats[1].samples_read >= 3)
+        await anyio.to_thread.run_sync(stm.bias.set, 0.75)
+        await anyio.to_thread.run_sync(stm.z_controller_enabled.set, False)
+        with anyio.fail_after(20):
+            await recorder.wait_until(lambda: recorder.detector_actions >= 2)
+        recorder.request_stop()
+        recorder.request_stop()  # a second Ctrl-C changes nothing
+    assert result["summary"].status == "interrupted"
+    with closing(connect_readonly(db_path)) as conn:
+        actions = list_actions(conn, resolve_run(conn, "knob"))
+        runs = list_runs(conn)
+    by_label = {a["spec_label"]: a for a in actions}
+    assert by_label["Bias"]["new_value"] == pytest.approx(0.75)
+    assert by_label["Z Controller Enabled"]["old_value"] is True
+    assert by_label["Z Controller Enabled"]["new_value"] is False
+    assert by_label["Z Controller Enabled"]["delta"] is None
+    assert runs[0]["status"] == "interrupted"
+
+
+async def test_duplicate_run_name_is_refused_before_writing(
+    db_path: Path, stm: SimulatedSTM
+) -> None:
+    config = MonitorConfig(run_name="once", db=db_path, duration_s=0.1, interval_s=0.05)
+    await Recorder(config, {"stm": stm}).run()
+    before = await anyio.Path(db_path).read_bytes()
+    with pytest.raises(RunExistsError, match="already used"):
+        await Recorder(config.updated(run_name="ONCE"), {"stm": stm}).run()
+    assert await anyio.Path(db_path).read_bytes() == before
+
+
+async def test_memory_does_not_grow_with_samples(db_path: Path, stm: SimulatedSTM) -> None:
+    """Python heap after 1500 and after 6000 samples per group: no per-sample growth."""
+    config = MonitorConfig(run_name="mem", db=db_path, interval_s=0.001, commit_interval_s=0.05)
+    recorder = Recorder(config, {"stm": stm})
+    tracemalloc.start()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(recorder.run)
+            await recorder.started.wait()
+            with anyio.fail_after(90):
+                await recorder.wait_until(lambda: recorder.stats[0].samples_read >= 1500)
+                early = tracemalloc.get_traced_memory()[0]
+                await recorder.wait_until(lambda: recorder.stats[0].samples_read >= 6000)
+            late = tracemalloc.get_traced_memory()[0]
+            recorder.request_stop()
+    finally:
+        tracemalloc.stop()
+    # 4500 more samples of 12 channels: per-sample retention of even 100 B would show as 450 kB.
+    assert late - early < 300_000, f"heap grew by {late - early} bytes"
