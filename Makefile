@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+PY_DIRS := $(wildcard src simulators tests benchmarks)
 
 .PHONY: venv demo test lint format bench bench-quick clean
 
@@ -21,13 +22,13 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check src simulators tests benchmarks
-	$(BIN)/ruff format --check src simulators tests benchmarks
+	$(BIN)/ruff check $(PY_DIRS)
+	$(BIN)/ruff format --check $(PY_DIRS)
 	$(BIN)/mypy --strict src
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix src simulators tests benchmarks
-	$(BIN)/ruff format src simulators tests benchmarks
+	$(BIN)/ruff check --fix $(PY_DIRS)
+	$(BIN)/ruff format $(PY_DIRS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
