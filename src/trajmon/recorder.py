@@ -20,15 +20,16 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from .channels import Channel, PollGroup
 from .clock import Clock, SystemClock
-from .config import MonitorConfig
+from .config import ConfigError, MonitorConfig
 from .detection import ChangeDetector
 from .records import ActionEvent, GroupStats, MonitorError, Sample
 from .resolve import build_groups
+from .resume import ResumeState, resume_run
 from .runstore import NewRun, create_run, finish_run
 from .sampling import GroupReader, InstrumentWorker
 from .scheduling import Poller, Schedule
 from .schema import migrate
-from .writer import QueueSink, StorageError, Writer, WriterTarget, open_connection
+from .writer import QueueSink, StorageError, Writer, open_connection
 
 __all__ = ["Recorder", "RunSummary"]
 
@@ -103,6 +104,7 @@ class Recorder:
         *,
         clock: Clock | None = None,
         snapshot: dict[str, Any] | None = None,
+        resume: bool = False,
     ) -> None:
         if not config.run_name:
             raise ValueError("config.run_name is required to record")
@@ -110,6 +112,7 @@ class Recorder:
         self.clock = clock or SystemClock()
         self.instruments = dict(instruments)
         self.snapshot = snapshot
+        self.resume = resume
         self.groups: list[PollGroup] = build_groups(config, instruments)
         self.stats: list[GroupStats] = []
         self.recent_actions: deque[ActionEvent] = deque(maxlen=20)
@@ -158,17 +161,23 @@ class Recorder:
     async def run(self) -> RunSummary:
         cfg = self.config
         assert cfg.run_name is not None
-        await anyio.to_thread.run_sync(_prepare_db, cfg)
+        await anyio.to_thread.run_sync(_prepare_db, cfg, self.resume)
         conn = await open_connection(cfg.db)
         workers: dict[str, InstrumentWorker] = {}
         try:
-            start_wall, t0 = self.clock.wall(), self.clock.monotonic()
-            target = await create_run(
-                conn, NewRun(cfg.run_name, start_wall, t0, cfg, self.groups, self.snapshot)
-            )
-            self.t0_mono = t0
-            self.stats = [target.stats[gid] for gid in sorted(target.stats)]
-            return await self._record(conn, target, workers, start_wall)
+            now_wall, now = self.clock.wall(), self.clock.monotonic()
+            if self.resume:
+                state = await resume_run(
+                    conn, cfg.run_name, self.groups, now_mono=now, now_wall=now_wall
+                )
+            else:
+                target = await create_run(
+                    conn, NewRun(cfg.run_name, now_wall, now, cfg, self.groups, self.snapshot)
+                )
+                state = ResumeState(target, dict.fromkeys(target.stats, 0), 0.0, {}, 0, 0)
+            self.t0_mono = state.target.t0_mono
+            self.stats = [state.target.stats[gid] for gid in sorted(state.target.stats)]
+            return await self._record(conn, state, workers, now)
         finally:
             for worker in workers.values():
                 worker.close(timeout=cfg.read_timeout_s + 1)
@@ -178,11 +187,12 @@ class Recorder:
     async def _record(
         self,
         conn: Any,
-        target: WriterTarget,
+        state: ResumeState,
         workers: dict[str, InstrumentWorker],
-        start_wall: float,
+        session_start: float,
     ) -> RunSummary:
         cfg, clock = self.config, self.clock
+        target = state.target
         t0 = target.t0_mono
         for group in self.groups:
             for ch in group.channels:
@@ -200,7 +210,9 @@ class Recorder:
             window_before_s=cfg.window_before_s,
             window_after_s=cfg.window_after_s,
             wall=clock.wall,
+            next_action_idx=state.next_action_idx,
         )
+        detector.prime(state.last_spec_values)
         self._detector = detector
         send, receive = anyio.create_memory_object_stream[Item](cfg.queue_size)
         writer = Writer(
@@ -215,7 +227,7 @@ class Recorder:
         sink = QueueSink(send, writer, wake_at=cfg.commit_rows)
         self._sink = sink
         tap = self._tap = _EventTap(sink, self.recent_actions)
-        end_at = None if cfg.duration_s is None else t0 + cfg.duration_s
+        end_at = None if cfg.duration_s is None else session_start + cfg.duration_s
         self._pollers = [
             Poller(
                 target.stats[gid],
@@ -229,7 +241,8 @@ class Recorder:
                 ),
                 tap,
                 clock=clock,
-                schedule=Schedule(t0, group.interval_s),
+                schedule=Schedule.resuming(t0, group.interval_s, session_start),
+                next_sample_idx=state.next_idx[gid],
                 end_at=end_at,
                 detector=detector if group.kind == "spec" else None,
             )
@@ -259,7 +272,7 @@ class Recorder:
         end_mono = clock.monotonic()
         end_dt = end_mono - t0
         if end_at is not None and status == "completed":
-            end_dt = min(end_dt, cfg.duration_s or end_dt)
+            end_dt = min(end_dt, end_at - t0)
         lost = sum(s.samples_read - s.samples_committed for s in target.stats.values())
         try:
             with anyio.CancelScope(shield=True):
@@ -271,6 +284,7 @@ class Recorder:
                     end_epoch=clock.wall(),
                     lost_samples=lost,
                     message=message,
+                    session_idx=state.session_idx,
                 )
         except Exception as exc:  # the file itself refuses writes: report, keep what is there
             message = f"{message or 'run ended'}; could not record the final status: {exc}"
@@ -321,7 +335,7 @@ class RunFailedError(RuntimeError):
         self.summary = summary
 
 
-def _prepare_db(cfg: MonitorConfig) -> None:
+def _prepare_db(cfg: MonitorConfig, resume: bool) -> None:
     import sqlite3
 
     from .runstore import RunExistsError
@@ -336,5 +350,8 @@ def _prepare_db(cfg: MonitorConfig) -> None:
             row = conn.execute("SELECT 1 FROM runs WHERE run_name = ?", (cfg.run_name,)).fetchone()
         except sqlite3.Error as exc:
             raise StorageError(f"cannot use database {cfg.db}: {exc}") from exc
-        if row is not None:
+        if resume:
+            if row is None:
+                raise ConfigError(f"cannot resume: unknown run {cfg.run_name!r}")
+        elif row is not None:
             raise RunExistsError(f"run name {cfg.run_name!r} is already used in {cfg.db}")

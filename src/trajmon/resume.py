@@ -1,0 +1,235 @@
+"""Continuing a crashed or interrupted run on its own timeline.
+
+A resumed run keeps everything that makes it one recording: ``sample_idx`` continues per group,
+``dt_s`` is still seconds since the *original* start (so the outage is a visible gap, also
+recorded as a new row in ``sessions``), and the change detector starts from the last recorded
+value of every spec, so a knob turned while trajmon was down is still an action.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Sequence
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from .channels import PollGroup, decode_value
+from .clock import utc_iso
+from .config import ConfigError, MonitorConfig
+from .queries import effective_status
+from .records import GroupStats
+from .schema import quote_ident
+from .writer import WriterTarget
+
+__all__ = ["ResumeState", "load_resume_config", "resume_run"]
+
+RESUMABLE = ("crashed", "interrupted", "failed")
+
+
+@dataclass(slots=True)
+class ResumeState:
+    target: WriterTarget
+    next_idx: dict[int, int]
+    start_dt_s: float
+    last_spec_values: dict[str, tuple[float, Any]]
+    next_action_idx: int
+    session_idx: int
+
+
+def _check_resumable(row: sqlite3.Row | None, name: str, now: float) -> None:
+    if row is None:
+        raise ConfigError(f"cannot resume: unknown run {name!r}")
+    status = effective_status(row, now)
+    if status == "running":
+        age = now - float(row["heartbeat_epoch"])
+        raise ConfigError(
+            f"cannot resume {name!r}: it is still recording (heartbeat {age:.1f} s ago)"
+        )
+    if status not in RESUMABLE:
+        raise ConfigError(
+            f"cannot resume {name!r}: it is {status}; only crashed, interrupted or "
+            "failed runs can be resumed"
+        )
+
+
+def load_resume_config(db: Path, run_name: str, now: float | None = None) -> MonitorConfig:
+    """The stored configuration of a resumable run; refuses unknown, completed or live runs."""
+    if not db.exists():
+        raise ConfigError(f"cannot resume {run_name!r}: database not found: {db}")
+    uri = f"{db.resolve().as_uri()}?mode=ro"
+    try:
+        with closing(sqlite3.connect(uri, uri=True)) as conn:
+            conn.row_factory = sqlite3.Row
+            row = conn.execute("SELECT * FROM runs WHERE run_name = ?", (run_name,)).fetchone()
+    except sqlite3.Error as exc:
+        raise ConfigError(f"cannot resume {run_name!r}: cannot read {db}: {exc}") from exc
+    _check_resumable(row, run_name, time.time() if now is None else now)
+    assert row is not None
+    config = MonitorConfig.model_validate_json(row["config_json"])
+    return config.updated(run_name=str(row["run_name"]), db=db)
+
+
+async def _fetchone(conn: aiosqlite.Connection, sql: str, args: Sequence[Any] = ()) -> Any:
+    cursor = await conn.execute(sql, args)
+    return await cursor.fetchone()
+
+
+async def _fetchall(conn: aiosqlite.Connection, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+    cursor = await conn.execute(sql, args)
+    return list(await cursor.fetchall())
+
+
+async def resume_run(
+    conn: aiosqlite.Connection,
+    run_name: str,
+    groups: Sequence[PollGroup],
+    *,
+    now_mono: float,
+    now_wall: float,
+) -> ResumeState:
+    """Load a run's state and open a new session; raises ConfigError if it cannot continue."""
+    conn.row_factory = aiosqlite.Row
+    try:
+        run = await _fetchone(conn, "SELECT * FROM runs WHERE run_name = ?", (run_name,))
+        _check_resumable(run, run_name, now_wall)
+        run_id = int(run["run_id"])
+        stored = await _fetchall(
+            conn,
+            "SELECT group_id, name, kind, interval_s, table_name, samples, samples_read,"
+            " missed_ticks, failed_reads, read_s_sum, read_s_max, lateness_max_s"
+            " FROM poll_groups WHERE run_id = ? ORDER BY group_id",
+            (run_id,),
+        )
+        labels = await _fetchall(
+            conn,
+            "SELECT channel_id, group_id, label, value_type FROM channels WHERE run_id = ?"
+            " ORDER BY group_id, position",
+            (run_id,),
+        )
+        planned = [(g.name, g.kind, [c.label for c in g.channels]) for g in groups]
+        recorded = [
+            (r["name"], r["kind"], [c["label"] for c in labels if c["group_id"] == r["group_id"]])
+            for r in stored
+        ]
+        if planned != recorded:
+            raise ConfigError(
+                f"cannot resume {run_name!r}: its channels differ from the configured ones"
+                " (a resumed run must record the same groups and labels)"
+            )
+        target, next_idx, last = await _load_groups(conn, run_id, groups, stored, labels)
+        action = await _fetchone(
+            conn, "SELECT coalesce(max(action_idx) + 1, 0) FROM actions WHERE run_id = ?", (run_id,)
+        )
+        error = await _fetchone(
+            conn,
+            "SELECT coalesce(max(error_idx) + 1, 0) FROM monitor_errors WHERE run_id = ?",
+            (run_id,),
+        )
+        session = await _fetchone(
+            conn,
+            "SELECT coalesce(max(session_idx) + 1, 1) FROM sessions WHERE run_id = ?",
+            (run_id,),
+        )
+    finally:
+        conn.row_factory = None
+    start_epoch = float(run["run_start_epoch"])
+    start_dt = now_wall - start_epoch
+    target.t0_mono = now_mono - start_dt
+    target.actions, target.errors = int(run["actions"]), int(run["errors"])
+    target.next_error_idx = int(error[0])
+    lost = sum(s.samples_read - s.samples_committed for s in target.stats.values())
+    for stats in target.stats.values():
+        stats.samples_read = stats.samples_committed
+    previous = "crashed" if run["status"] == "running" else str(run["status"])
+    last_beat = run["heartbeat_dt_s"]
+    await conn.execute("BEGIN IMMEDIATE")
+    try:
+        await conn.execute(
+            "UPDATE sessions SET status = ?, end_dt_s = coalesce(end_dt_s, ?)"
+            " WHERE run_id = ? AND session_idx = ?",
+            (previous, last_beat, run_id, int(session[0]) - 1),
+        )
+        await conn.execute(
+            "INSERT INTO sessions (run_id, session_idx, started_utc, start_dt_s, status)"
+            " VALUES (?, ?, ?, ?, 'running')",
+            (run_id, int(session[0]), utc_iso(now_wall), start_dt),
+        )
+        await conn.execute(
+            "UPDATE runs SET status = 'running', ended_utc = NULL, end_dt_s = NULL, message = NULL,"
+            " sessions = sessions + 1, lost_samples = lost_samples + ?, pid = ?,"
+            " heartbeat_utc = ?, heartbeat_epoch = ?, heartbeat_dt_s = ? WHERE run_id = ?",
+            (lost, os.getpid(), utc_iso(now_wall), now_wall, start_dt, run_id),
+        )
+        await conn.execute("COMMIT")
+    except BaseException:
+        await conn.execute("ROLLBACK")
+        raise
+    return ResumeState(
+        target=target,
+        next_idx=next_idx,
+        start_dt_s=start_dt,
+        last_spec_values=last,
+        next_action_idx=int(action[0]),
+        session_idx=int(session[0]),
+    )
+
+
+async def _load_groups(
+    conn: aiosqlite.Connection,
+    run_id: int,
+    groups: Sequence[PollGroup],
+    stored: Sequence[Any],
+    labels: Sequence[Any],
+) -> tuple[WriterTarget, dict[int, int], dict[str, tuple[float, Any]]]:
+    stats: dict[int, GroupStats] = {}
+    tables: dict[int, str] = {}
+    next_idx: dict[int, int] = {}
+    last: dict[str, tuple[float, Any]] = {}
+    types = {int(c["channel_id"]): str(c["value_type"]) for c in labels}
+    for row, group in zip(stored, groups, strict=True):
+        gid, table = int(row["group_id"]), str(row["table_name"])
+        tables[gid] = table
+        stats[gid] = GroupStats(
+            gid,
+            group.name,
+            group.interval_s,
+            samples_read=int(row["samples_read"]),
+            samples_committed=int(row["samples"]),
+            missed_ticks=int(row["missed_ticks"]),
+            failed_reads=int(row["failed_reads"]),
+            read_s_sum=float(row["read_s_sum"]),
+            read_s_max=float(row["read_s_max"]),
+            lateness_max_s=float(row["lateness_max_s"]),
+        )
+        top = await _fetchone(conn, f"SELECT max(sample_idx) FROM {quote_ident(table)}")
+        next_idx[gid] = 0 if top[0] is None else int(top[0]) + 1
+        if group.kind != "spec":
+            continue
+        for channel in group.channels:
+            col = quote_ident(channel.label)
+            hit = await _fetchone(
+                conn,
+                f"SELECT dt_s, {col} FROM {quote_ident(table)} WHERE {col} IS NOT NULL"
+                " ORDER BY sample_idx DESC LIMIT 1",
+            )
+            if hit is not None:
+                last[channel.label] = (float(hit[0]), decode_value(channel.value_type, hit[1]))
+    rotate_row = await _fetchone(
+        conn, "SELECT rotate_entries FROM runs WHERE run_id = ?", (run_id,)
+    )
+    target = WriterTarget(
+        run_id=run_id,
+        t0_mono=0.0,
+        groups=dict(enumerate(groups)),
+        tables=tables,
+        rotate_entries=int(rotate_row[0]),
+        stats=stats,
+        channel_types=types,
+    )
+    return target, next_idx, last
