@@ -94,8 +94,17 @@ async def serve(
     truth_log: str | Path | None = None,
     ready: Callable[[RunningSimulator], object] | None = None,
     out: Callable[[str], object] | None = None,
+    request_log: str | Path | None = None,
+    faults: str | Path | None = None,
 ) -> None:
-    """Serve until cancelled; prints ``host:port`` once listening and calls ``ready(sim)``."""
+    """Serve until cancelled; prints ``host:port`` once listening and calls ``ready(sim)``.
+
+    ``faults`` is a fault-plan YAML (see :mod:`simulators.faults`), played from the moment the
+    server listens.
+    """
+    from simulators.faults import load_fault_plan, play_faults
+
+    plan = load_fault_plan(faults) if faults is not None else []
     async with run_simulator(
         port=port,
         latency_ms=latency_ms,
@@ -103,7 +112,9 @@ async def serve(
         scenario=scenario,
         seed=seed,
         truth_log=truth_log,
+        request_log=request_log,
     ) as sim:
+        fault_task = asyncio.create_task(play_faults(sim.server, plan), name="fault-plan")
         line = f"Nanonis simulator listening on {sim.host}:{sim.port}"
         if out is None:
             print(line, flush=True)  # flushed: scripts wait for this line on a pipe
@@ -111,4 +122,8 @@ async def serve(
             out(line)
         if ready is not None:
             ready(sim)
-        await asyncio.Event().wait()  # until cancelled (Ctrl-C / task cancellation)
+        try:
+            await asyncio.Event().wait()  # until cancelled (Ctrl-C / task cancellation)
+        finally:
+            fault_task.cancel()
+            await asyncio.gather(fault_task, return_exceptions=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sqlite3
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -162,19 +163,24 @@ class Recorder:
         cfg = self.config
         assert cfg.run_name is not None
         await anyio.to_thread.run_sync(_prepare_db, cfg, self.resume)
-        conn = await open_connection(cfg.db)
+        try:
+            conn = await open_connection(cfg.db)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open database {cfg.db} for writing: {exc}") from exc
         workers: dict[str, InstrumentWorker] = {}
         try:
             now_wall, now = self.clock.wall(), self.clock.monotonic()
-            if self.resume:
-                state = await resume_run(
-                    conn, cfg.run_name, self.groups, now_mono=now, now_wall=now_wall
-                )
-            else:
-                target = await create_run(
-                    conn, NewRun(cfg.run_name, now_wall, now, cfg, self.groups, self.snapshot)
-                )
-                state = ResumeState(target, dict.fromkeys(target.stats, 0), 0.0, {}, 0, 0)
+            try:
+                if self.resume:
+                    state = await resume_run(
+                        conn, cfg.run_name, self.groups, now_mono=now, now_wall=now_wall
+                    )
+                else:
+                    new = NewRun(cfg.run_name, now_wall, now, cfg, self.groups, self.snapshot)
+                    target = await create_run(conn, new)
+                    state = ResumeState(target, dict.fromkeys(target.stats, 0), 0.0, {}, 0, 0)
+            except sqlite3.Error as exc:
+                raise StorageError(f"cannot start the run in {cfg.db}: {exc}") from exc
             self.t0_mono = state.target.t0_mono
             self.stats = [state.target.stats[gid] for gid in sorted(state.target.stats)]
             return await self._record(conn, state, workers, now)
@@ -336,8 +342,6 @@ class RunFailedError(RuntimeError):
 
 
 def _prepare_db(cfg: MonitorConfig, resume: bool) -> None:
-    import sqlite3
-
     from .runstore import RunExistsError
 
     try:

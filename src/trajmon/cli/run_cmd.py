@@ -16,6 +16,7 @@ from rich.table import Table
 from ..config import MonitorConfig
 from ..queries import QueryError
 from ..recorder import RunFailedError, RunSummary
+from ..resume import load_resume_config
 from ..runstore import RunExistsError
 from ..writer import StorageError
 from .common import EXIT_FAILED, DbOption, JsonOption, console, fail, print_json, user_errors
@@ -105,7 +106,9 @@ def print_summary(summary: RunSummary) -> None:
 
 
 def run(
-    run_name: Annotated[str, typer.Option("--run-name", help="Name of this run (single-use).")],
+    run_name: Annotated[
+        str | None, typer.Option("--run-name", help="Name of this run (single-use).")
+    ] = None,
     duration: Annotated[
         float | None, typer.Option("--duration", help="Seconds to record (default: until Ctrl-C).")
     ] = None,
@@ -120,10 +123,28 @@ def run(
     sim: Annotated[bool, typer.Option("--sim", help="Record the bundled STM simulator.")] = False,
     host: Annotated[str | None, typer.Option("--host", help="Nanonis TCP host.")] = None,
     port: Annotated[int | None, typer.Option("--port", help="Nanonis TCP port.")] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            "--resume",
+            help="Continue this crashed or interrupted run (same channels, same timeline).",
+        ),
+    ] = None,
+    stale_after_s: Annotated[
+        float,
+        typer.Option(
+            "--stale-after-s", help="Heartbeat age after which the run counts as crashed."
+        ),
+    ] = 5.0,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress lines.")] = False,
     json_out: JsonOption = False,
 ) -> None:
     """Record signals, specs and actions until --duration ends or Ctrl-C."""
+    if resume is not None:
+        _resume(resume, db, duration, sim, host, port, quiet=quiet, json_out=json_out)
+        return
+    if run_name is None:
+        fail("name the run: --run-name NAME (or --resume NAME to continue one)")
     with user_errors():
         config = MonitorConfig(
             run_name=run_name,
@@ -133,22 +154,58 @@ def run(
             window_before_s=action_window_s,
             window_after_s=action_window_s,
             duration_s=duration,
+            stale_after_s=stale_after_s,
             source="sim" if sim else "tcp",
         )
-        if sim == (host is not None or port is not None):
-            fail("choose one instrument source: --sim, or --host H --port P")
-        if not sim and (host is None or port is None):
-            fail("--host and --port go together")
+        _check_source(sim, host, port)
         assert config.run_name is not None
         check_run_name_free(db, config.run_name)
+    _record_and_exit(config, sim, host, port, quiet=quiet, json_out=json_out, resume=False)
 
+
+def _check_source(sim: bool, host: str | None, port: int | None) -> None:
+    if sim == (host is not None or port is not None):
+        fail("choose one instrument source: --sim, or --host H --port P")
+    if not sim and (host is None or port is None):
+        fail("--host and --port go together")
+
+
+def _resume(
+    name: str,
+    db: Path,
+    duration: float | None,
+    sim: bool,
+    host: str | None,
+    port: int | None,
+    *,
+    quiet: bool,
+    json_out: bool,
+) -> None:
+    """Continue a run with its stored configuration; only the duration and source are new."""
+    with user_errors():
+        config = load_resume_config(db, name).updated(duration_s=duration)
+        _check_source(sim, host, port)
+    _record_and_exit(config, sim, host, port, quiet=quiet, json_out=json_out, resume=True)
+
+
+def _record_and_exit(
+    config: MonitorConfig,
+    sim: bool,
+    host: str | None,
+    port: int | None,
+    *,
+    quiet: bool,
+    json_out: bool,
+    resume: bool,
+) -> None:
     async def main() -> Any:
+        quiet_ = quiet or json_out
         if sim:
             async with sim_instruments(config.read_timeout_s) as (_, instruments):
-                return await record(config, instruments, quiet=quiet or json_out)
+                return await record(config, instruments, quiet=quiet_, resume=resume)
         assert host is not None and port is not None
         async with connect_nanonis(host, port, config.read_timeout_s) as instruments:
-            return await record(config, instruments, quiet=quiet or json_out)
+            return await record(config, instruments, quiet=quiet_, resume=resume)
 
     with user_errors():
         try:

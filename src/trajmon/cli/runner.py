@@ -21,8 +21,9 @@ from typing import Any
 import anyio
 
 from ..config import ConfigError, MonitorConfig
+from ..live import progress_mode, run_live_view
 from ..recorder import Recorder, RunSummary
-from .common import err_console
+from .common import console, err_console
 
 __all__ = ["RunOutcome", "connect_nanonis", "record", "stop_signals"]
 
@@ -83,8 +84,9 @@ async def record(
     quiet: bool = False,
     progress_every_s: float = 5.0,
     on_started: Callable[[Recorder], None] | None = None,
+    resume: bool = False,
 ) -> RunOutcome:
-    recorder = Recorder(config, instruments, snapshot=snapshot)
+    recorder = Recorder(config, instruments, snapshot=snapshot, resume=resume)
     received: list[int] = []
 
     def on_stop(signum: int) -> None:
@@ -97,7 +99,10 @@ async def record(
 
     with stop_signals(on_stop):
         async with anyio.create_task_group() as tg:
-            if not quiet:
+            mode = progress_mode(quiet=quiet, is_terminal=console.is_terminal)
+            if mode == "live":
+                tg.start_soon(run_live_view, recorder, console)
+            elif mode == "lines":
                 tg.start_soon(_progress, recorder, progress_every_s)
             if on_started is not None:
 

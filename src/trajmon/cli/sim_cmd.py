@@ -29,16 +29,25 @@ def serve_cmd(
     truth_log: Annotated[
         Path | None, typer.Option("--truth-log", help="Write the operator's ground truth (JSONL).")
     ] = None,
+    request_log: Annotated[
+        Path | None, typer.Option("--request-log", help="Log every request served (JSONL).")
+    ] = None,
+    faults: Annotated[
+        Path | None, typer.Option("--faults", help="Fault plan YAML: timed drops, errors, hangs.")
+    ] = None,
 ) -> None:
     """Serve the STM simulator on 127.0.0.1 until Ctrl-C."""
+    from simulators.faults import FaultPlanError, load_fault_plan
     from simulators.operator import ScenarioError, load_scenario
     from simulators.serve import serve
 
-    if scenario is not None:
-        try:
+    try:
+        if scenario is not None:
             load_scenario(scenario)
-        except ScenarioError as exc:
-            fail(str(exc))
+        if faults is not None:
+            load_fault_plan(faults)
+    except (ScenarioError, FaultPlanError) as exc:
+        fail(str(exc))
 
     async def main() -> None:
         await serve(
@@ -48,6 +57,8 @@ def serve_cmd(
             scenario=scenario,
             seed=seed,
             truth_log=truth_log,
+            request_log=request_log,
+            faults=faults,
         )
 
     try:

@@ -1,0 +1,95 @@
+"""Timed fault plans for ``trajmon sim serve --faults FILE``.
+
+Tests of a *separate* trajmon process cannot call the server's fault-injection methods, so the
+same faults can be scheduled from a YAML file instead::
+
+    faults:
+      - {at_s: 2.0, fault: drop, command: Signals.ValsGet}     # close the connection
+      - {at_s: 3.0, fault: error, n: 3, message: "overload"}   # error replies
+      - {at_s: 4.0, fault: hang, seconds: 5}                   # no reply for 5 s
+      - {at_s: 6.0, fault: outage, seconds: 10}                # server gone, then back
+
+Times count from when the server starts listening.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from simulators.nanonis_server import NanonisServer
+
+__all__ = ["FaultPlanError", "FaultStep", "load_fault_plan", "play_faults"]
+
+_KINDS = ("drop", "error", "hang", "outage")
+_KEYS = {"at_s", "fault", "n", "command", "seconds", "message"}
+
+
+class FaultPlanError(ValueError):
+    """A fault plan file is malformed; one line naming the file and the entry."""
+
+
+@dataclass(frozen=True, slots=True)
+class FaultStep:
+    at_s: float
+    fault: str
+    n: int = 1
+    command: str | None = None
+    seconds: float = 5.0
+    message: str = "injected error"
+
+
+def load_fault_plan(path: str | Path) -> list[FaultStep]:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise FaultPlanError(f"{path}: cannot read fault plan: {first}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("faults"), list):
+        raise FaultPlanError(f"{path}: top level must be a mapping with a 'faults' list")
+    steps: list[FaultStep] = []
+    for idx, entry in enumerate(data["faults"]):
+        where = f"{path}: faults[{idx}]"
+        if not isinstance(entry, dict) or not _KEYS.issuperset(entry) or "fault" not in entry:
+            raise FaultPlanError(f"{where}: needs 'at_s' and 'fault', may have {sorted(_KEYS)}")
+        if entry["fault"] not in _KINDS:
+            raise FaultPlanError(f"{where}: fault must be one of {', '.join(_KINDS)}")
+        try:
+            step = FaultStep(
+                at_s=float(entry["at_s"]),
+                fault=str(entry["fault"]),
+                n=int(entry.get("n", 1)),
+                command=entry.get("command"),
+                seconds=float(entry.get("seconds", 5.0)),
+                message=str(entry.get("message", "injected error")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FaultPlanError(f"{where}: {exc}") from exc
+        if step.at_s < 0 or step.n < 1 or step.seconds < 0:
+            raise FaultPlanError(f"{where}: at_s and seconds must be >= 0 and n >= 1")
+        steps.append(step)
+    return sorted(steps, key=lambda s: s.at_s)
+
+
+async def play_faults(server: NanonisServer, steps: list[FaultStep]) -> None:
+    """Apply each step at its time; an outage stops the server and restarts it on its port."""
+    start = time.monotonic()
+    for step in steps:
+        delay = start + step.at_s - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if step.fault == "drop":
+            server.faults.drop_next(step.n, step.command)
+        elif step.fault == "error":
+            server.faults.error_next(step.n, step.command, step.message)
+        elif step.fault == "hang":
+            server.faults.hang_next(step.n, step.seconds, step.command)
+        else:
+            await server.stop()
+            await asyncio.sleep(step.seconds)
+            await server.start()
