@@ -97,7 +97,7 @@ async def record(
         received.append(signum)
         recorder.request_stop()
 
-    with stop_signals(on_stop):
+    with stop_signals(on_stop), _single_errors():
         async with anyio.create_task_group() as tg:
             mode = progress_mode(quiet=quiet, is_terminal=console.is_terminal)
             if mode == "live":
@@ -116,6 +116,18 @@ async def record(
             finally:
                 tg.cancel_scope.cancel()
     return RunOutcome(summary, received[0] if received else None)
+
+
+@contextlib.contextmanager
+def _single_errors() -> Iterator[None]:
+    """The task group around the recorder wraps its one failure in an ExceptionGroup; callers
+    (and their ``except StorageError``) want the failure itself."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
 
 
 @asynccontextmanager

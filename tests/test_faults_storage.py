@@ -1,0 +1,127 @@
+"""Promise 5: storage faults end the run with one clear line and exit code 1, and keep
+everything committed before the fault."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+
+import anyio
+import pytest
+from procs import committed_samples, group_rows, query, run_cli, sim_process, start_run, wait_for
+
+from simulators.qcodes_sim import SimulatedSTM
+from trajmon import MonitorConfig, Recorder, RunFailedError
+from trajmon import writer as writer_module
+
+
+def one_line_error(stderr: str) -> str:
+    lines = [line for line in stderr.strip().splitlines() if line.startswith("trajmon: error:")]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A tiny tmpfs: a disk that really fills (needs root and mount; skipped otherwise)."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mnt)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_unwritable_path_is_exit_1_with_one_line(tmp_path: Path) -> None:
+    db = Path("/proc/trajmon-cannot-write-here.db")
+    result = run_cli("run", "--run-name", "x", "--sim", "--duration", "1", "--db", str(db))
+    assert result.returncode == 1, result.stderr
+    assert "database" in one_line_error(result.stderr)
+
+
+def test_read_only_filesystem_keeps_existing_runs(small_fs: Path) -> None:
+    db = small_fs / "ro.db"
+    first = run_cli("run", "--run-name", "a", "--sim", "--duration", "0.5", "--db", str(db))
+    assert first.returncode == 0, first.stderr
+    before = group_rows(db, "a")
+    subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
+    result = run_cli("run", "--run-name", "b", "--sim", "--duration", "1", "--db", str(db))
+    assert result.returncode == 1, result.stderr
+    one_line_error(result.stderr)
+    assert group_rows(db, "a") == before
+
+
+def test_disk_filling_mid_run_fails_cleanly(small_fs: Path, tmp_path: Path) -> None:
+    db = small_fs / "full.db"
+    with sim_process(tmp_path) as sim:
+        proc = start_run(db, "full", sim.port, "--interval-s", "0.002")
+        out, err = proc.communicate(timeout=90)
+    assert proc.returncode == 1, (out, err)
+    assert "full" in one_line_error(err)
+    copy = tmp_path / "copy.db"  # read what survived without touching the full filesystem
+    with closing(sqlite3.connect(db)) as src, closing(sqlite3.connect(copy)) as dst:
+        src.backup(dst)
+    assert query(copy, "PRAGMA integrity_check") == [("ok",)]
+    for group, (count, samples, _) in group_rows(copy, "full").items():
+        assert count == samples > 0, group
+
+
+def test_foreign_writer_lock_is_exit_1_and_keeps_rows(tmp_path: Path) -> None:
+    db = tmp_path / "locked.db"
+    with sim_process(tmp_path) as sim:
+        proc = start_run(db, "locked", sim.port)
+        wait_for(lambda: committed_samples(db, "locked") >= 4, what="samples")
+        with closing(sqlite3.connect(db, isolation_level=None)) as foreign:
+            foreign.execute("BEGIN IMMEDIATE")  # another program grabs the write lock
+            committed = group_rows(db, "locked")
+            out, err = proc.communicate(timeout=60)
+            foreign.execute("ROLLBACK")
+    assert proc.returncode == 1, (out, err)
+    assert "locked" in one_line_error(err)
+    after = group_rows(db, "locked")
+    for group, (count, samples, _) in after.items():
+        assert count == samples >= committed[group][0], group
+    assert query(db, "PRAGMA integrity_check") == [("ok",)]
+
+
+async def test_full_database_marks_the_run_failed(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With SQLite's max_page_count as the "disk", the run row itself can still be updated."""
+    real_open = writer_module.open_connection
+
+    async def small_disk(path: Path) -> object:
+        conn = await real_open(path)
+        (pages,) = await (await conn.execute("PRAGMA page_count")).fetchone()  # type: ignore[misc]
+        await conn.execute(f"PRAGMA max_page_count = {int(pages) + 40}")
+        return conn
+
+    monkeypatch.setattr("trajmon.recorder.open_connection", small_disk)
+    stm = SimulatedSTM("stm", seed=3)
+    try:
+        config = MonitorConfig(run_name="small", db=db_path, interval_s=0.001)
+        with pytest.raises(RunFailedError, match="full") as info:
+            with anyio.fail_after(60):
+                await Recorder(config, {"stm": stm}).run()
+    finally:
+        stm.close()
+    assert info.value.summary.status == "failed"
+    with closing(sqlite3.connect(db_path)) as conn:
+        status, message = conn.execute("SELECT status, message FROM runs").fetchone()
+        counts = conn.execute("SELECT table_name, samples FROM poll_groups").fetchall()
+        for table, samples in counts:
+            assert conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0] == samples > 0
+    assert status == "failed" and "full" in message
