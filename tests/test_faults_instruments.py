@@ -140,7 +140,7 @@ async def test_stalled_writer_costs_missed_ticks_not_memory(
             "SELECT samples, samples_read, missed_ticks FROM poll_groups"
         ).fetchall()
         lost = conn.execute("SELECT lost_samples FROM runs").fetchone()[0]
-    for samples, read, missed in rows:
+    for samples, read, _missed in rows:
         assert samples == read, "everything sampled was committed in the end"
     assert sum(r[2] for r in rows) >= 100, "what was not sampled is counted"
     assert lost == 0
