@@ -1,0 +1,229 @@
+"""The live terminal view of a recording: rates, latencies, queue, latest values, last actions.
+
+The view only *reads* what the recorder already keeps up to date for other reasons — the
+per-group :class:`~trajmon.records.GroupStats`, the queue depth and the bounded deque of recent
+actions — so it costs the pollers nothing: no lock, no extra queue, no per-sample callback.
+It redraws from a task on the event loop (``auto_refresh=False``), never from a thread of its
+own, so a slow terminal delays a redraw, not a read.
+
+Off a terminal (logs, pipes, ``--quiet``) a full-screen view is noise; the recorder's caller
+falls back to one progress line every few seconds (:func:`progress_mode`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import anyio
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from .records import ActionEvent
+
+if TYPE_CHECKING:
+    from .recorder import Recorder
+
+__all__ = [
+    "GroupView",
+    "LiveSnapshot",
+    "RateMeter",
+    "progress_mode",
+    "render_live",
+    "run_live_view",
+    "snapshot_of",
+]
+
+ProgressMode = Literal["live", "lines", "none"]
+
+
+def progress_mode(*, quiet: bool, is_terminal: bool) -> ProgressMode:
+    """``live`` on an interactive terminal, one line every few seconds elsewhere, nothing
+    when quiet (``--quiet``/``--json``: the output is for a script)."""
+    if quiet:
+        return "none"
+    return "live" if is_terminal else "lines"
+
+
+@dataclass(slots=True)
+class GroupView:
+    """One poll group as the view shows it; plain values, so rendering is testable alone."""
+
+    name: str
+    kind: str
+    interval_s: float
+    achieved_hz: float | None
+    samples_read: int
+    samples_committed: int
+    missed_ticks: int
+    failed_reads: int
+    read_mean_s: float | None
+    read_max_s: float
+    last_dt_s: float | None
+    latest: list[tuple[str, str, Any]] = field(default_factory=list)  # (label, unit, value)
+
+
+@dataclass(slots=True)
+class LiveSnapshot:
+    run_name: str
+    elapsed_s: float
+    queue_depth: int
+    queue_size: int
+    actions: int
+    groups: list[GroupView]
+    recent_actions: list[ActionEvent]
+    stopping: bool = False
+
+
+class RateMeter:
+    """Achieved rate per group over a short sliding window (a few seconds of refreshes):
+    responsive to stalls, yet not jumpy at 4 Hz refresh."""
+
+    def __init__(self, window_s: float = 3.0) -> None:
+        self._window_s = window_s
+        self._points: dict[str, deque[tuple[float, int]]] = {}
+
+    def update(self, name: str, now: float, count: int) -> float | None:
+        points = self._points.setdefault(name, deque())
+        points.append((now, count))
+        while len(points) > 2 and now - points[1][0] >= self._window_s:
+            points.popleft()
+        (t_first, n_first) = points[0]
+        if now - t_first <= 0:
+            return None
+        return (count - n_first) / (now - t_first)
+
+
+def snapshot_of(
+    recorder: Recorder, rates: RateMeter, now: float | None = None, last_actions: int = 5
+) -> LiveSnapshot:
+    """Copy what the view needs from the live recorder (cheap: a few dozen attribute reads)."""
+    now = time.monotonic() if now is None else now
+    t0 = recorder.t0_mono
+    groups: list[GroupView] = []
+    for st, group in zip(recorder.stats, recorder.groups, strict=False):
+        latest: list[tuple[str, str, Any]] = []
+        values = st.last_values
+        for i, ch in enumerate(group.channels):
+            value = values[i] if values is not None and i < len(values) else None
+            latest.append((ch.label, ch.unit, value))
+        groups.append(
+            GroupView(
+                name=st.name,
+                kind=group.kind,
+                interval_s=st.interval_s,
+                achieved_hz=rates.update(st.name, now, st.samples_read),
+                samples_read=st.samples_read,
+                samples_committed=st.samples_committed,
+                missed_ticks=st.missed_ticks,
+                failed_reads=st.failed_reads,
+                read_mean_s=st.read_s_sum / st.samples_read if st.samples_read else None,
+                read_max_s=st.read_s_max,
+                last_dt_s=st.last_dt_s,
+                latest=latest,
+            )
+        )
+    recent = list(recorder.recent_actions)[-last_actions:]
+    return LiveSnapshot(
+        run_name=recorder.config.run_name or "",
+        elapsed_s=0.0 if t0 is None else max(now - t0, 0.0),
+        queue_depth=recorder.queue_depth,
+        queue_size=recorder.config.queue_size,
+        actions=recorder.detector_actions,
+        groups=groups,
+        recent_actions=recent,
+        stopping=recorder.stop_requested,
+    )
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.6g}" if math.isfinite(value) else str(value)
+    text = repr(value) if not isinstance(value, str) else value
+    return text if len(text) <= 24 else text[:23] + "…"
+
+
+def _ms(seconds: float | None) -> str:
+    return "—" if seconds is None else f"{seconds * 1000:.2f}"
+
+
+def render_live(snap: LiveSnapshot) -> RenderableType:
+    """The whole view as one renderable; a pure function of the snapshot."""
+    state = "stopping: draining the queue…" if snap.stopping else "recording (Ctrl-C to stop)"
+    header = Text.assemble(
+        ("trajmon ", "bold"),
+        (f"run {snap.run_name!r}", "bold cyan"),
+        f"  t={snap.elapsed_s:8.1f} s  queue {snap.queue_depth}/{snap.queue_size}",
+        f"  actions {snap.actions}  ",
+        (state, "yellow" if snap.stopping else "green"),
+    )
+    rates = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("group", "target Hz", "achieved Hz", "missed", "failed", "read ms mean/max"):
+        rates.add_column(col, justify="left" if col == "group" else "right")
+    rates.add_column("committed/read", justify="right")
+    for g in snap.groups:
+        target = 1.0 / g.interval_s if g.interval_s > 0 else math.inf
+        achieved = "—" if g.achieved_hz is None else f"{g.achieved_hz:.1f}"
+        slow = g.achieved_hz is not None and g.achieved_hz < 0.9 * target and snap.elapsed_s > 3
+        rates.add_row(
+            f"{g.name} ({g.kind})",
+            f"{target:.4g}",
+            Text(achieved, style="red" if slow else ""),
+            Text(str(g.missed_ticks), style="red" if g.missed_ticks else ""),
+            Text(str(g.failed_reads), style="red" if g.failed_reads else ""),
+            f"{_ms(g.read_mean_s)} / {_ms(g.read_max_s)}",
+            f"{g.samples_committed}/{g.samples_read}",
+        )
+    values = Table(box=None, pad_edge=False, header_style="bold")
+    values.add_column("channel")
+    values.add_column("latest", justify="right")
+    values.add_column("unit")
+    values.add_column("group")
+    for g in snap.groups:
+        for label, unit, value in g.latest:
+            values.add_row(label, _fmt(value), unit, g.name)
+    parts: list[RenderableType] = [header, rates, values]
+    if snap.recent_actions:
+        acts = Table(box=None, pad_edge=False, header_style="bold", title_justify="left")
+        for col in ("#", "dt_s", "spec", "old → new"):
+            acts.add_column(col, justify="right" if col in ("#", "dt_s") else "left")
+        for a in snap.recent_actions:
+            acts.add_row(
+                str(a.action_idx),
+                f"{a.dt_s:.2f}",
+                a.spec_label,
+                f"{_fmt(a.old_value)} → {_fmt(a.new_value)}",
+            )
+        parts.append(Text("last actions", style="bold"))
+        parts.append(acts)
+    else:
+        parts.append(Text("no actions yet", style="dim"))
+    return Group(*parts)
+
+
+async def run_live_view(
+    recorder: Recorder,
+    console: Console,
+    *,
+    refresh_s: float = 0.25,
+    render: Callable[[LiveSnapshot], RenderableType] = render_live,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Redraw the view every ``refresh_s`` until cancelled. The view is transient: when the run
+    ends it gives way to the final summary, which (unlike the last frame) is complete."""
+    await recorder.started.wait()
+    rates = RateMeter()
+    with Live(console=console, auto_refresh=False, transient=True) as live:
+        while True:
+            live.update(render(snapshot_of(recorder, rates, clock())), refresh=True)
+            await anyio.sleep(refresh_s)
