@@ -169,6 +169,11 @@ class MonitorConfig(BaseModel):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        if self.stale_after_s <= 2 * min(self.heartbeat_s, 1.0):
+            raise ValueError(
+                f"stale_after_s ({self.stale_after_s}) must exceed two heartbeats"
+                f" ({2 * min(self.heartbeat_s, 1.0)} s), or live runs would look crashed"
+            )
         if self.commit_rows < 1 or self.queue_size < 1:
             raise ValueError("commit_rows and queue_size must be >= 1")
         seen: dict[str, str] = {}

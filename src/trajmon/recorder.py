@@ -173,7 +173,12 @@ class Recorder:
             try:
                 if self.resume:
                     state = await resume_run(
-                        conn, cfg.run_name, self.groups, now_mono=now, now_wall=now_wall
+                        conn,
+                        cfg.run_name,
+                        self.groups,
+                        now_mono=now,
+                        now_wall=now_wall,
+                        duration_s=cfg.duration_s,
                     )
                 else:
                     new = NewRun(cfg.run_name, now_wall, now, cfg, self.groups, self.snapshot)

@@ -92,6 +92,7 @@ async def resume_run(
     *,
     now_mono: float,
     now_wall: float,
+    duration_s: float | None = None,
 ) -> ResumeState:
     """Load a run's state and open a new session; raises ConfigError if it cannot continue."""
     conn.row_factory = aiosqlite.Row
@@ -162,9 +163,9 @@ async def resume_run(
         )
         await conn.execute(
             "UPDATE runs SET status = 'running', ended_utc = NULL, end_dt_s = NULL, message = NULL,"
-            " sessions = sessions + 1, lost_samples = lost_samples + ?, pid = ?,"
+            " sessions = sessions + 1, lost_samples = lost_samples + ?, pid = ?, duration_s = ?,"
             " heartbeat_utc = ?, heartbeat_epoch = ?, heartbeat_dt_s = ? WHERE run_id = ?",
-            (lost, os.getpid(), utc_iso(now_wall), now_wall, start_dt, run_id),
+            (lost, os.getpid(), duration_s, utc_iso(now_wall), now_wall, start_dt, run_id),
         )
         await conn.execute("COMMIT")
     except BaseException:

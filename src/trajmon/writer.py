@@ -146,9 +146,11 @@ class Writer:
             if len(items) >= self._rows:
                 continue  # a backlog: keep committing without sleeping
             next_commit = max(next_commit + self._interval, self._clock.monotonic())
+            # Beat on time even with a long commit interval: a late beat reads as a crash.
+            deadline = min(next_commit, self._last_beat + self._heartbeat_s)
             with anyio.CancelScope() as scope:
                 self._wake_scope = scope
-                await self._clock.sleep_until(next_commit)
+                await self._clock.sleep_until(deadline)
             self._wake_scope = None
 
     def _take(self, limit: int) -> tuple[list[Item], bool]:
@@ -197,6 +199,15 @@ class Writer:
                 )
         return tuple(out)
 
+    def _encode_action(self, event: ActionEvent) -> tuple[Any, Any]:
+        """Old and new value as the channel's column stores them; untyped if they do not fit."""
+        enc = encoder_for(self._target.channel_types[event.channel_id])  # type: ignore[arg-type]
+        try:
+            return enc(event.old_value), enc(event.new_value)
+        except (TypeError, ValueError, OverflowError):
+            untyped = encoder_for("any")
+            return untyped(event.old_value), untyped(event.new_value)
+
     async def _commit(self, items: Sequence[Item]) -> None:
         target = self._target
         run_id = target.run_id
@@ -209,7 +220,7 @@ class Writer:
                     buf.first_dt = item.dt_s
                 buf.rows.append(self._encode(buf, item))
             elif type(item) is ActionEvent:
-                enc = encoder_for(target.channel_types[item.channel_id])  # type: ignore[arg-type]
+                old, new = self._encode_action(item)
                 actions.append(
                     (
                         run_id,
@@ -220,8 +231,8 @@ class Writer:
                         item.detected_at_utc,
                         item.spec_label,
                         item.channel_id,
-                        enc(item.old_value),
-                        enc(item.new_value),
+                        old,
+                        new,
                         item.delta,
                         item.window_start_s,
                         item.window_end_s,

@@ -18,13 +18,26 @@ import typer
 from ..config import MonitorConfig
 from ..queries import connect_readonly, list_actions, resolve_run
 from ..recorder import Recorder
+from ..runstore import RunExistsError
 from ..scoring import score_recording
 from .actions_cmd import print_actions
 from .common import EXIT_FAILED, DbOption, JsonOption, console, fail, print_json, user_errors
-from .run_cmd import print_summary, sim_instruments
+from .run_cmd import check_run_name_free, print_summary, sim_instruments
 from .runner import exit_code_for, record
 
 __all__ = ["demo"]
+
+
+def _free_demo_name(db: Path) -> str:
+    """A timestamped name; two demos in the same second into one file get -2, -3, …"""
+    base = "demo-" + time.strftime("%Y%m%d-%H%M%S")
+    for suffix in ["", *(f"-{n}" for n in range(2, 100))]:
+        try:
+            check_run_name_free(db, base + suffix)
+        except RunExistsError:
+            continue
+        return base + suffix
+    raise RunExistsError(f"too many demo runs named {base}* in {db}")
 
 
 def demo(
@@ -33,8 +46,8 @@ def demo(
     json_out: JsonOption = False,
 ) -> None:
     """Simulate an STM session, record it through the TCP driver, list and score the actions."""
-    run_name = "demo-" + time.strftime("%Y%m%d-%H%M%S")
     with user_errors():
+        run_name = _free_demo_name(db)
         config = MonitorConfig(run_name=run_name, db=db, duration_s=duration, source="sim")
 
     async def main() -> tuple[Any, Recorder, list[Any]]:
