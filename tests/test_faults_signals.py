@@ -75,7 +75,7 @@ def test_sigkill_keeps_the_database_consistent_and_loses_at_most_one_commit(
         for attempt in range(3):
             name = f"kill-{attempt}"
             before = sim.requests("Signals.ValsGet")
-            proc = start_run(db, name, sim.port, "--stale-after-s", "1")
+            proc = start_run(db, name, sim.port, "--stale-after-s", "2.5")
             wait_recording(db, name, proc, samples=2)
             time.sleep(RNG.uniform(0.1, 1.5))
             proc.kill()
@@ -96,8 +96,8 @@ def test_sigkill_keeps_the_database_consistent_and_loses_at_most_one_commit(
         from trajmon.queries import connect_readonly, list_runs
 
         conn = connect_readonly(db)
-        try:  # two seconds on, every heartbeat is past the 1 s threshold chosen for these runs
-            assert {r["status"] for r in list_runs(conn, now=time.time() + 2)} == {"crashed"}
+        try:  # three seconds on, every heartbeat is past the 2.5 s threshold of these runs
+            assert {r["status"] for r in list_runs(conn, now=time.time() + 3)} == {"crashed"}
         finally:
             conn.close()
 

@@ -276,6 +276,8 @@ class Recorder:
                 sink.close()
         except* StorageError as failures:
             status, message = "failed", str(failures.exceptions[0])
+        finally:
+            sink.close()  # also when the writer failed: nothing may be left half-open
         if status != "failed" and self._stop_requested:
             status = "interrupted"
         if status == "completed" and cfg.duration_s is None:
