@@ -30,5 +30,11 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix $(PY_DIRS)
 	$(BIN)/ruff format $(PY_DIRS)
 
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m benchmarks --quick
+
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -1,0 +1,218 @@
+"""Real-time figures: schedule accuracy (8), CPU cost (9), memory over a long run (10).
+
+These run trajmon's real recorder on the real clock for the issue's real durations in full mode
+(60 s, 60 s, 10 min) and for a few seconds in quick mode; each result records its mode. Each
+benchmark runs in its own process (the harness's doing), so CPU time and RSS are trajmon's.
+
+Lateness is recomputed from the committed ``dt_s`` of every sample: the schedule takes the tick
+whose slot contains the wake-up instant, so tick ``k = floor(dt_s / interval)`` and lateness
+``dt_s - k·interval``. Drift is checked exactly: the last sample's tick index + 1 must equal
+samples taken + ticks counted as missed (a relative schedule, sleeping ``interval`` after each
+read, falls behind that count without counting anything as missed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sqlite3
+import threading
+import time
+from typing import Any
+
+import anyio
+import numpy as np
+
+from benchmarks.common import (
+    CHANNELS,
+    Ctx,
+    bench_instrument,
+    closing_instrument,
+    parameters,
+    record,
+    rss_mb,
+)
+from benchmarks.report import Baseline, Condition, Result
+
+__all__ = ["memory", "schedule_1khz", "schedule_100hz"]
+
+
+def _cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def _timed_run(ctx: Ctx, name: str, interval: float, seconds: float) -> dict[str, Any]:
+    """Record one run; returns the summary's counters, CPU share and per-sample lateness."""
+    with closing_instrument(bench_instrument(name)) as inst:
+        db = ctx.path(f"{name}.db")
+        cpu0, wall0 = _cpu_s(), time.perf_counter()
+        summary = anyio.run(lambda: record(db, name, inst, interval_s=interval, duration_s=seconds))
+        cpu, wall = _cpu_s() - cpu0, time.perf_counter() - wall0
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        dts = np.array([r[0] for r in conn.execute(f'SELECT dt_s FROM "{name}/signals"')])
+    group = summary.groups[0]
+    ticks = np.floor(dts / interval + 1e-9)
+    lateness = dts - ticks * interval
+    return {
+        "samples": group.samples_read,
+        "committed": group.samples,
+        "missed": group.missed_ticks,
+        "due": math.ceil(seconds / interval - 1e-9),
+        "drift_ticks": int(ticks[-1] + 1) - (group.samples_read + group.missed_ticks),
+        "p99": float(np.percentile(lateness, 99)),
+        "p50": float(np.percentile(lateness, 50)),
+        "max": float(lateness.max()),
+        "cpu_share": cpu / wall,
+        "wall_s": wall,
+        "lost": summary.lost_samples,
+    }
+
+
+def _bare_get_cpu(interval: float, seconds: float) -> float:
+    """CPU share of the driver floor: 12 plain gets per tick on the same absolute schedule."""
+    with closing_instrument(bench_instrument("cpu_floor")) as inst:
+        params = parameters(inst)
+        cpu0, t0 = _cpu_s(), time.perf_counter()
+        k = 0
+        while (due := t0 + k * interval) < t0 + seconds:
+            delay = due - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            for p in params:
+                p.get()
+            k += 1
+        return (_cpu_s() - cpu0) / (time.perf_counter() - t0)
+
+
+def _lateness_result(
+    name: str, hz: int, run: dict[str, Any], interval: float, bound: float, mode: str
+) -> dict[str, Any]:
+    return Result(
+        name,
+        8,
+        run["p99"] * 1e3,
+        "ms p99 lateness",
+        Baseline("tick interval", interval * 1e3, "ms"),
+        run["p99"] / interval,
+        f"p99 ≤ {bound} × interval at {hz} Hz",
+        (Condition("ratio", "<=", bound),),
+        mode=mode,
+        details={k: v for k, v in run.items() if k != "cpu_share"},
+    ).to_json()
+
+
+def _drift_result(name: str, hz: int, run: dict[str, Any], mode: str) -> dict[str, Any]:
+    return Result(
+        name,
+        8,
+        float(run["drift_ticks"]),
+        "ticks",
+        Baseline("ticks due", float(run["due"]), "ticks"),
+        run["drift_ticks"] / run["due"],
+        f"drift 0 at {hz} Hz (last tick index + 1 = taken + missed)",
+        (Condition("figure", "==", 0.0),),
+        mode=mode,
+        details={"samples": run["samples"], "missed": run["missed"]},
+    ).to_json()
+
+
+def schedule_100hz(ctx: Ctx) -> list[dict[str, Any]]:
+    seconds = ctx.seconds(60.0, 5.0, minimum=1.0)
+    interval = 0.01
+    floor = _bare_get_cpu(interval, ctx.seconds(10.0, 2.0, minimum=0.5))
+    run = _timed_run(ctx, "s100", interval, seconds)
+    cpu = run["cpu_share"]
+    return [
+        _lateness_result("schedule_100hz_p99", 100, run, interval, 0.1, ctx.mode),
+        _drift_result("schedule_100hz_drift", 100, run, ctx.mode),
+        Result(
+            "cpu_100hz",
+            9,
+            cpu * 100,
+            "% of one core",
+            Baseline("bare-get loop on the same schedule", floor * 100, "% of one core"),
+            cpu / floor if floor > 0 else None,
+            "≤ 3 % of one core at 100 Hz × 12 channels",
+            (Condition("figure", "<=", 3.0),),
+            mode=ctx.mode,
+            details={"seconds": seconds, "channels": CHANNELS, "wall_s": run["wall_s"]},
+        ).to_json(),
+    ]
+
+
+def schedule_1khz(ctx: Ctx) -> list[dict[str, Any]]:
+    seconds = ctx.seconds(60.0, 5.0, minimum=1.0)
+    interval = 0.001
+    run = _timed_run(ctx, "s1k", interval, seconds)
+    return [
+        _lateness_result("schedule_1khz_p99", 1000, run, interval, 0.5, ctx.mode),
+        Result(
+            "schedule_1khz_missed",
+            8,
+            100 * run["missed"] / run["due"],
+            "% ticks missed",
+            Baseline("ticks due", float(run["due"]), "ticks"),
+            run["missed"] / run["due"],
+            "missed ≤ 0.1 % at 1 kHz",
+            (Condition("figure", "<=", 0.1),),
+            mode=ctx.mode,
+            details={k: v for k, v in run.items() if k not in ("p50", "max")},
+        ).to_json(),
+        _drift_result("schedule_1khz_drift", 1000, run, ctx.mode),
+    ]
+
+
+class _RssSampler:
+    """Samples this process's RSS every ``period`` seconds on a thread (psutil is cheap)."""
+
+    def __init__(self, period: float) -> None:
+        self.period = period
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
+        self._t0 = time.perf_counter()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.period):
+            self.samples.append((time.perf_counter() - self._t0, rss_mb()))
+
+    def __enter__(self) -> _RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def memory(ctx: Ctx) -> list[dict[str, Any]]:
+    seconds = ctx.seconds(600.0, 20.0, minimum=2.0)
+    mark = seconds / 10  # "minute 1" of the 10-minute run
+    with _RssSampler(period=min(1.0, seconds / 100)) as sampler:
+        run = _timed_run(ctx, "mem", 0.001, seconds)
+    at_mark = max((mb for t, mb in sampler.samples if t <= mark), default=math.nan)
+    peak = max(mb for _, mb in sampler.samples)
+    growth = peak - at_mark
+    step = max(1, len(sampler.samples) // 20)
+    return [
+        Result(
+            "memory_1khz",
+            10,
+            growth,
+            "MB RSS growth",
+            Baseline(f"peak RSS at {mark:.0f} s", at_mark, "MB"),
+            growth / at_mark,
+            "peak RSS growth minute 1 → 10 ≤ 10 MB (1 kHz × 12 ch)",
+            (Condition("figure", "<=", 10.0),),
+            mode=ctx.mode,
+            details={
+                "seconds": seconds,
+                "mark_s": mark,
+                "peak_rss_mb": peak,
+                "rss_trace_mb": [round(mb, 1) for _, mb in sampler.samples[::step]],
+                **{k: run[k] for k in ("samples", "missed", "due", "p99", "cpu_share", "lost")},
+            },
+        ).to_json()
+    ]

@@ -1,0 +1,122 @@
+"""Storage figures: writer throughput (1), bytes per value (2), vs QCoDeS (4), flatness (5).
+
+trajmon is fed through its real path — ``QueueSink`` → bounded queue → ``Writer`` → aiosqlite,
+in a run created by ``runstore.create_run`` — with pre-built samples, so the figure is the
+writer's, not an instrument's. The baselines run in the same process, back to back.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from benchmarks.baselines import bare_sqlite_write, qcodes_datasaver
+from benchmarks.common import CHANNELS, Ctx, feed_writer, float_group, value_pool
+from benchmarks.report import Baseline, Condition, Result
+
+__all__ = ["datasaver", "writer"]
+
+
+def _file_bytes(db: Path) -> int:
+    return sum(os.path.getsize(f"{db}{s}") for s in ("", "-wal") if os.path.exists(f"{db}{s}"))
+
+
+def _time_at(marks: list[tuple[float, int]], rows: float) -> float:
+    """When ``rows`` rows had been committed, interpolated between commits."""
+    prev_t, prev_n = 0.0, 0
+    for t, n in marks:
+        if n >= rows:
+            if n == prev_n:
+                return t
+            return prev_t + (t - prev_t) * (rows - prev_n) / (n - prev_n)
+        prev_t, prev_n = t, n
+    raise ValueError(f"only {prev_n} rows were committed, not {rows}")
+
+
+def writer(ctx: Ctx) -> list[dict[str, Any]]:
+    rows = ctx.size(1_000_000, 100_000, minimum=2000)
+    pool = value_pool()
+    group = float_group()
+    # Best of two bare runs (before and after trajmon's): the harder baseline to beat.
+    bare_s = min(bare_sqlite_write(ctx.path(f"bare{i}.db"), group, pool, rows) for i in range(2))
+    bare_db = ctx.workdir / "bare1.db"
+    bare_bytes = _file_bytes(bare_db)
+    db = ctx.path("writer.db")
+    marks: list[tuple[float, int]] = []
+    trajmon_s = anyio.run(lambda: feed_writer(db, rows, pool, marks=marks))
+    trajmon_bytes = _file_bytes(db)
+    values = rows * CHANNELS
+    rate, bare_rate = values / trajmon_s, values / bare_s
+    tenth = rows / 10
+    first = tenth / _time_at(marks, tenth)
+    last = tenth / (_time_at(marks, rows) - _time_at(marks, rows - tenth))
+    common = {"rows": rows, "channels": CHANNELS, "commit_rows": 5000, "queue_size": 20000}
+    scope = "rows 900k–1M" if rows == 1_000_000 else "last 10 %"
+    return [
+        Result(
+            "writer_throughput",
+            1,
+            rate,
+            "values/s",
+            Baseline("bare-sqlite", bare_rate, "values/s"),
+            rate / bare_rate,
+            "≥ 0.5 × bare-sqlite",
+            (Condition("ratio", ">=", 0.5),),
+            mode=ctx.mode,
+            details={**common, "trajmon_s": trajmon_s, "bare_s": bare_s},
+        ).to_json(),
+        Result(
+            "bytes_per_value",
+            2,
+            trajmon_bytes / values,
+            "B/value",
+            Baseline("bare-sqlite (same rows, same table)", bare_bytes / values, "B/value"),
+            trajmon_bytes / bare_bytes,
+            "≤ 12 B per float value",
+            (Condition("figure", "<=", 12.0),),
+            mode=ctx.mode,
+            details={**common, "file_bytes": trajmon_bytes, "bare_file_bytes": bare_bytes},
+        ).to_json(),
+        Result(
+            "flat_with_run_length",
+            5,
+            last * CHANNELS,
+            "values/s",
+            Baseline("first 10 % of the same run", first * CHANNELS, "values/s"),
+            last / first,
+            f"{scope} ÷ first 10 % ≥ 0.9",
+            (Condition("ratio", ">=", 0.9),),
+            mode=ctx.mode,
+            details={**common, "commits": len(marks)},
+        ).to_json(),
+    ]
+
+
+def datasaver(ctx: Ctx) -> list[dict[str, Any]]:
+    rows = ctx.size(100_000, 10_000, minimum=500)
+    pool = value_pool()
+    qc_s = qcodes_datasaver(ctx.workdir, pool, rows)
+    trajmon_s = anyio.run(lambda: feed_writer(ctx.path("vs_qcodes.db"), rows, pool))
+    rate, qc_rate = rows / trajmon_s, rows / qc_s
+    return [
+        Result(
+            "vs_qcodes_datasaver",
+            4,
+            rate,
+            "rows/s",
+            Baseline("qcodes-datasaver (defaults)", qc_rate, "rows/s"),
+            rate / qc_rate,
+            "≥ 50 × qcodes-datasaver",
+            (Condition("ratio", ">=", 50.0),),
+            mode=ctx.mode,
+            details={
+                "rows": rows,
+                "values_per_row": CHANNELS,
+                "qcodes_s": qc_s,
+                "trajmon_s": trajmon_s,
+            },
+        ).to_json()
+    ]

@@ -1,0 +1,122 @@
+"""The harness: run each benchmark in its own subprocess, collect, write latest.json, print.
+
+Benchmarks are not tests: a figure that misses its target is reported (exit code 0); only a
+benchmark that crashes makes the harness exit non-zero, because then the harness is broken.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.registry import BENCHMARKS, Bench
+from benchmarks.report import not_measured, print_table, write_results
+
+__all__ = ["main"]
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = REPO / "benchmarks" / "results" / "latest.json"
+QUICK_OUT = DEFAULT_OUT.with_name("quick.json")  # quick figures never replace the full ones
+
+
+def _selected(only: list[str] | None) -> list[Bench]:
+    if not only:
+        return list(BENCHMARKS)
+    names = {n.strip() for item in only for n in item.split(",") if n.strip()}
+    unknown = names - {b.name for b in BENCHMARKS}
+    if unknown:
+        known = ", ".join(b.name for b in BENCHMARKS)
+        raise SystemExit(f"unknown benchmark(s) {sorted(unknown)}; known: {known}")
+    return [b for b in BENCHMARKS if b.name in names]
+
+
+def _run_one(bench: Bench, mode: str, scale: float, workdir: Path) -> list[dict[str, Any]]:
+    out = workdir / f"{bench.name}.json"
+    out.unlink(missing_ok=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.worker",
+        bench.name,
+        "--mode",
+        mode,
+        "--scale",
+        str(scale),
+        "--workdir",
+        str(workdir),
+        "--json-out",
+        str(out),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=REPO)
+    if proc.returncode != 0 or not out.exists():
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        sys.stderr.write(proc.stderr[-4000:])
+        reason = f"error: {tail[0][:200]}"
+        return [not_measured(f"{bench.name}#{t}", t, "", "", reason, mode) for t in bench.targets]
+    results: list[dict[str, Any]] = json.loads(out.read_text(encoding="utf-8"))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description="Measure trajmon against its limits and peers."
+    )
+    parser.add_argument("--quick", action="store_true", help="short sizes and durations")
+    parser.add_argument(
+        "--only", action="append", metavar="NAME", help="benchmark name(s), comma-separated"
+    )
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply sizes and durations")
+    parser.add_argument(
+        "--out", type=Path, help="results JSON (default: results/latest.json, quick.json)"
+    )
+    parser.add_argument("--workdir", type=Path, help="scratch directory (default: a temp dir)")
+    parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    args = parser.parse_args(argv)
+    if args.list:
+        for b in BENCHMARKS:
+            print(f"{b.name:15} targets {', '.join(map(str, b.targets)):10} {b.about}")
+        return 0
+    mode = "quick" if args.quick else "full"
+    out: Path = args.out or (QUICK_OUT if args.quick else DEFAULT_OUT)
+    benches = _selected(args.only)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="trajmon-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    results: list[dict[str, Any]] = []
+    crashed = False
+    started = time.perf_counter()
+    try:
+        for bench in benches:
+            t = time.perf_counter()
+            print(f"[bench] {bench.name} ({mode}) ...", file=sys.stderr, flush=True)
+            got = _run_one(bench, mode, args.scale, workdir)
+            crashed |= any(r["status"].startswith("error") for r in got)
+            results.extend(got)
+            print(
+                f"[bench] {bench.name} done in {time.perf_counter() - t:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    meta = {
+        "mode": mode,
+        "scale": args.scale,
+        "benchmarks_run": [b.name for b in benches],
+        "wall_s": round(time.perf_counter() - started, 1),
+        "command": " ".join(
+            ["python -m benchmarks", *(argv if argv is not None else sys.argv[1:])]
+        ),
+    }
+    write_results(out, results, meta)
+    doc = json.loads(out.read_text(encoding="utf-8"))
+    print_table(doc["results"])
+    print(f"wrote {out} ({meta['wall_s']} s)", file=sys.stderr)
+    return 1 if crashed else 0

@@ -1,0 +1,63 @@
+"""The benchmark harness works: quick mode at a tiny scale writes a well-formed latest.json.
+
+Benchmarks are not tests: this checks the harness and the shape of its output, never whether a
+figure meets its target (timings on a loaded CI machine mean nothing).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+RESULT_KEYS = {"name", "figure", "unit", "baseline", "ratio", "target", "pass", "mode", "status"}
+
+
+@pytest.mark.timeout(300)
+def test_quick_mode_writes_latest_json(tmp_path: Path) -> None:
+    out = tmp_path / "latest.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--quick",
+            "--scale",
+            "0.05",
+            "--out",
+            str(out),
+            "--workdir",
+            str(tmp_path / "work"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads(out.read_text(encoding="utf-8"))
+    assert doc["mode"] == "quick"
+    assert {"python", "cpus", "sqlite", "platform"} <= set(doc["machine"])
+    results = doc["results"]
+    assert {r["target_id"] for r in results} == set(range(1, 14)), "every target has a figure"
+    assert len({r["name"] for r in results}) == len(results)
+    for r in results:
+        assert set(r) >= RESULT_KEYS, r["name"]
+        assert r["mode"] == "quick"
+        assert r["pass"] in (True, False, None)
+        assert isinstance(r["target"]["text"], str) and r["target"]["text"]
+        if r["status"] == "measured":
+            assert isinstance(r["figure"], float | int) and math.isfinite(r["figure"]), r
+            assert r["target"]["conditions"], r["name"]
+            base = r["baseline"]
+            assert base is None or {"name", "figure", "unit"} <= set(base)
+        else:
+            assert r["status"].startswith("not measured"), r
+            assert r["pass"] is None
+    assert "trajmon benchmarks" in proc.stdout, "the table is printed"
