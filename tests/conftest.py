@@ -3,11 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import tempfile
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+
+_CONFIG_DIR = tempfile.mkdtemp(prefix="trajmon-test-config-")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """No test reads or clears the operator's real staged config (~/.config/trajmon), not
+    even subprocesses whose environment was copied at import time (tests/procs.py)."""
+    os.environ["TRAJMON_CONFIG"] = os.path.join(_CONFIG_DIR, "config.json")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_CONFIG_DIR, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _staged_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Each test stages into its own file (``trajmon config``), empty at the start."""
+    path = tmp_path / "trajmon-config.json"
+    monkeypatch.setenv("TRAJMON_CONFIG", str(path))
+    return path
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""``trajmon actions list|show``: the operator's actions and their signal context."""
+"""``trajmon actions list|show|plot``: the operator's actions and their signal context."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from ..queries import connect_readonly, get_action, list_actions, resolve_run, window_rows
-from .common import DbOption, JsonOption, console, fmt_value, print_json, user_errors
+from .common import DbOption, JsonOption, console, fail, fmt_value, print_json, user_errors
 
 __all__ = ["actions_app", "print_actions"]
 
@@ -116,3 +116,30 @@ def show_cmd(
         _print_window("signal window", signal)
     if spec is not None:
         _print_window("spec window", spec)
+
+
+@actions_app.command("plot")
+def plot_cmd(
+    idx: Annotated[int, typer.Argument(help="Action index (see `actions list`).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Image file (.png, .svg, .pdf).")],
+    run: RunOption = None,
+    db: DbOption = Path("trajmon.db"),
+) -> None:
+    """Plot the signals in an action's window, the action instant marked."""
+    from ..plotting import plot_action_window
+
+    with user_errors(), closing(connect_readonly(db)) as conn:
+        ref = resolve_run(conn, run)
+        action = get_action(conn, ref, idx)
+        signal = window_rows(conn, ref, "signal", action["window_start_s"], action["window_end_s"])
+        unit = conn.execute(
+            "SELECT unit FROM channels WHERE run_id = ? AND label = ?",
+            (ref.run_id, action["spec_label"]),
+        ).fetchone()
+    try:
+        plot_action_window(
+            action, signal, out, run_name=ref.run_name, spec_unit=unit[0] if unit else ""
+        )
+    except (OSError, ValueError) as exc:  # unwritable path, unknown image extension
+        fail(f"cannot write {out}: {exc}")
+    console.print(f"wrote {out}", markup=False)

@@ -13,14 +13,40 @@ import anyio
 import typer
 from rich.table import Table
 
-from ..config import MonitorConfig
+from ..config import ConfigError, MonitorConfig
 from ..queries import QueryError
 from ..recorder import RunFailedError, RunSummary
 from ..resume import load_resume_config
 from ..runstore import RunExistsError
+from ..staging import EffectiveConfig, consume_run_name, read_staged
 from ..writer import StorageError
-from .common import EXIT_FAILED, DbOption, JsonOption, console, fail, print_json, user_errors
+from .common import (
+    EXIT_FAILED,
+    JsonOption,
+    console,
+    err_console,
+    fail,
+    print_json,
+    user_errors,
+)
+from .config_cmd import (
+    AfterOption,
+    BeforeOption,
+    ChannelsOption,
+    ConfigPathOption,
+    IntervalOption,
+    RotateOption,
+    SignalIntervalOption,
+    SignalsOption,
+    SpecIntervalOption,
+    SpecsOption,
+    StationOption,
+    WindowOption,
+    config_path_or_default,
+    option_overrides,
+)
 from .runner import connect_nanonis, exit_code_for, record
+from .sources import open_source, plan_run
 
 __all__ = ["check_run_name_free", "print_summary", "run", "sim_instruments"]
 
@@ -107,22 +133,29 @@ def print_summary(summary: RunSummary) -> None:
 
 def run(
     run_name: Annotated[
-        str | None, typer.Option("--run-name", help="Name of this run (single-use).")
+        str | None,
+        typer.Option("--run-name", help="Name of this run (single-use; default: the staged one)."),
     ] = None,
     duration: Annotated[
         float | None, typer.Option("--duration", help="Seconds to record (default: until Ctrl-C).")
     ] = None,
-    db: DbOption = Path("trajmon.db"),
-    interval_s: Annotated[float, typer.Option("--interval-s", help="Poll interval.")] = 0.1,
-    rotate_entries: Annotated[
-        int, typer.Option("--rotate-entries", help="Samples per logical segment.")
-    ] = 6000,
-    action_window_s: Annotated[
-        float, typer.Option("--action-window-s", help="Signal window before/after an action.")
-    ] = 2.5,
+    db: Annotated[
+        Path | None, typer.Option("--db", help="SQLite database file (default: trajmon.db).")
+    ] = None,
+    interval_s: IntervalOption = None,
+    signal_interval_s: SignalIntervalOption = None,
+    spec_interval_s: SpecIntervalOption = None,
+    rotate_entries: RotateOption = None,
+    action_window_s: WindowOption = None,
+    window_before_s: BeforeOption = None,
+    window_after_s: AfterOption = None,
+    signals: SignalsOption = None,
+    specs: SpecsOption = None,
     sim: Annotated[bool, typer.Option("--sim", help="Record the bundled STM simulator.")] = False,
     host: Annotated[str | None, typer.Option("--host", help="Nanonis TCP host.")] = None,
     port: Annotated[int | None, typer.Option("--port", help="Nanonis TCP port.")] = None,
+    station: StationOption = None,
+    channels: ChannelsOption = None,
     resume: Annotated[
         str | None,
         typer.Option(
@@ -136,31 +169,65 @@ def run(
             "--stale-after-s", help="Heartbeat age after which the run counts as crashed."
         ),
     ] = 5.0,
+    config_path: ConfigPathOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress lines.")] = False,
     json_out: JsonOption = False,
 ) -> None:
-    """Record signals, specs and actions until --duration ends or Ctrl-C."""
+    """Record signals, specs and actions until --duration ends or Ctrl-C.
+
+    Every option overrides the staged configuration (trajmon config show); the staged run
+    name is cleared once the run has started, whatever its outcome.
+    """
+    path = config_path_or_default(config_path)
     if resume is not None:
-        _resume(resume, db, duration, sim, host, port, quiet=quiet, json_out=json_out)
+        with user_errors():
+            resume_db = db or read_staged(path).db or Path("trajmon.db")
+        _resume(resume, resume_db, duration, sim, host, port, quiet=quiet, json_out=json_out)
         return
-    if run_name is None:
-        fail("name the run: --run-name NAME (or --resume NAME to continue one)")
     with user_errors():
-        config = MonitorConfig(
+        overrides = option_overrides(
             run_name=run_name,
             db=db,
+            signals=signals,
+            specs=specs,
             interval_s=interval_s,
+            signal_interval_s=signal_interval_s,
+            spec_interval_s=spec_interval_s,
             rotate_entries=rotate_entries,
-            window_before_s=action_window_s,
-            window_after_s=action_window_s,
-            duration_s=duration,
-            stale_after_s=stale_after_s,
-            source="sim" if sim else "tcp",
+            action_window_s=action_window_s,
+            window_before_s=window_before_s,
+            window_after_s=window_after_s,
+            sim=sim,
+            host=host,
+            port=port,
+            station=station,
+            channels=channels,
         )
-        _check_source(sim, host, port)
-        assert config.run_name is not None
-        check_run_name_free(db, config.run_name)
-    _record_and_exit(config, sim, host, port, quiet=quiet, json_out=json_out, resume=False)
+        plan = plan_run(
+            read_staged(path), overrides, duration_s=duration, stale_after_s=stale_after_s
+        )
+        assert plan.config.run_name is not None
+        check_run_name_free(plan.config.db, plan.config.run_name)
+    try:
+        _record_and_exit(plan, quiet=quiet, json_out=json_out, resume=False)
+    finally:
+        _forget_staged_name(path, plan.config)
+
+
+def _forget_staged_name(path: Path, config: MonitorConfig) -> None:
+    """Once the run row exists the staged name is spent, however the run ended."""
+    assert config.run_name is not None
+    try:
+        check_run_name_free(config.db, config.run_name)
+        return  # refused before it started: the name stays staged
+    except RunExistsError:
+        pass
+    except QueryError:
+        return
+    try:
+        consume_run_name(path)
+    except ConfigError as exc:
+        err_console.print(f"trajmon: warning: {exc}", markup=False)
 
 
 def _check_source(sim: bool, host: str | None, port: int | None) -> None:
@@ -185,27 +252,18 @@ def _resume(
     with user_errors():
         config = load_resume_config(db, name).updated(duration_s=duration)
         _check_source(sim, host, port)
-    _record_and_exit(config, sim, host, port, quiet=quiet, json_out=json_out, resume=True)
+    source = EffectiveConfig(config, "sim" if sim else "tcp", host, port, None, None)
+    _record_and_exit(source, quiet=quiet, json_out=json_out, resume=True)
 
 
-def _record_and_exit(
-    config: MonitorConfig,
-    sim: bool,
-    host: str | None,
-    port: int | None,
-    *,
-    quiet: bool,
-    json_out: bool,
-    resume: bool,
-) -> None:
+def _record_and_exit(plan: EffectiveConfig, *, quiet: bool, json_out: bool, resume: bool) -> None:
+    config = plan.config
+
     async def main() -> Any:
-        quiet_ = quiet or json_out
-        if sim:
-            async with sim_instruments(config.read_timeout_s) as (_, instruments):
-                return await record(config, instruments, quiet=quiet_, resume=resume)
-        assert host is not None and port is not None
-        async with connect_nanonis(host, port, config.read_timeout_s) as instruments:
-            return await record(config, instruments, quiet=quiet_, resume=resume)
+        async with open_source(plan, config.read_timeout_s) as (instruments, snapshot):
+            return await record(
+                config, instruments, snapshot=snapshot, quiet=quiet or json_out, resume=resume
+            )
 
     with user_errors():
         try:

@@ -1,0 +1,95 @@
+"""``trajmon export``: one run to CSV, Parquet or netCDF files, streamed in bounded memory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from ..export import DEFAULT_CHUNK_ROWS, count_rows, export_run
+from ..queries import connect_readonly, resolve_run
+from .common import DbOption, JsonOption, console, err_console, fail, print_json, user_errors
+
+__all__ = ["export"]
+
+
+class ExportFormat(StrEnum):
+    csv = "csv"
+    parquet = "parquet"
+    netcdf = "netcdf"
+
+
+@contextmanager
+def _progress(total: int, label: str) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar on stderr for long exports on a terminal; nothing in logs or pipes."""
+    if not err_console.is_terminal or total < 200_000:
+        yield None
+        return
+    columns = (
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err_console, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def export(
+    run: Annotated[str, typer.Argument(help="Name of the run to export.")],
+    fmt: Annotated[
+        ExportFormat, typer.Option("--format", "-f", help="csv, parquet or netcdf.")
+    ] = ExportFormat.csv,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Directory; files go in OUT/<run name>/.")
+    ] = Path("."),
+    db: DbOption = Path("trajmon.db"),
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace files of an earlier export.")
+    ] = False,
+    chunk_rows: Annotated[
+        int, typer.Option("--chunk-rows", min=1, help="Rows read and written per chunk.")
+    ] = DEFAULT_CHUNK_ROWS,
+    json_out: JsonOption = False,
+) -> None:
+    """Export a run's samples, actions and channel catalog, with units."""
+    if out.exists() and not out.is_dir():
+        fail(f"--out {out} is not a directory")
+    with user_errors(), closing(connect_readonly(db)) as conn:
+        ref = resolve_run(conn, run)
+        total = count_rows(conn, ref)
+        with _progress(total, f"exporting {ref.run_name}") as progress:
+            try:
+                result = export_run(
+                    conn,
+                    ref,
+                    fmt.value,
+                    out,
+                    chunk_rows=chunk_rows,
+                    overwrite=overwrite,
+                    progress=progress,
+                )
+            except OSError as exc:
+                fail(f"cannot write the export: {exc}", 1)
+    if json_out:
+        print_json(
+            {
+                "run_name": result.run_name,
+                "format": result.format,
+                "directory": str(result.directory),
+                "files": [{"path": str(p), "rows": result.rows.get(p.name)} for p in result.files],
+            }
+        )
+        return
+    console.print(
+        f"exported run {result.run_name!r} as {result.format} to {result.directory}/", markup=False
+    )
+    for p in result.files:
+        rows = result.rows.get(p.name)
+        console.print(f"  {p.name}" + ("" if rows is None else f"  ({rows} rows)"), markup=False)

@@ -1,0 +1,183 @@
+"""``trajmon runs`` and ``trajmon status``: what is in a database, and how one run is doing.
+
+Both open the database read-only (WAL): they can be run from another terminal, a cron job or a
+supervising script while a run is recording, and never make it wait or see "database is locked".
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from contextlib import closing
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.measure import Measurement
+from rich.table import Table
+from rich.text import Text
+
+from ..queries import connect_readonly, list_runs, resolve_run
+from ..status import run_status
+from .common import EXIT_SIGINT, DbOption, JsonOption, _jsonable, console, print_json, user_errors
+
+__all__ = ["runs", "status"]
+
+_STATUS_STYLE = {
+    "running": "green",
+    "completed": "cyan",
+    "interrupted": "yellow",
+    "failed": "bold red",
+    "crashed": "bold red",
+}
+
+
+def _num(value: float | None, fmt: str = ".1f", suffix: str = "") -> str:
+    return "—" if value is None else f"{value:{fmt}}{suffix}"
+
+
+def runs(db: DbOption = Path("trajmon.db"), json_out: JsonOption = False) -> None:
+    """List every run in the database with its status, start, duration and counts."""
+    with user_errors(), closing(connect_readonly(db)) as conn:
+        rows = list_runs(conn)
+    if json_out:
+        print_json({"db": str(db), "runs": rows})
+        return
+    table = Table(title=f"runs in {db} ({len(rows)})", box=box.SIMPLE_HEAD)
+    for col in ("run", "status", "started (UTC)"):
+        table.add_column(col)
+    for col in ("duration", "signal", "spec", "missed", "actions", "errors", "lost"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(
+            Text(r["run_name"]),
+            Text(r["status"], style=_STATUS_STYLE.get(r["status"], "")),
+            str(r["run_start_utc"])[:19].replace("T", " "),
+            _num(r["duration_s"], suffix=" s"),
+            str(r["signal_samples"]),
+            str(r["spec_samples"]),
+            str(r["missed_ticks"]),
+            str(r["actions"]),
+            str(r["errors"]),
+            str(r["lost_samples"]),
+        )
+    _print_unwrapped(table)
+
+
+def _print_unwrapped(renderable: RenderableType) -> None:
+    """On a terminal rich fits the table to the window; in a pipe or a log there is no window,
+    so print at the table's natural width rather than squeezing it into 80 columns."""
+    if console.is_terminal:
+        console.print(renderable)
+        return
+    width = Measurement.get(console, console.options.update(max_width=1000), renderable).maximum
+    Console(highlight=False, soft_wrap=True, width=max(width, console.width)).print(renderable)
+
+
+def render_status(doc: dict[str, Any]) -> RenderableType:
+    """The human view of a status document (the JSON is the contract; this is for eyes)."""
+    head = Text.assemble(
+        ("run ", "bold"),
+        (repr(doc["run_name"]), "bold cyan"),
+        ": ",
+        (doc["status"], _STATUS_STYLE.get(doc["status"], "")),
+        f"  elapsed {_num(doc['elapsed_s'], suffix=' s')}",
+        f"  started {doc['run_start_utc']}",
+    )
+    beat = Text(
+        f"last heartbeat {_num(doc['heartbeat_age_s'], suffix=' s')} ago"
+        f" (crashed if older than {doc['stale_after_s']:g} s)"
+        f"  actions {doc['actions']}  errors {doc['errors']}"
+        f"  lost samples {doc['lost_samples']}  sessions {doc['sessions']}"
+    )
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("group", "target Hz", "achieved Hz", "samples", "missed", "failed", "read ms"):
+        table.add_column(col, justify="left" if col == "group" else "right")
+    for g in doc["groups"]:
+        mean = g["read_mean_s"]
+        table.add_row(
+            f"{g['name']} ({g['kind']})",
+            f"{g['target_rate_hz']:.4g}",
+            _num(g["achieved_rate_hz"], ".2f"),
+            str(g["samples"]),
+            str(g["missed_ticks"]),
+            str(g["failed_reads"]),
+            f"{_num(None if mean is None else mean * 1000, '.2f')} / {g['read_max_s'] * 1000:.2f}",
+        )
+    parts: list[RenderableType] = [head, beat, table]
+    if doc["last_error"] is not None:
+        e = doc["last_error"]
+        parts.append(
+            Text(f"last error at {e['dt_s']:.2f} s: {e['error_type']}: {e['message']}", "red")
+        )
+    if doc["message"]:
+        parts.append(Text(f"note: {doc['message']}"))
+    return Group(*parts)
+
+
+def _read_status(db: Path, run: str | None) -> dict[str, Any]:
+    with user_errors(), closing(connect_readonly(db)) as conn:
+        return run_status(conn, resolve_run(conn, run))
+
+
+def _watch(db: Path, run: str | None, interval: float, json_out: bool) -> dict[str, Any]:
+    """Refresh until the run is no longer running; returns the final document."""
+    doc = _read_status(db, run)
+    name = doc["run_name"]  # follow this run even if a newer one starts meanwhile
+    if json_out:
+        while True:
+            sys.stdout.write(json.dumps(_jsonable(doc), ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+            if not doc["running"]:
+                return doc
+            time.sleep(interval)
+            doc = _read_status(db, name)
+    if not console.is_terminal:
+        while doc["running"]:
+            console.print(
+                f"{name}: {doc['status']} t={_num(doc['elapsed_s'])} s"
+                f" signal {doc['signal_samples']} spec {doc['spec_samples']}"
+                f" actions {doc['actions']} errors {doc['errors']}",
+                markup=False,
+            )
+            time.sleep(interval)
+            doc = _read_status(db, name)
+        _print_unwrapped(render_status(doc))
+        return doc
+    with Live(render_status(doc), console=console, auto_refresh=False) as live:
+        while doc["running"]:
+            time.sleep(interval)
+            doc = _read_status(db, name)
+            live.update(render_status(doc), refresh=True)
+    return doc
+
+
+def status(
+    run: Annotated[
+        str | None, typer.Argument(help="Run name (default: the most recent run).")
+    ] = None,
+    db: DbOption = Path("trajmon.db"),
+    json_out: JsonOption = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Refresh until the run is no longer running.")
+    ] = False,
+    interval: Annotated[
+        float, typer.Option("--interval", min=0.05, help="Seconds between refreshes (--watch).")
+    ] = 1.0,
+) -> None:
+    """Show how a run is doing; safe to use while it records (read-only, never locks)."""
+    if not watch:
+        doc = _read_status(db, run)
+        if json_out:
+            print_json(doc)
+        else:
+            _print_unwrapped(render_status(doc))
+        return
+    try:
+        _watch(db, run, interval, json_out)
+    except KeyboardInterrupt:
+        raise typer.Exit(EXIT_SIGINT) from None

@@ -1,0 +1,160 @@
+"""Where a run's instruments come from: the simulator, a Nanonis controller, or a station file.
+
+``run`` and ``list-signals``/``list-specs`` share this so that what an operator lists is exactly
+what a run with the same options records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from ..channels import Channel
+from ..config import ConfigError, MonitorConfig
+from ..resolve import build_groups
+from ..staging import EffectiveConfig, StagedConfig, effective_config, merge_overrides
+from ..station import (
+    check_channels,
+    close_station,
+    load_channels_file,
+    load_station,
+    station_snapshot,
+)
+from .common import err_console
+
+__all__ = [
+    "NO_SOURCE",
+    "channels_init_hint",
+    "open_source",
+    "plan_run",
+    "resolved_channels",
+    "static_instruments",
+]
+
+NO_SOURCE = (
+    "choose one instrument source: --sim, --host H --port P, or --station FILE"
+    " (or stage one: trajmon config set --sim)"
+)
+
+
+def channels_init_hint(station: Path) -> str:
+    return (
+        f"no channels file for station {station}: make one with `trajmon channels init"
+        f" --station {station} -o channels.yaml`, edit it, then pass --channels channels.yaml"
+        " (or stage it: trajmon config set --channels channels.yaml)"
+    )
+
+
+def _station_with_channels(
+    station_file: Path, channels_file: Path | None, *, snapshot: bool
+) -> tuple[Any, dict[str, Any], dict[str, Any] | None]:
+    """Load the station and check the channels file against it; close it again on error."""
+    if channels_file is None:
+        raise ConfigError(channels_init_hint(station_file))
+    specs = load_channels_file(channels_file)
+    station, instruments = load_station(station_file)
+    try:
+        check_channels(specs, instruments, channels_file)
+        shot = None
+        if snapshot:
+            shot, unread = station_snapshot(station)
+            if unread:
+                err_console.print(
+                    f"trajmon: note: station snapshot: {len(unread)} QCoDeS warning(s), e.g."
+                    f" {unread[0]!r}; such values are null in the recorded snapshot",
+                    markup=False,
+                )
+    except BaseException:
+        close_station(station)
+        raise
+    return station, instruments, shot
+
+
+@asynccontextmanager
+async def open_source(
+    eff: EffectiveConfig, timeout: float
+) -> AsyncIterator[tuple[dict[str, Any], dict[str, Any] | None]]:
+    """Connected instruments for ``eff`` and the station snapshot (None for the Nanonis
+    sources); instruments are closed when the block ends, however it ends."""
+    from .run_cmd import sim_instruments
+    from .runner import connect_nanonis
+
+    if eff.source == "station":
+        assert eff.station is not None
+
+        def load() -> tuple[Any, dict[str, Any], dict[str, Any] | None]:
+            assert eff.station is not None
+            return _station_with_channels(eff.station, eff.channels_file, snapshot=True)
+
+        station, instruments, shot = await anyio.to_thread.run_sync(load)
+        try:
+            yield instruments, shot
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(close_station, station)
+    elif eff.source == "tcp":
+        assert eff.host is not None and eff.port is not None
+        async with connect_nanonis(eff.host, eff.port, timeout) as instruments:
+            yield instruments, None
+    else:
+        async with sim_instruments(timeout) as (_, instruments):
+            yield instruments, None
+
+
+@contextmanager
+def static_instruments(eff: EffectiveConfig) -> Iterator[dict[str, Any]]:
+    """Instruments to *list* channels from, without a server: the station's own, or the
+    in-process simulated STM (same parameter names as the Nanonis driver) for sim and TCP."""
+    if eff.source == "station":
+        assert eff.station is not None
+        station, instruments, _ = _station_with_channels(
+            eff.station, eff.channels_file, snapshot=False
+        )
+        try:
+            yield instruments
+        finally:
+            close_station(station)
+        return
+    from simulators.qcodes_sim import SimulatedSTM
+
+    stm = SimulatedSTM("stm")
+    try:
+        yield {"stm": stm}
+    finally:
+        stm.close()
+
+
+def resolved_channels(
+    config: MonitorConfig, instruments: dict[str, Any]
+) -> list[tuple[Channel, float]]:
+    """Every configured channel (ignoring the signals/specs selection), resolved, with the
+    interval of the poll group it is read in."""
+    everything = config.model_copy(update={"signals": None, "specs": None})
+    return [
+        (ch, group.interval_s)
+        for group in build_groups(everything, instruments)
+        for ch in group.channels
+    ]
+
+
+NO_RUN_NAME = (
+    "no run name: pass --run-name NAME or stage one with `trajmon config set --run-name NAME`"
+    " (or --resume NAME to continue a run)"
+)
+
+
+def plan_run(staged: StagedConfig, overrides: dict[str, Any], **fields: Any) -> EffectiveConfig:
+    """defaults ← staged ← command line, refused (one line) when a run must not start."""
+    merged = merge_overrides(staged, overrides)
+    if merged.source is None:
+        raise ConfigError(NO_SOURCE)
+    if merged.run_name is None:
+        raise ConfigError(NO_RUN_NAME)
+    if merged.source == "station" and merged.channels is None:
+        assert merged.station is not None
+        raise ConfigError(channels_init_hint(merged.station))
+    return effective_config(merged, **fields)

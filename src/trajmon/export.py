@@ -1,0 +1,344 @@
+"""Exporting one run to CSV, Parquet or netCDF, in bounded memory, with units.
+
+Layout, for a run named ``R`` exported to ``OUT`` (``EXT`` is ``csv``, ``parquet`` or ``nc``)::
+
+    OUT/<safe R>/run.json         the run row (status, start, config, counts)
+    OUT/<safe R>/channels.EXT     the channel catalog (label, kind, group, unit, type, source…)
+    OUT/<safe R>/actions.EXT      the action events, old/new values as text, numeric delta
+    OUT/<safe R>/<group>.EXT      one file per poll group: sample_idx, dt_s, read_s, channels…
+
+The export reads inside one read transaction, so it is a consistent snapshot even while the run
+is still recording (rows committed later are not included), and it streams: sample rows are
+fetched ``chunk_rows`` at a time in ``sample_idx`` order (the tables' primary key) and each
+chunk is written before the next is read.
+
+Run names are operator text and may contain ``/``, ``..``, quotes or anything printable: the
+directory name is sanitized (:func:`safe_filename`) and checked to stay inside ``OUT``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sqlite3
+import unicodedata
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .channels import decode_value
+from .export_sinks import EXTENSIONS, Column, ColumnKind, Format, Sink, open_sink
+from .queries import QueryError, RunRef
+from .schema import quote_ident
+
+__all__ = ["ExportError", "ExportResult", "count_rows", "export_run", "safe_filename"]
+
+DEFAULT_CHUNK_ROWS = 50_000
+_KINDS: dict[str, ColumnKind] = {
+    "float": "float",
+    "int": "int",
+    "bool": "bool",
+    "str": "str",
+    "array": "text",
+    "any": "text",
+}
+_UNSAFE = re.compile(r'[\x00-\x1f\x7f-\x9f<>:"/\\|?*]')
+_WINDOWS_RESERVED = re.compile(r"^(con|prn|aux|nul|com\d|lpt\d)(\..*)?$", re.IGNORECASE)
+_OWN_FILES = {"run", "channels", "actions"}
+_NOT_NULL = {"channel_id", "group_id", "position"}
+
+
+class ExportError(QueryError):
+    """The export cannot be written where asked (existing files, unsafe path)."""
+
+
+@dataclass(slots=True)
+class ExportResult:
+    run_name: str
+    format: str
+    directory: Path
+    files: list[Path] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)
+
+
+def safe_filename(name: str, max_bytes: int = 120) -> str:
+    """A file name derived from ``name`` that is one path component on every OS.
+
+    Separators, quotes, control and Windows-reserved characters become ``_``; leading and
+    trailing dots/spaces go (no ``..``, no hidden files). If anything changed, a short hash of
+    the original is appended so two different run names never share an export directory.
+    """
+    text = unicodedata.normalize("NFC", name)
+    text = _UNSAFE.sub("_", text).strip(" .")
+    if _WINDOWS_RESERVED.match(text):
+        text = "_" + text
+    while len(text.encode("utf-8")) > max_bytes:
+        text = text[:-1]
+    if text != name or not text:
+        digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:8]
+        text = f"{text.rstrip(' .') or 'run'}-{digest}"
+    return text
+
+
+def _run_dir(out: Path, run_name: str) -> Path:
+    out_resolved = out.resolve()
+    target = out_resolved / safe_filename(run_name)
+    if target.resolve().parent != out_resolved:  # e.g. a planted symlink
+        raise ExportError(f"refusing to export outside {out}: {target} resolves elsewhere")
+    return target
+
+
+def count_rows(conn: sqlite3.Connection, ref: RunRef) -> int:
+    """Sample rows the export will write (from the segments index: no table scan)."""
+    (n,) = conn.execute(
+        "SELECT coalesce(sum(rows), 0) FROM segments WHERE run_id = ?", (ref.run_id,)
+    ).fetchone()
+    return int(n)
+
+
+def _run_doc(conn: sqlite3.Connection, ref: RunRef) -> dict[str, Any]:
+    from .status import run_status
+
+    row = conn.execute(
+        "SELECT config_json, trajmon_version, window_before_s, window_after_s, rotate_entries"
+        " FROM runs WHERE run_id = ?",
+        (ref.run_id,),
+    ).fetchone()
+    doc = run_status(conn, ref)
+    doc.update(
+        config=json.loads(row["config_json"]),
+        trajmon_version=row["trajmon_version"],
+        window_before_s=row["window_before_s"],
+        window_after_s=row["window_after_s"],
+        rotate_entries=row["rotate_entries"],
+    )
+    return doc
+
+
+def _fetch(
+    conn: sqlite3.Connection, sql: str, args: tuple[Any, ...], chunk_rows: int
+) -> Iterator[list[tuple[Any, ...]]]:
+    cur = conn.cursor()
+    cur.row_factory = None  # plain tuples: cheaper than sqlite3.Row per sample
+    cur.execute(sql, args)
+    while rows := cur.fetchmany(chunk_rows):
+        yield rows
+    cur.close()
+
+
+def _decode_column(vtype: str, values: list[Any]) -> list[Any]:
+    """:func:`decode_value` over a column; typed columns only hold a blob for the rare value
+    their SQLite type cannot represent (NaN, -0.0, huge ints), so only those are decoded."""
+    if vtype in ("float", "int", "str"):
+        return [decode_value(vtype, v) if type(v) is bytes else v for v in values]
+    return [decode_value(vtype, v) for v in values]
+
+
+def _columns_of(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    return [list(col) for col in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+
+
+class _Exporter:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        ref: RunRef,
+        fmt: Format,
+        directory: Path,
+        chunk_rows: int,
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        self.conn, self.ref, self.fmt, self.dir = conn, ref, fmt, directory
+        self.chunk_rows, self.progress = chunk_rows, progress
+        self.ext = EXTENSIONS[fmt]
+        self.result = ExportResult(ref.run_name, fmt, directory)
+        self.meta = {"trajmon_run": ref.run_name}
+
+    def path(self, stem: str) -> Path:
+        return self.dir / f"{stem}.{self.ext}"
+
+    def targets(self) -> dict[str, Path]:
+        stems = {"channels": self.path("channels"), "actions": self.path("actions")}
+        for gid, name in self.groups():
+            stem = safe_filename(name)
+            if stem in _OWN_FILES or stem in stems:
+                stem = f"group{gid}-{stem}"
+            stems[f"group:{gid}"] = self.path(stem)
+        return stems
+
+    def groups(self) -> list[tuple[int, str]]:
+        rows = self.conn.execute(
+            "SELECT group_id, name FROM poll_groups WHERE run_id = ? ORDER BY group_id",
+            (self.ref.run_id,),
+        )
+        return [(int(r[0]), str(r[1])) for r in rows]
+
+    def stream(self, path: Path, cols: list[Column], index: str, chunks: Any, key: str) -> None:
+        sink: Sink = open_sink(self.fmt, path, cols, index=index, metadata=self.meta)
+        n = 0
+        try:
+            for chunk in chunks:
+                sink.write(chunk)
+                n += len(chunk[0]) if chunk else 0
+                if self.progress is not None and key.startswith("group:"):
+                    self.progress(len(chunk[0]) if chunk else 0)
+        except BaseException:
+            sink.abort()
+            raise
+        sink.close()
+        self.result.files.append(path)
+        self.result.rows[path.name] = n
+
+    def channels(self, path: Path) -> None:
+        fields = (
+            "channel_id", "label", "kind", "group_id", "position", "unit", "value_type", "vals",
+            "source", "instrument", "tolerance_abs", "tolerance_rel",
+        )  # fmt: skip
+        kinds: dict[str, ColumnKind] = {
+            "channel_id": "int", "group_id": "int", "position": "int",
+            "tolerance_abs": "float", "tolerance_rel": "float",
+        }  # fmt: skip
+        cols = [Column(f, kinds.get(f, "str"), has_nulls=f not in _NOT_NULL) for f in fields]
+        cols.insert(4, Column("group", "str"))
+        sql = (
+            f"SELECT {', '.join('c.' + f for f in fields[:4])}, g.name,"
+            f" {', '.join('c.' + f for f in fields[4:])} FROM channels c JOIN poll_groups g"
+            " ON g.run_id = c.run_id AND g.group_id = c.group_id WHERE c.run_id = ?"
+            " ORDER BY c.channel_id"
+        )
+        chunks = (
+            _columns_of(rows, len(cols))
+            for rows in _fetch(self.conn, sql, (self.ref.run_id,), self.chunk_rows)
+        )
+        self.stream(path, cols, "channel_id", chunks, "channels")
+
+    def actions(self, path: Path) -> None:
+        cols = [
+            Column("action_idx", "int", has_nulls=False),
+            Column("dt_s", "float", "s"),
+            Column("sample_idx", "int", has_nulls=False),
+            Column("prev_dt_s", "float", "s"),
+            Column("detected_at_utc", "str"),
+            Column("spec_label", "str"),
+            Column("unit", "str"),
+            Column("old_value", "text"),
+            Column("new_value", "text"),
+            Column("delta", "float"),
+            Column("window_start_s", "float", "s"),
+            Column("window_end_s", "float", "s"),
+        ]
+        sql = (
+            "SELECT a.action_idx, a.dt_s, a.sample_idx, a.prev_dt_s, a.detected_at_utc,"
+            " a.spec_label, c.unit, c.value_type, a.old_value, a.new_value, a.delta,"
+            " a.window_start_s, a.window_end_s FROM actions a LEFT JOIN channels c"
+            " ON c.run_id = a.run_id AND c.channel_id = a.channel_id WHERE a.run_id = ?"
+            " ORDER BY a.action_idx"
+        )
+
+        def decoded() -> Iterator[list[list[Any]]]:
+            for rows in _fetch(self.conn, sql, (self.ref.run_id,), self.chunk_rows):
+                out = []
+                for r in rows:
+                    vtype = r[7] or "any"
+                    old, new = decode_value(vtype, r[8]), decode_value(vtype, r[9])
+                    out.append((*r[:7], old, new, *r[10:]))
+                yield _columns_of(out, len(cols))
+
+        self.stream(path, cols, "action_idx", decoded(), "actions")
+
+    def group(self, gid: int, path: Path) -> None:
+        g = self.conn.execute(
+            "SELECT name, kind, interval_s, table_name FROM poll_groups"
+            " WHERE run_id = ? AND group_id = ?",
+            (self.ref.run_id, gid),
+        ).fetchone()
+        chans = self.conn.execute(
+            "SELECT label, unit, value_type, source, kind FROM channels"
+            " WHERE run_id = ? AND group_id = ? ORDER BY position",
+            (self.ref.run_id, gid),
+        ).fetchall()
+        table = quote_ident(g["table_name"])
+        labels = [quote_ident(c["label"]) for c in chans]
+        nulls = [True] * len(chans)
+        if self.fmt == "netcdf" and chans:  # one scan: which columns need a fill value
+            counts = self.conn.execute(
+                f"SELECT {', '.join(f'coalesce(sum({q} IS NULL), 0)' for q in labels)} FROM {table}"
+            ).fetchone()
+            nulls = [bool(n) for n in counts]
+        cols = [
+            Column("sample_idx", "int", has_nulls=False),
+            Column("dt_s", "float", "s", {"long_name": "seconds since the run's start"}),
+            Column("read_s", "float", "s", {"long_name": "duration of the read"}),
+        ]
+        for c, has_nulls in zip(chans, nulls, strict=True):
+            cols.append(
+                Column(
+                    c["label"],
+                    _KINDS.get(c["value_type"], "text"),
+                    c["unit"],
+                    {"label": c["label"], "value_type": c["value_type"], "source": c["source"]},
+                    has_nulls,
+                )
+            )
+        types = [str(c["value_type"]) for c in chans]
+        sql = (
+            f"SELECT sample_idx, dt_s, read_s{''.join(', ' + q for q in labels)}"
+            f" FROM {table} ORDER BY sample_idx"
+        )
+
+        def decoded() -> Iterator[list[list[Any]]]:
+            for rows in _fetch(self.conn, sql, (), self.chunk_rows):
+                columns = _columns_of(rows, len(cols))
+                for i, vtype in enumerate(types, start=3):
+                    columns[i] = _decode_column(vtype, columns[i])
+                yield columns
+
+        self.meta = {
+            "trajmon_run": self.ref.run_name,
+            "trajmon_group": g["name"],
+            "trajmon_kind": g["kind"],
+            "interval_s": repr(float(g["interval_s"])),
+        }
+        self.stream(path, cols, "dt_s", decoded(), f"group:{gid}")
+
+
+def export_run(
+    conn: sqlite3.Connection,
+    ref: RunRef,
+    fmt: Format,
+    out: Path,
+    *,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    overwrite: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> ExportResult:
+    """Write the run's samples, actions, catalog and run document under ``out``."""
+    if chunk_rows < 1:
+        raise ValueError("chunk_rows must be >= 1")
+    directory = _run_dir(out, ref.run_name)
+    conn.execute("BEGIN")  # one read transaction: a consistent snapshot of a live run
+    try:
+        ex = _Exporter(conn, ref, fmt, directory, chunk_rows, progress)
+        targets = ex.targets()
+        run_json = directory / "run.json"
+        # run.json is shared by the formats and always rewritten; data files are not.
+        existing = [p for p in targets.values() if p.exists()]
+        if existing and not overwrite:
+            raise ExportError(
+                f"{existing[0]} already exists ({len(existing)} file(s)); use --overwrite"
+            )
+        directory.mkdir(parents=True, exist_ok=True)
+        ex.channels(targets.pop("channels"))
+        ex.actions(targets.pop("actions"))
+        for key, path in targets.items():
+            ex.group(int(key.removeprefix("group:")), path)
+        doc = _run_doc(conn, ref)
+        run_json.write_text(
+            json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8"
+        )
+        ex.result.files.insert(0, run_json)
+    finally:
+        conn.execute("ROLLBACK")
+    return ex.result

@@ -1,0 +1,261 @@
+"""Streaming table writers for exports: CSV, Parquet and netCDF, fed one chunk at a time.
+
+Each sink receives columns of already-decoded Python values, one chunk (a few tens of thousands
+of rows) at a time, and writes them out before the next chunk is read — so an export of tens of
+millions of samples holds one chunk in memory, whatever the format:
+
+* CSV: :mod:`csv` rows appended to the file;
+* Parquet: one row group per chunk through :class:`pyarrow.parquet.ParquetWriter`;
+* netCDF-4: an unlimited dimension grown by each chunk through :mod:`h5netcdf` (xarray cannot
+  append along a dimension, so it only *reads* these files).
+
+Files are written to ``<name>.partial`` and renamed when complete: a reader never mistakes an
+interrupted export for a whole one.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+__all__ = ["Column", "Sink", "open_sink", "text_value"]
+
+#: Column kinds after decoding: numbers, flags, strings, and ``text`` (anything else, as JSON).
+ColumnKind = Literal["float", "int", "bool", "str", "text"]
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+@dataclass(slots=True)
+class Column:
+    """One output column: its name, kind, unit and descriptive attributes."""
+
+    name: str
+    kind: ColumnKind
+    unit: str = ""
+    attrs: dict[str, str] = field(default_factory=dict)
+    has_nulls: bool = True  # netCDF only: whether a fill value is needed
+
+
+def text_value(value: Any) -> str | None:
+    """Values without a natural column type (arrays, mixed ``any`` channels) as text: JSON for
+    arrays (shape kept as nested lists), ``repr``-exact numbers, hex for raw bytes."""
+    if value is None:
+        return None
+    if isinstance(value, np.ndarray):
+        try:
+            return json.dumps(value.tolist())
+        except (TypeError, ValueError):
+            return str(value.tolist())
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _csv_cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    return text_value(value)
+
+
+def _fits_int64(value: Any) -> bool:
+    return isinstance(value, int) and _INT64_MIN <= value <= _INT64_MAX
+
+
+class Sink(Protocol):
+    def write(self, columns: list[list[Any]]) -> None: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+class _FileSink:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.partial = path.with_name(path.name + ".partial")
+
+    def _commit(self) -> None:
+        os.replace(self.partial, self.path)
+
+    def abort(self) -> None:
+        self.partial.unlink(missing_ok=True)
+
+
+class CsvSink(_FileSink):
+    """Header ``label [unit]``; empty cell = no value (a failed read); floats round-trip."""
+
+    def __init__(self, path: Path, columns: list[Column]) -> None:
+        super().__init__(path)
+        self._file = self.partial.open("w", newline="", encoding="utf-8")
+        self._csv = csv.writer(self._file)
+        self._csv.writerow([f"{c.name} [{c.unit}]" if c.unit else c.name for c in columns])
+        self._kinds = [c.kind for c in columns]
+
+    def write(self, columns: list[list[Any]]) -> None:
+        cells = []
+        for kind, values in zip(self._kinds, columns, strict=True):
+            if kind == "float":  # the bulk of any export: skip the generic path
+                cells.append(["" if v is None else repr(v) for v in values])
+            elif kind in ("int", "str"):
+                cells.append(["" if v is None else v for v in values])
+            else:
+                cells.append([_csv_cell(v) for v in values])
+        self._csv.writerows(zip(*cells, strict=True))
+
+    def close(self) -> None:
+        self._file.close()
+        self._commit()
+
+    def abort(self) -> None:
+        self._file.close()
+        super().abort()
+
+
+class ParquetSink(_FileSink):
+    """One row group per chunk; units and labels in each field's metadata."""
+
+    def __init__(self, path: Path, columns: list[Column], metadata: dict[str, str]) -> None:
+        import pyarrow as pa  # type: ignore[import-untyped]
+        import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+        super().__init__(path)
+        self._pa = pa
+        types = {
+            "float": pa.float64(),
+            "int": pa.int64(),
+            "bool": pa.bool_(),
+            "str": pa.string(),
+            "text": pa.string(),
+        }
+        fields = []
+        for c in columns:
+            meta = {"unit": c.unit, **c.attrs}
+            fields.append(pa.field(c.name, types[c.kind], nullable=True, metadata=meta))
+        self._kinds = [c.kind for c in columns]
+        self._schema = pa.schema(fields, metadata=metadata)
+        self._writer = pq.ParquetWriter(self.partial, self._schema)
+
+    def write(self, columns: list[list[Any]]) -> None:
+        arrays = []
+        for kind, values, f in zip(self._kinds, columns, self._schema, strict=True):
+            if kind == "int":
+                values = [v if _fits_int64(v) else None for v in values]
+            elif kind == "text":
+                values = [text_value(v) for v in values]
+            arrays.append(self._pa.array(values, type=f.type))
+        self._writer.write_table(self._pa.Table.from_arrays(arrays, schema=self._schema))
+
+    def close(self) -> None:
+        self._writer.close()
+        self._commit()
+
+    def abort(self) -> None:
+        self._writer.close()
+        super().abort()
+
+
+class NetcdfSink(_FileSink):
+    """A netCDF-4 file whose unlimited dimension is the ``index`` column (its coordinate).
+
+    Floats use NaN for a missing value; ints and bools get a fill value only if the column has
+    missing values (otherwise xarray would turn them into floats). Bools without gaps carry
+    ``dtype="bool"``, which xarray decodes back to booleans.
+    """
+
+    def __init__(
+        self, path: Path, columns: list[Column], index: str, attrs: dict[str, str]
+    ) -> None:
+        import h5netcdf  # type: ignore[import-untyped]
+        import h5py  # type: ignore[import-untyped]
+
+        super().__init__(path)
+        self._file = h5netcdf.File(self.partial, "w")
+        self._dim = index
+        self._file.dimensions = {index: None}
+        self._file.attrs.update(attrs)
+        self._vars: list[Any] = []
+        self._kinds = [c.kind for c in columns]
+        self._fills: list[Any] = []
+        names: set[str] = set()
+        for c in columns:
+            name = _nc_name(c.name, names)
+            fill: Any = None
+            if c.kind == "float":
+                dtype: Any = "f8"
+            elif c.kind == "int":
+                dtype, fill = "i8", (_INT64_MIN if c.has_nulls else None)
+            elif c.kind == "bool":
+                dtype, fill = "i1", (-1 if c.has_nulls else None)
+            else:
+                dtype = h5py.string_dtype()
+            var = self._file.create_variable(name, (index,), dtype, fillvalue=fill)
+            if c.unit:
+                var.attrs["units"] = c.unit
+            if c.kind == "bool" and not c.has_nulls:
+                var.attrs["dtype"] = "bool"
+            var.attrs.update({"long_name": c.name, **c.attrs})
+            self._vars.append(var)
+            self._fills.append(fill)
+
+    def write(self, columns: list[list[Any]]) -> None:
+        if not columns or not columns[0]:
+            return
+        start = self._file.dimensions[self._dim].size
+        stop = start + len(columns[0])
+        self._file.resize_dimension(self._dim, stop)
+        for var, kind, fill, values in zip(
+            self._vars, self._kinds, self._fills, columns, strict=True
+        ):
+            if kind == "float":
+                data: Any = np.array([math.nan if v is None else v for v in values], "f8")
+            elif kind == "int":
+                data = np.array([v if _fits_int64(v) else fill for v in values], "i8")
+            elif kind == "bool":
+                data = np.array([fill if v is None else int(bool(v)) for v in values], "i1")
+            elif kind == "str":
+                data = np.array(["" if v is None else str(v) for v in values], dtype=object)
+            else:
+                data = np.array([text_value(v) or "" for v in values], dtype=object)
+            var[start:stop] = data
+
+    def close(self) -> None:
+        self._file.close()
+        self._commit()
+
+    def abort(self) -> None:
+        self._file.close()
+        super().abort()
+
+
+def _nc_name(name: str, taken: set[str]) -> str:
+    """netCDF names may not contain ``/`` (HDF5 group separator) or end in a space."""
+    base = name.replace("/", "_").rstrip() or "_"
+    out, n = base, 1
+    while out in taken:
+        n += 1
+        out = f"{base}_{n}"
+    taken.add(out)
+    return out
+
+
+Format = Literal["csv", "parquet", "netcdf"]
+EXTENSIONS: dict[str, str] = {"csv": "csv", "parquet": "parquet", "netcdf": "nc"}
+
+
+def open_sink(
+    fmt: Format, path: Path, columns: list[Column], *, index: str, metadata: dict[str, str]
+) -> Sink:
+    if fmt == "csv":
+        return CsvSink(path, columns)
+    if fmt == "parquet":
+        return ParquetSink(path, columns, metadata)
+    return NetcdfSink(path, columns, index, metadata)

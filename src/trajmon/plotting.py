@@ -1,0 +1,93 @@
+"""Plots of an action's signal window, rendered headless.
+
+Figures are built with :class:`matplotlib.figure.Figure` on an explicit Agg canvas instead of
+through ``pyplot``: no global backend is selected, no GUI toolkit is imported, nothing needs a
+display, and a program that imports trajmon keeps whatever backend it chose.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["plot_action_window", "plottable"]
+
+
+def plottable(value: Any) -> float | None:
+    """A number to draw for ``value``: floats and ints as is, booleans as 0/1, else nothing."""
+    if isinstance(value, bool | np.bool_):
+        return float(value)
+    if isinstance(value, int | float | np.integer | np.floating):
+        return float(value)
+    return None
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, np.ndarray):
+        return np.array2string(value, precision=4, threshold=6)
+    return str(value)
+
+
+def plot_action_window(
+    action: dict[str, Any],
+    groups: list[dict[str, Any]],
+    out: Path,
+    *,
+    run_name: str,
+    spec_unit: str = "",
+    dpi: int = 110,
+) -> int:
+    """Draw every numeric signal channel of ``groups`` (from :func:`queries.window_rows`) against
+    ``dt_s``, one axis per channel, with the action instant marked; returns the axes count."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import EngFormatter
+
+    series: list[tuple[str, str, list[float], list[float]]] = []
+    for g in groups:
+        for ch in g["channels"]:
+            xs: list[float] = []
+            ys: list[float] = []
+            for r in g["rows"]:
+                y = plottable(r["values"].get(ch["label"]))
+                xs.append(float(r["dt_s"]))
+                ys.append(math.nan if y is None else y)  # a gap stays a gap
+            if any(not math.isnan(y) for y in ys) or not ys:
+                series.append((ch["label"], ch["unit"], xs, ys))
+    n = max(len(series), 1)
+    fig = Figure(figsize=(9, 1.2 + 2.0 * n), dpi=dpi, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(n, 1, sharex=True, squeeze=False)[:, 0]
+    t = float(action["dt_s"])
+    prev = action.get("prev_dt_s")
+    for ax in axes:
+        ax.axvline(t, color="tab:red", linewidth=1.2, label="change seen")
+        if prev is not None and prev < t:
+            ax.axvspan(prev, t, color="tab:red", alpha=0.12, label="changed between samples")
+        ax.set_xlim(action["window_start_s"], action["window_end_s"])
+        ax.grid(True, alpha=0.3)
+    if not series:
+        axes[0].text(
+            0.5, 0.5, "no signal samples in this window", ha="center", transform=axes[0].transAxes
+        )
+    for ax, (label, unit, xs, ys) in zip(axes, series, strict=False):
+        ax.plot(xs, ys, linewidth=0.9, marker="." if len(xs) < 200 else None, markersize=3)
+        ax.set_ylabel(f"{label} [{unit}]" if unit else label)
+        if unit:  # 200 pA rather than 2e-10 with an offset label
+            ax.yaxis.set_major_formatter(EngFormatter(unit=unit))
+    axes[0].legend(loc="upper right", fontsize="small")
+    axes[-1].set_xlabel("dt_s [s] (since run start)")
+    unit = f" {spec_unit}" if spec_unit else ""
+    fig.suptitle(
+        f"run {run_name!r} · action {action['action_idx']} at {t:.3f} s\n"
+        f"{action['spec_label']}: {_fmt(action['old_value'])}{unit}"
+        f" → {_fmt(action['new_value'])}{unit}"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    return len(series)

@@ -1,0 +1,267 @@
+"""The staged monitor configuration: what ``trajmon run`` uses when the command line is silent.
+
+An operator stages a configuration once (``trajmon config set``) and names each run on purpose:
+the staged ``run_name`` is single-use, cleared after every run that started. Precedence is
+defaults ← staged ← command line. Every staged change is validated before it is written, so the
+file never holds a configuration ``run`` would refuse (a file changed by hand is checked again
+when it is read).
+
+The file is JSON, at ``$TRAJMON_CONFIG``, else ``$XDG_CONFIG_HOME/trajmon/config.json``, else
+``~/.config/trajmon/config.json``. Paths in it are absolute, so ``run`` works from any directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .config import (
+    DEFAULT_CHANNELS,
+    ChannelSpec,
+    ConfigError,
+    MonitorConfig,
+    check_run_name,
+    format_validation_error,
+)
+
+__all__ = [
+    "SOURCE_FIELDS",
+    "EffectiveConfig",
+    "StagedConfig",
+    "clear_staged",
+    "consume_run_name",
+    "default_config_path",
+    "effective_config",
+    "merge_overrides",
+    "read_staged",
+    "stage",
+    "write_staged",
+]
+
+Source = Literal["sim", "tcp", "station"]
+#: Fields that together choose where the instruments come from.
+SOURCE_FIELDS = ("source", "host", "port", "station")
+
+
+def default_config_path() -> Path:
+    """``$TRAJMON_CONFIG``, else the XDG config directory, else ``~/.config``."""
+    explicit = os.environ.get("TRAJMON_CONFIG")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base).expanduser() / "trajmon" / "config.json"
+
+
+class StagedConfig(BaseModel):
+    """Every field optional: unset means "the default, unless the command line says"."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_name: str | None = None
+    db: Path | None = None
+    interval_s: float | None = None
+    signal_interval_s: float | None = None
+    spec_interval_s: float | None = None
+    rotate_entries: int | None = None
+    window_before_s: float | None = None
+    window_after_s: float | None = None
+    signals: list[str] | None = None
+    specs: list[str] | None = None
+    source: Source | None = None
+    host: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    station: Path | None = None
+    channels: Path | None = None
+
+    @field_validator("run_name")
+    @classmethod
+    def _run_name(cls, value: str | None) -> str | None:
+        return None if value is None else check_run_name(value)
+
+    def values(self) -> dict[str, Any]:
+        """The fields that are set, JSON-ready."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+def read_staged(path: Path) -> StagedConfig:
+    """The staged configuration; an absent file stages nothing."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return StagedConfig()
+    except OSError as exc:
+        raise ConfigError(f"cannot read staged config {path}: {exc}") from exc
+    hint = "fix it or run `trajmon config clear`"
+    try:
+        data = json.loads(text)
+        return StagedConfig.model_validate(data)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"staged config {path} is not valid JSON ({exc}); {hint}") from exc
+    except ValidationError as exc:
+        problem = format_validation_error(exc)
+        raise ConfigError(f"staged config {path} is invalid ({problem}); {hint}") from exc
+
+
+def write_staged(path: Path, staged: StagedConfig) -> None:
+    """Replace the file in one step: a crash mid-write leaves the old file, never half a file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(staged.values(), indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(f"cannot write staged config {path}: {exc}") from exc
+
+
+def clear_staged(path: Path, fields: list[str] | None = None) -> list[str]:
+    """Clear ``fields`` (all when None); returns the names that were set and are now cleared."""
+    if fields is None:
+        try:
+            had = list(read_staged(path).values())
+        except ConfigError:  # an unreadable file is exactly what clearing everything is for
+            had = ["(unreadable file)"]
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot remove staged config {path}: {exc}") from exc
+        return had
+    unknown = [f for f in fields if f not in StagedConfig.model_fields]
+    if unknown:
+        known = ", ".join(StagedConfig.model_fields)
+        raise ConfigError(f"unknown config field(s) {', '.join(unknown)} (fields: {known})")
+    staged = read_staged(path)
+    cleared = [f for f in fields if getattr(staged, f) is not None]
+    if cleared:
+        write_staged(path, staged.model_copy(update=dict.fromkeys(cleared)))
+    return cleared
+
+
+def consume_run_name(path: Path) -> bool:
+    """Clear the staged run name after a run started; True when there was one."""
+    if not path.exists():
+        return False
+    return bool(clear_staged(path, ["run_name"]))
+
+
+def _absolute(value: Path | None) -> Path | None:
+    return None if value is None else value.expanduser().resolve()
+
+
+def _with_source(staged: StagedConfig, changes: dict[str, Any]) -> dict[str, Any]:
+    """Apply changes; a newly chosen source replaces the old one's fields as a whole."""
+    new = {k: v for k, v in changes.items() if v is not None}
+    for key in ("db", "station", "channels"):
+        if key in new:
+            new[key] = _absolute(new[key])
+    chosen = {k for k in ("host", "port", "station") if k in new}
+    if new.get("source") == "sim" and chosen:
+        raise ConfigError("choose one instrument source: --sim, --host H --port P, or --station")
+    if "station" in new and chosen & {"host", "port"}:
+        raise ConfigError("choose one instrument source: --host H --port P, or --station FILE")
+    merged = staged.model_dump()
+    if "source" in new or chosen:
+        source = new.get("source") or ("station" if "station" in new else "tcp")
+        new["source"] = source
+        if source != (merged.get("source") or "sim"):
+            merged.update(host=None, port=None, station=None)
+            for key in ("channels", "signals", "specs"):  # they named the old source's channels
+                if key not in new:
+                    merged[key] = None
+    merged.update(new)
+    return merged
+
+
+@dataclass(frozen=True, slots=True)
+class EffectiveConfig:
+    """The configuration a run starts with, and where its instruments come from."""
+
+    config: MonitorConfig
+    source: Source | None
+    host: str | None
+    port: int | None
+    station: Path | None
+    channels_file: Path | None
+
+
+def _channels_for(staged: StagedConfig) -> list[ChannelSpec] | None:
+    from .station import load_channels_file, read_station_names
+
+    if staged.channels is None:
+        return None
+    specs = load_channels_file(staged.channels)
+    if staged.station is not None:
+        names = read_station_names(staged.station)
+        for i, spec in enumerate(specs, start=1):
+            instrument = spec.source.split(".")[0]
+            if instrument not in names:
+                raise ConfigError(
+                    f"{staged.channels}: entry {i} ({spec.label!r}): instrument {instrument!r}"
+                    f" is not in {staged.station} (instruments: {', '.join(names)})"
+                )
+    return specs
+
+
+def effective_config(
+    staged: StagedConfig, *, duration_s: float | None = None, **fields: Any
+) -> EffectiveConfig:
+    """Build and validate the :class:`MonitorConfig` that ``staged`` describes.
+
+    Labels in ``signals``/``specs`` are checked against the channels file when there is one, or
+    the simulator's default channels; a station without a channels file cannot check them yet.
+    ``fields`` are further :class:`MonitorConfig` values that are never staged.
+    """
+    if staged.source == "tcp" and (staged.host is None) != (staged.port is None):
+        raise ConfigError("--host and --port go together")
+    channels = _channels_for(staged)
+    unchecked = staged.source == "station" and channels is None
+    fields = {
+        **{
+            k: v
+            for k, v in staged.model_dump().items()
+            if v is not None and k not in ("source", "host", "port", "channels")
+        },
+        **fields,
+    }
+    if unchecked:
+        fields.pop("signals", None)
+        fields.pop("specs", None)
+    fields["channels"] = channels if channels is not None else list(DEFAULT_CHANNELS)
+    fields["channels_file"] = staged.channels
+    fields["duration_s"] = duration_s
+    fields["source"] = staged.source or "sim"
+    try:
+        config = MonitorConfig.model_validate(fields)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from exc
+    if unchecked:
+        config = config.model_copy(update={"signals": staged.signals, "specs": staged.specs})
+    return EffectiveConfig(
+        config, staged.source, staged.host, staged.port, staged.station, staged.channels
+    )
+
+
+def stage(path: Path, changes: dict[str, Any]) -> StagedConfig:
+    """Merge ``changes`` into the staged file after validating the result; on any error the
+    file is left exactly as it was."""
+    current = read_staged(path)
+    try:
+        staged = StagedConfig.model_validate(_with_source(current, changes))
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from exc
+    effective_config(staged)
+    write_staged(path, staged)
+    return staged
+
+
+def merge_overrides(staged: StagedConfig, overrides: dict[str, Any]) -> StagedConfig:
+    """Command-line values over staged ones (same rules as ``config set``, nothing written)."""
+    try:
+        return StagedConfig.model_validate(_with_source(staged, overrides))
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from exc

@@ -1,0 +1,331 @@
+"""Instruments from a QCoDeS station file, and the channels file that names what to record.
+
+The station file is QCoDeS's own format, loaded by ``qcodes.Station`` so that every driver QCoDeS
+can load (``type``, ``address``, ``init``, ``parameters``…) works unchanged. The channels file is
+trajmon's: it binds labels to parameter paths and says which are signals and which are specs.
+
+Both are checked before a run exists: a typo in either is one line naming the file and the entry,
+never a run full of NULLs. Errors are :class:`~trajmon.config.ConfigError` (exit code 2).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import inspect
+import io
+import json
+import logging
+import os
+import re
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from .config import ChannelSpec, ConfigError, format_validation_error
+from .resolve import resolve_parameter
+
+__all__ = [
+    "check_channels",
+    "close_station",
+    "iter_parameters",
+    "load_channels_file",
+    "load_station",
+    "read_station_names",
+    "starter_channels_yaml",
+    "station_snapshot",
+    "write_new_file",
+]
+
+#: Parameters left out of a starter file: the identity string is in the station snapshot already.
+_SKIPPED_PARAMETERS = frozenset({"IDN"})
+
+
+def _read_yaml(path: Path, what: str) -> Any:
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} not found")
+    try:
+        with path.open(encoding="utf-8") as f:
+            return yaml.safe_load(f)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc}") from exc
+
+
+def read_station_names(path: Path) -> list[str]:
+    """The instrument names a station file declares, without loading any driver.
+
+    Used where connecting would be too much (``config set``) and as a pre-check that turns the
+    common mistakes into one line before QCoDeS reports them its own way.
+    """
+    data = _read_yaml(path, "station file")
+    instruments = data.get("instruments") if isinstance(data, dict) else None
+    if not isinstance(instruments, dict) or not instruments:
+        raise ConfigError(f"{path}: a station file needs an 'instruments:' mapping")
+    for name, entry in instruments.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):
+            raise ConfigError(f"{path}: instrument {name!r} needs a 'type:' (driver class path)")
+    return [str(name) for name in instruments]
+
+
+def _driver_class(path: Path, name: str, type_path: str) -> Any:
+    module_name, _, class_name = type_path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(
+            f"{path}: instrument {name!r}: cannot import {type_path!r}: {exc}"
+        ) from exc
+
+
+def _is_str_annotation(annotation: Any) -> bool:
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    return annotation is str or "str" in re.findall(r"[A-Za-z_]+", str(text))
+
+
+def _references(cls: Any, init: Mapping[str, Any], names: set[str]) -> dict[str, str]:
+    """``init`` values that name another instrument of the station, for arguments not typed
+    ``str``: QCoDeS YAML cannot pass an instrument object (``DummyInstrumentWithMeasurement``'s
+    ``setter_instr``), so trajmon passes the loaded instrument of that name."""
+    try:
+        params = inspect.signature(cls.__init__).parameters
+    except (TypeError, ValueError):
+        return {}
+    out = {}
+    for key, value in init.items():
+        named = isinstance(value, str) and value in names and key in params
+        if named and not _is_str_annotation(params[key].annotation):
+            out[key] = value
+    return out
+
+
+def load_station(path: Path, *, update_snapshot: bool = False) -> tuple[Any, dict[str, Any]]:
+    """Load every instrument of a QCoDeS station file -> (``Station``, ``{name: instrument}``).
+
+    Instruments load in file order, except that one named by another's ``init`` loads first.
+    A driver that cannot load (bad address, instrument off) refuses the whole station, and the
+    instruments already loaded are closed again.
+    """
+    from qcodes.station import Station, ValidationWarning
+
+    names = read_station_names(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ValidationWarning)
+        try:
+            station = Station(config_file=str(path), default=False)
+        except Exception as exc:  # QCoDeS reports its schema and file errors its own way
+            raise ConfigError(f"{path}: cannot load station file: {exc}") from exc
+    for w in caught:
+        if issubclass(w.category, ValidationWarning):
+            first = str(w.message).strip().splitlines()[0]
+            raise ConfigError(f"{path}: station file does not match the QCoDeS schema: {first}")
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    assert station.config is not None
+    entries: dict[str, Any] = dict(station.config["instruments"])
+    loaded: dict[str, Any] = {}
+    loading: list[str] = []
+
+    def load(name: str) -> Any:
+        if name in loaded:
+            return loaded[name]
+        if name in loading:
+            raise ConfigError(f"{path}: instruments refer to each other in a cycle: {loading}")
+        loading.append(name)
+        entry = entries[name]
+        cls = _driver_class(path, name, entry["type"])
+        init = dict(entry.get("init") or {})
+        kwargs: dict[str, Any] = {
+            key: load(ref) for key, ref in _references(cls, init, set(names) - {name}).items()
+        }
+        if "station" in inspect.signature(cls.__init__).parameters and "station" not in init:
+            kwargs["station"] = station  # QCoDeS's DelegateInstrument convention
+        try:
+            instrument = station.load_instrument(name, update_snapshot=update_snapshot, **kwargs)
+        except ConfigError:
+            raise
+        except Exception as exc:
+            message = " ".join(str(exc).split()) or type(exc).__name__
+            raise ConfigError(f"{path}: cannot load instrument {name!r}: {message}") from exc
+        loading.remove(name)
+        loaded[name] = instrument
+        return instrument
+
+    try:
+        # Drivers print "Connected to: <IDN>" (the IDN is in the snapshot anyway); stdout is
+        # for --json output and stderr for one-line errors.
+        with contextlib.redirect_stdout(io.StringIO()):
+            for name in names:
+                load(name)
+    except BaseException:
+        close_station(station)
+        raise
+    return station, {name: loaded[name] for name in names}
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def station_snapshot(station: Any) -> tuple[dict[str, Any], list[str]]:
+    """``station.snapshot(update=True)``, and the QCoDeS warnings it logged.
+
+    Drivers log one warning per parameter they cannot read (a simulated Lakeshore: twenty);
+    the caller reports them as one line instead of twenty on the operator's terminal.
+    """
+    logger = logging.getLogger("qcodes")
+    collect, propagate = _Collect(), logger.propagate
+    logger.addHandler(collect)
+    logger.propagate = False
+    try:
+        snapshot: dict[str, Any] = station.snapshot(update=True)
+    finally:
+        logger.removeHandler(collect)
+        logger.propagate = propagate
+    return snapshot, collect.messages
+
+
+def close_station(station: Any) -> None:
+    """Close every instrument the station loaded (VISA sessions, sockets)."""
+    station.close_all_registered_instruments()
+
+
+def load_channels_file(path: Path) -> list[ChannelSpec]:
+    """Parse and validate a channels file; entries are numbered from 1 in error messages.
+
+    An entry without ``label`` is labelled with its parameter path (``ls.A.temperature``): QCoDeS
+    labels repeat across channels (every Lakeshore input is "Temperature"), the path never does,
+    and it is known without connecting to anything.
+    """
+    data = _read_yaml(path, "channels file")
+    entries = data.get("channels") if isinstance(data, dict) else data
+    if isinstance(data, dict) and set(data) - {"channels"}:
+        extra = ", ".join(sorted(str(k) for k in set(data) - {"channels"}))
+        raise ConfigError(f"{path}: unknown top-level key(s) {extra}; expected 'channels:'")
+    if not isinstance(entries, list):
+        raise ConfigError(f"{path}: expected a 'channels:' list of entries")
+    if not entries:
+        raise ConfigError(f"{path}: no channels listed")
+    specs: list[ChannelSpec] = []
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(entries, start=1):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{path}: entry {i}: expected a mapping with 'parameter' and 'kind'")
+        fields = {str(k): v for k, v in entry.items()}
+        if "parameter" in fields and "source" in fields:
+            raise ConfigError(f"{path}: entry {i}: give 'parameter' or 'source', not both")
+        parameter = fields.pop("parameter", fields.pop("source", None))
+        if not isinstance(parameter, str):
+            raise ConfigError(f"{path}: entry {i}: 'parameter' (instrument.parameter) is missing")
+        fields.setdefault("label", parameter)
+        try:
+            spec = ChannelSpec.model_validate({**fields, "source": parameter})
+        except ValidationError as exc:
+            problem = format_validation_error(exc)
+            raise ConfigError(f"{path}: entry {i} ({parameter}): {problem}") from exc
+        key = spec.label.casefold()
+        if key in seen:
+            raise ConfigError(
+                f"{path}: entry {i}: duplicate label {spec.label!r} (entry {seen[key]} has it too)"
+            )
+        seen[key] = i
+        specs.append(spec)
+    return specs
+
+
+def check_channels(specs: list[ChannelSpec], instruments: Mapping[str, Any], path: Path) -> None:
+    """Every entry's parameter exists on the loaded instruments and can be read."""
+    for i, spec in enumerate(specs, start=1):
+        try:
+            resolve_parameter(spec.source, instruments)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: entry {i} ({spec.label!r}): {exc}") from exc
+
+
+def iter_parameters(instruments: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+    """(path, parameter) for every gettable parameter, recursing into submodules and channels.
+
+    Channel lists (``ChannelTuple``) are skipped: their channels are submodules of their own.
+    """
+    from qcodes.instrument import InstrumentBase
+
+    seen: set[int] = set()
+
+    def walk(node: Any, prefix: str) -> Iterator[tuple[str, Any]]:
+        for pname, param in node.parameters.items():
+            if pname in _SKIPPED_PARAMETERS or not getattr(param, "gettable", True):
+                continue
+            if id(param) not in seen:
+                seen.add(id(param))
+                yield f"{prefix}.{pname}", param
+        for sname, sub in node.submodules.items():
+            if isinstance(sub, InstrumentBase):
+                yield from walk(sub, f"{prefix}.{sname}")
+
+    for name, instrument in instruments.items():
+        yield from walk(instrument, name)
+
+
+def _comment(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def starter_channels_yaml(instruments: Mapping[str, Any], station_file: Path) -> str:
+    """A channels file listing every gettable parameter, for the operator to prune and edit.
+
+    Settable parameters are guessed to be specs (settings whose changes are actions), the rest
+    signals. Unit, validator and QCoDeS label are comments, so the file loads back as it is.
+    """
+    lines = [
+        f"# trajmon channels file, generated from {station_file} on {time.strftime('%Y-%m-%d')}.",
+        "# Delete what you do not want to record, then check it: trajmon list-signals --station"
+        f" {station_file} --channels <this file>",
+        "# Per entry: parameter (instrument.parameter or instrument.submodule.parameter),",
+        "#   kind: signal (measured, dense) | spec (a setting; its changes are actions),",
+        "#   optional label (default: the parameter path), group, interval_s (seconds),",
+        "#   and for specs tolerance_abs / tolerance_rel (changes within them are not actions).",
+        "# The kind below is a guess: settable -> spec, read-only -> signal.",
+        "channels:",
+    ]
+    for path, param in iter_parameters(instruments):
+        settable = bool(getattr(param, "settable", False))
+        notes = [f"unit: {_comment(getattr(param, 'unit', '') or '-')}"]
+        vals = getattr(param, "vals", None)
+        notes.append(f"vals: {_comment(repr(vals)) if vals is not None else '-'}")
+        qlabel = getattr(param, "label", "")
+        if qlabel:
+            notes.append(f"label: {_comment(qlabel)}")
+        notes.append("settable" if settable else "read-only")
+        lines.append(f"  # {'; '.join(notes)}")
+        lines.append(f"  - parameter: {json.dumps(path, ensure_ascii=False)}")
+        lines.append(f"    label: {json.dumps(path, ensure_ascii=False)}")
+        lines.append(f"    kind: {'spec' if settable else 'signal'}")
+    return "\n".join(lines) + "\n"
+
+
+def write_new_file(path: Path, text: str, *, force: bool) -> None:
+    """Write ``text`` to ``path`` in one step; refuse to replace a file unless ``force``."""
+    if path.exists() and not force:
+        raise ConfigError(f"{path} already exists; pass --force to overwrite it")
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(f"cannot write {path}: {exc}") from exc

@@ -1,0 +1,256 @@
+"""Exports: every format round-trips a recorded run's values, with units, streamed in chunks,
+into a directory that a hostile run name cannot escape."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import anyio
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import xarray as xr
+from qcodes import validators as v
+from qcodes.instrument import Instrument
+from typer.testing import CliRunner
+
+from trajmon import MonitorConfig, Recorder
+from trajmon.channels import decode_value
+from trajmon.cli import app
+from trajmon.config import ChannelSpec
+from trajmon.export import export_run, safe_filename
+from trajmon.export_sinks import Format
+from trajmon.queries import connect_readonly, resolve_run
+
+RUN = '../evil/"x" ü'
+runner = CliRunner()
+
+
+class OddInstrument(Instrument):
+    """Values that are awkward to export: NaN/±inf/-0.0, big ints, bools, quoted and multi-line
+    strings, arrays, an untyped channel of mixed types, and a spec that changes once."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        xs = itertools.cycle([math.nan, math.inf, -math.inf, 1.5, -0.0, 1e-300])
+        ns = itertools.cycle([1, -2, 2**40])
+        flags = itertools.cycle([True, False])
+        words = itertools.cycle(['héllo, "q"', "a\nb", ""])
+        mixed = itertools.cycle([1, "a", 2.5, True])
+        waves = itertools.count()
+        knob = itertools.count()
+        self.add_parameter("x", unit="A", vals=v.Numbers(), get_cmd=lambda: next(xs))
+        self.add_parameter("n", vals=v.Ints(), get_cmd=lambda: next(ns))
+        self.add_parameter("flag", vals=v.Bool(), get_cmd=lambda: next(flags))
+        self.add_parameter("word", vals=v.Strings(), get_cmd=lambda: next(words))
+        self.add_parameter(
+            "wave",
+            unit="V",
+            vals=v.Arrays(shape=(3,)),
+            get_cmd=lambda: np.arange(3) * 0.5 + next(waves),
+        )
+        self.add_parameter("mixed", get_cmd=lambda: next(mixed))
+        self.add_parameter(
+            "knob", unit="V", vals=v.Numbers(), get_cmd=lambda: 0.0 if next(knob) < 10 else 0.25
+        )
+
+
+LABELS = {
+    "Current/Ref": "x",
+    "Count": "n",
+    "Flag": "flag",
+    "Word": "word",
+    "Wave": "wave",
+    "Mixed": "mixed",
+}
+
+
+@pytest.fixture(scope="module")
+def odd_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    db = tmp_path_factory.mktemp("export") / "odd.db"
+    odd = OddInstrument("odd")
+    channels = [ChannelSpec(label=k, source=f"odd.{p}", kind="signal") for k, p in LABELS.items()]
+    channels.append(ChannelSpec(label="Knob", source="odd.knob", kind="spec"))
+    config = MonitorConfig(run_name=RUN, db=db, channels=channels, interval_s=0.01, duration_s=0.4)
+    try:
+        summary = anyio.run(Recorder(config, {"odd": odd}).run)
+    finally:
+        odd.close()
+    assert summary.status == "completed" and summary.actions == 1
+    assert summary.signal_samples > 20
+    yield db
+
+
+def stored(db: Path, group: str) -> dict[str, list[Any]]:
+    """The group's table decoded straight from SQLite: what every export must reproduce."""
+    with closing(sqlite3.connect(db)) as conn:
+        types = dict(conn.execute("SELECT label, value_type FROM channels").fetchall())
+        cur = conn.execute(f'SELECT * FROM "{RUN.replace(chr(34), chr(34) * 2)}/{group}"')
+        names = [d[0] for d in cur.description]
+        rows = cur.fetchall()
+    return {
+        n: [decode_value(types.get(n, "any"), r[i]) for r in rows]
+        for i, n in enumerate(names)
+        if n != "segment_id"
+    }
+
+
+def same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return (math.isnan(a) and math.isnan(b)) or (
+            a == b and math.copysign(1, a) == math.copysign(1, b)
+        )
+    return bool(a == b)
+
+
+def export(db: Path, out: Path, fmt: Format, chunk_rows: int = 7) -> tuple[Path, list[int]]:
+    chunks: list[int] = []
+    with closing(connect_readonly(db)) as conn:
+        result = export_run(
+            conn, resolve_run(conn, RUN), fmt, out, chunk_rows=chunk_rows, progress=chunks.append
+        )
+    return result.directory, chunks
+
+
+def test_csv_round_trips_values_and_units(odd_db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    directory, chunks = export(odd_db, out, "csv")
+    truth = stored(odd_db, "signals")
+    n = len(truth["sample_idx"])
+    assert max(chunks) <= 7 and sum(chunks) == n + len(stored(odd_db, "specs")["sample_idx"])
+    with (directory / "signals.csv").open(newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    header, body = rows[0], rows[1:]
+    assert header[:3] == ["sample_idx", "dt_s [s]", "read_s [s]"]
+    assert "Current/Ref [A]" in header and "Wave [V]" in header and "Count" in header
+    assert len(body) == n
+    col = {h.split(" [")[0]: i for i, h in enumerate(header)}
+    for k, row in enumerate(body):
+        assert same(float(row[col["Current/Ref"]]), truth["Current/Ref"][k])
+        assert int(row[col["Count"]]) == truth["Count"][k]
+        assert row[col["Flag"]] == ("true" if truth["Flag"][k] else "false")
+        assert row[col["Word"]] == truth["Word"][k]
+        assert json.loads(row[col["Wave"]]) == truth["Wave"][k].tolist()
+        assert float(row[col["dt_s"]]) == truth["dt_s"][k]
+    with (directory / "channels.csv").open(newline="", encoding="utf-8") as f:
+        catalog = {r["label"]: r for r in csv.DictReader(f)}
+    assert catalog["Current/Ref"]["unit"] == "A" and catalog["Knob"]["group"] == "specs"
+    with (directory / "actions.csv").open(newline="", encoding="utf-8") as f:
+        (action,) = list(csv.DictReader(f))
+    assert action["spec_label"] == "Knob" and action["unit"] == "V"
+    assert float(action["old_value"]) == 0.0 and float(action["new_value"]) == 0.25
+    doc = json.loads((directory / "run.json").read_text(encoding="utf-8"))
+    assert doc["run_name"] == RUN and doc["status"] == "completed"
+
+
+def test_parquet_round_trips_with_unit_metadata_and_row_groups(
+    odd_db: Path, tmp_path: Path
+) -> None:
+    directory, _ = export(odd_db, tmp_path, "parquet")
+    truth = stored(odd_db, "signals")
+    pf = pq.ParquetFile(directory / "signals.parquet")
+    assert pf.metadata.num_row_groups == math.ceil(len(truth["sample_idx"]) / 7)  # streamed
+    table = pf.read()
+    assert table.schema.field("Current/Ref").metadata[b"unit"] == b"A"
+    assert table.schema.field("dt_s").metadata[b"unit"] == b"s"
+    data = table.to_pydict()
+    for label in ("Current/Ref", "Count", "Flag", "Word", "dt_s", "sample_idx"):
+        assert all(same(a, b) for a, b in zip(data[label], truth[label], strict=True)), label
+    assert [json.loads(w) for w in data["Wave"]] == [w.tolist() for w in truth["Wave"]]
+    assert data["Mixed"][:4] == ["1", "a", "2.5", "true"]
+    actions = pq.read_table(directory / "actions.parquet").to_pylist()
+    assert actions[0]["spec_label"] == "Knob" and actions[0]["delta"] == pytest.approx(0.25)
+
+
+def test_netcdf_round_trips_with_dt_coordinate_and_units(odd_db: Path, tmp_path: Path) -> None:
+    directory, _ = export(odd_db, tmp_path, "netcdf")
+    truth = stored(odd_db, "signals")
+    with xr.open_dataset(directory / "signals.nc", engine="h5netcdf") as ds:
+        assert list(ds.coords) == ["dt_s"] and ds["dt_s"].attrs["units"] == "s"
+        np.testing.assert_array_equal(ds["dt_s"].values, truth["dt_s"])
+        current = ds["Current_Ref"]  # '/' cannot appear in a netCDF name
+        assert current.attrs["units"] == "A" and current.attrs["label"] == "Current/Ref"
+        assert all(
+            same(float(a), b) for a, b in zip(current.values, truth["Current/Ref"], strict=True)
+        )
+        assert ds["Flag"].dtype == bool and ds["Flag"].values.tolist() == truth["Flag"]
+        assert ds["Count"].dtype == np.int64 and ds["Count"].values.tolist() == truth["Count"]
+        assert ds["Word"].values.tolist() == truth["Word"]
+        window = ds.sel(dt_s=slice(0.1, 0.2))
+        assert 0 < window.sizes["dt_s"] < ds.sizes["dt_s"]
+    with xr.open_dataset(directory / "specs.nc", engine="h5netcdf") as ds:
+        assert ds["Knob"].attrs["units"] == "V"
+    with xr.open_dataset(directory / "actions.nc", engine="h5netcdf") as ds:
+        assert ds["spec_label"].values.tolist() == ["Knob"]
+
+
+def test_hostile_run_name_stays_inside_out(odd_db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "a" / "out"
+    directory, _ = export(odd_db, out, "csv")
+    assert directory.parent == out.resolve()
+    everything = {p.relative_to(tmp_path) for p in tmp_path.rglob("*")}
+    inside = Path("a", "out", directory.name)
+    assert {p for p in everything if p.parent != inside} == {Path("a"), Path("a", "out"), inside}
+    assert not (tmp_path / "evil").exists() and not (tmp_path / "a" / "evil").exists()
+
+
+@pytest.mark.parametrize(
+    "name", ["..", ".", "", "a/b", "a\\b", "../../etc/passwd", "CON", 'q"uote', "é" * 200, "x\x00y"]
+)
+def test_safe_filename_is_one_harmless_component(name: str) -> None:
+    safe = safe_filename(name)
+    assert safe and safe not in (".", "..") and not safe.startswith(".")
+    assert not any(c in safe for c in '/\\"\x00:')
+    assert len(safe.encode()) <= 130
+    assert safe.lower() != "con"
+
+
+def test_safe_filename_keeps_distinct_names_distinct() -> None:
+    names = ["a/b", "a_b", "a\\b", "a:b", "plain run-1"]
+    assert len({safe_filename(n) for n in names}) == len(names)
+    assert safe_filename("plain run-1") == "plain run-1"
+
+
+def test_cli_export_json_refuses_overwrite_and_unknown_run(odd_db: Path, tmp_path: Path) -> None:
+    args = ["export", RUN, "--db", str(odd_db), "--out", str(tmp_path), "--format", "parquet"]
+    first = runner.invoke(app, [*args, "--json"])
+    assert first.exit_code == 0, first.stderr
+    files = json.loads(first.stdout)["files"]
+    assert {Path(f["path"]).name for f in files} >= {"signals.parquet", "run.json"}
+    again = runner.invoke(app, args)
+    assert again.exit_code == 2 and "--overwrite" in again.stderr
+    assert runner.invoke(app, [*args, "--overwrite"]).exit_code == 0
+    unknown = runner.invoke(app, ["export", "nope", "--db", str(odd_db), "--out", str(tmp_path)])
+    assert unknown.exit_code == 2
+    assert unknown.stderr.strip() == "trajmon: error: unknown run 'nope'"
+    missing = runner.invoke(app, ["export", "r", "--db", str(tmp_path / "no.db")])
+    assert missing.exit_code == 2 and "database not found" in missing.stderr
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_progress_bar_only_for_long_exports_on_a_terminal(
+    monkeypatch: pytest.MonkeyPatch, terminal: bool
+) -> None:
+    from io import StringIO
+
+    from rich.console import Console
+
+    from trajmon.cli import export_cmd
+
+    err = StringIO()
+    monkeypatch.setattr(export_cmd, "err_console", Console(file=err, force_terminal=terminal))
+    with export_cmd._progress(10, "short") as short:
+        assert short is None
+    with export_cmd._progress(1_000_000, "exporting big") as advance:
+        assert (advance is not None) == terminal
+        if advance is not None:
+            advance(500_000)
+    assert ("exporting big" in err.getvalue()) == terminal

@@ -1,0 +1,154 @@
+"""``runs``, ``status`` and ``actions plot`` on a recorded run (in-process, via typer's runner)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from typer.testing import CliRunner
+
+from simulators.qcodes_sim import SimulatedSTM
+from trajmon import MonitorConfig, Recorder
+from trajmon.cli import app
+from trajmon.queries import connect_readonly, resolve_run
+from trajmon.status import STATUS_SCHEMA, run_status
+
+runner = CliRunner()
+RUN = "knob turned"
+
+
+@pytest.fixture(scope="module")
+def knob_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A run in which the operator changed the bias once, stopped with Ctrl-C (interrupted)."""
+    db = tmp_path_factory.mktemp("operator") / "runs.db"
+    stm = SimulatedSTM("stm", seed=3)
+    config = MonitorConfig(run_name=RUN, db=db, interval_s=0.02, window_before_s=0.3)
+    recorder = Recorder(config, {"stm": stm})
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(recorder.run)
+            with anyio.fail_after(30):
+                await recorder.wait_until(lambda: recorder.stats[1].samples_read >= 20)
+                await anyio.to_thread.run_sync(stm.bias.set, 0.6)
+                await recorder.wait_until(
+                    lambda: recorder.detector_actions >= 1 and recorder.stats[0].samples_read >= 45
+                )
+            recorder.request_stop()
+
+    try:
+        anyio.run(main)
+    finally:
+        stm.close()
+    yield db
+
+
+def invoke(*args: str) -> Any:
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def test_runs_lists_status_start_duration_and_counts(knob_db: Path) -> None:
+    data = json.loads(invoke("runs", "--db", str(knob_db), "--json").stdout)
+    (run,) = data["runs"]
+    assert run["run_name"] == RUN and run["status"] == "interrupted"
+    assert run["duration_s"] > 0.5 and run["signal_samples"] >= 45 and run["actions"] >= 1
+    assert run["run_start_utc"].endswith("+00:00")
+    table = invoke("runs", "--db", str(knob_db))
+    assert table.exit_code == 0 and RUN in table.stdout and "interrupted" in table.stdout
+
+
+def test_status_json_shape(knob_db: Path) -> None:
+    result = invoke("status", RUN, "--db", str(knob_db), "--json")
+    doc = json.loads(result.stdout)
+    assert doc["schema"] == STATUS_SCHEMA == 1
+    assert doc["status"] == doc["stored_status"] == "interrupted" and doc["running"] is False
+    assert doc["lost_samples"] == 0 and doc["pending_samples"] == 0 and doc["errors"] == 0
+    assert doc["actions"] >= 1 and doc["last_error"] is None and doc["sessions"] == 1
+    signals, specs = doc["groups"]
+    assert (signals["kind"], specs["kind"]) == ("signal", "spec")
+    assert signals["target_rate_hz"] == pytest.approx(50)
+    assert signals["achieved_rate_hz"] == pytest.approx(50, rel=0.2)
+    assert 0 < signals["read_mean_s"] <= signals["read_max_s"]
+    assert doc["signal_samples"] == signals["samples"]
+    expected = {
+        "schema", "run_id", "run_name", "status", "stored_status", "running", "run_start_utc",
+        "ended_utc", "elapsed_s", "requested_duration_s", "heartbeat_utc", "heartbeat_age_s",
+        "stale_after_s", "signal_samples", "spec_samples", "missed_ticks", "actions", "errors",
+        "last_error", "lost_samples", "pending_samples", "sessions", "pid", "message", "groups",
+    }  # fmt: skip
+    assert set(doc) == expected, "the documented, versioned shape"
+    text = invoke("status", "--db", str(knob_db))  # most recent run by default
+    assert text.exit_code == 0 and "interrupted" in text.stdout and "signals" in text.stdout
+
+
+def test_watch_on_a_finished_run_prints_the_final_state_and_exits_0(knob_db: Path) -> None:
+    lines = invoke("status", "--db", str(knob_db), "--watch", "--json").stdout.splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["status"] == "interrupted"
+    text = invoke("status", RUN, "--db", str(knob_db), "--watch", "--interval", "0.1")
+    assert text.exit_code == 0 and "interrupted" in text.stdout
+
+
+def test_stale_running_row_is_crashed(knob_db: Path, tmp_path: Path) -> None:
+    db = tmp_path / "copy.db"
+    beat = time.time() - 3
+    with closing(sqlite3.connect(knob_db)) as src, closing(sqlite3.connect(db)) as dst:
+        src.backup(dst)
+        dst.execute(
+            "UPDATE runs SET status = 'running', stale_after_s = 0.5, heartbeat_epoch = ?,"
+            " end_dt_s = NULL, ended_utc = NULL",
+            (beat,),
+        )
+        dst.execute("UPDATE poll_groups SET samples_read = samples_read + 2")
+        dst.commit()
+    doc = json.loads(invoke("status", "--db", str(db), "--json").stdout)
+    assert doc["status"] == "crashed" and doc["stored_status"] == "running"
+    assert doc["heartbeat_age_s"] > 2.5 and doc["running"] is False
+    assert doc["lost_samples"] == 4, "read but never committed, counted as lost"
+    assert json.loads(invoke("runs", "--db", str(db), "--json").stdout)["runs"][0]["status"] == (
+        "crashed"
+    )
+    with closing(connect_readonly(db)) as conn:  # the same row, seen before it went stale
+        ref = resolve_run(conn, RUN)
+        fresh = run_status(conn, ref, now=beat + 0.1)
+    assert fresh["status"] == "running" and fresh["pending_samples"] == 4
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("status", "nope"), "unknown run 'nope'"),
+        (("status", "nope", "--watch"), "unknown run 'nope'"),
+        (("actions", "plot", "99", "-o", "x.png"), "has no action 99"),
+        (("actions", "plot", "0", "--run", "nope", "-o", "x.png"), "unknown run 'nope'"),
+    ],
+)
+def test_errors_are_one_line_exit_2(
+    knob_db: Path, tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    result = invoke(*args, "--db", str(knob_db))
+    assert result.exit_code == 2 and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("command", ["runs", "status"])
+def test_missing_database_is_exit_2(tmp_path: Path, command: str) -> None:
+    result = invoke(command, "--db", str(tmp_path / "none.db"))
+    assert result.exit_code == 2 and "database not found" in result.stderr
+    assert not (tmp_path / "none.db").exists()
+
+
+def test_actions_plot_writes_a_png(knob_db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "plots" / "bias.png"
+    result = invoke("actions", "plot", "0", "--run", RUN, "--db", str(knob_db), "-o", str(out))
+    assert result.exit_code == 0, result.stderr
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(data) > 20_000, "two axes of signal traces, not an empty canvas"
