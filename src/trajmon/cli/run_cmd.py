@@ -169,6 +169,12 @@ def run(
             "--stale-after-s", help="Heartbeat age after which the run counts as crashed."
         ),
     ] = 5.0,
+    read_timeout_s: Annotated[
+        float,
+        typer.Option(
+            "--read-timeout-s", help="Give up on an instrument read after this many seconds."
+        ),
+    ] = 2.0,
     config_path: ConfigPathOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress lines.")] = False,
     json_out: JsonOption = False,
@@ -182,7 +188,10 @@ def run(
     if resume is not None:
         with user_errors():
             resume_db = db or read_staged(path).db or Path("trajmon.db")
-        _resume(resume, resume_db, duration, sim, host, port, quiet=quiet, json_out=json_out)
+        with user_errors():
+            config = load_resume_config(resume_db, resume).updated(duration_s=duration)
+            source = _resume_source(config, sim, host, port, station, channels)
+        _record_and_exit(source, quiet=quiet, json_out=json_out, resume=True)
         return
     with user_errors():
         overrides = option_overrides(
@@ -204,7 +213,11 @@ def run(
             channels=channels,
         )
         plan = plan_run(
-            read_staged(path), overrides, duration_s=duration, stale_after_s=stale_after_s
+            read_staged(path),
+            overrides,
+            duration_s=duration,
+            stale_after_s=stale_after_s,
+            read_timeout_s=read_timeout_s,
         )
         assert plan.config.run_name is not None
         check_run_name_free(plan.config.db, plan.config.run_name)
@@ -237,23 +250,30 @@ def _check_source(sim: bool, host: str | None, port: int | None) -> None:
         fail("--host and --port go together")
 
 
-def _resume(
-    name: str,
-    db: Path,
-    duration: float | None,
+def _resume_source(
+    config: MonitorConfig,
     sim: bool,
     host: str | None,
     port: int | None,
-    *,
-    quiet: bool,
-    json_out: bool,
-) -> None:
-    """Continue a run with its stored configuration; only the duration and source are new."""
-    with user_errors():
-        config = load_resume_config(db, name).updated(duration_s=duration)
+    station: Path | None,
+    channels: Path | None,
+) -> EffectiveConfig:
+    """Where a resumed run's instruments come from: the options given, else what the run
+    was recorded from (a station file, or the simulator). Channels always stay the stored ones."""
+    if station is not None:
+        return EffectiveConfig(
+            config, "station", None, None, station, channels or config.channels_file
+        )
+    if sim or host is not None or port is not None:
         _check_source(sim, host, port)
-    source = EffectiveConfig(config, "sim" if sim else "tcp", host, port, None, None)
-    _record_and_exit(source, quiet=quiet, json_out=json_out, resume=True)
+        return EffectiveConfig(config, "sim" if sim else "tcp", host, port, None, None)
+    if config.source == "station" and config.station is not None:
+        return EffectiveConfig(config, "station", None, None, config.station, config.channels_file)
+    if config.source == "sim":
+        return EffectiveConfig(config, "sim", None, None, None, None)
+    raise ConfigError(
+        f"say where {config.run_name!r} records from: --host H --port P, --station FILE or --sim"
+    )
 
 
 def _record_and_exit(plan: EffectiveConfig, *, quiet: bool, json_out: bool, resume: bool) -> None:
