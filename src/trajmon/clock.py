@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 
 import anyio
 
-__all__ = ["Clock", "FakeClock", "SystemClock", "utc_iso"]
+__all__ = ["Clock", "FakeClock", "SystemClock", "ThreadClock", "utc_iso"]
 
 
 @runtime_checkable
@@ -33,11 +33,40 @@ class Clock(Protocol):
         ...
 
 
+@runtime_checkable
+class ThreadClock(Protocol):
+    """A clock whose last stretch of a wait can be slept on another thread.
+
+    asyncio's epoll wait rounds every timeout *up* to a whole millisecond and the event loop adds
+    its own latency, while ``time.sleep`` on a thread wakes within ~0.1 ms. A poller on such a
+    clock sleeps on the loop until ``handoff_s`` before a tick, then lets the instrument's worker
+    thread :meth:`block_until` the tick and take the read's start instant there. Simulated
+    clocks do not implement this; their pollers sleep on the loop all the way.
+    """
+
+    handoff_s: float
+
+    def monotonic(self) -> float: ...
+
+    def block_until(self, deadline: float) -> None:
+        """Block the calling (non-loop) thread until ``monotonic() >= deadline``."""
+        ...
+
+
 class SystemClock:
-    """The real clock: ``time.monotonic``/``time.time`` and anyio's sleep."""
+    """The real clock: ``time.monotonic``/``time.time``, anyio's sleep, and a thread handoff."""
+
+    #: More than the loop's worst usual wake-up latency (1 ms rounding + scheduling), so the
+    #: handed-off read is normally waiting on its thread before the tick is due.
+    handoff_s = 0.002
 
     def monotonic(self) -> float:
         return time.monotonic()
+
+    def block_until(self, deadline: float) -> None:
+        delay = deadline - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
 
     def wall(self) -> float:
         return time.time()

@@ -10,7 +10,9 @@ from __future__ import annotations
 import itertools
 import sqlite3
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +179,18 @@ def get_action(conn: sqlite3.Connection, run: RunRef, action_idx: int) -> dict[s
     return _action_dict(row, _channel_types(conn, run.run_id))
 
 
+def _decoding_changes_nothing(value_type: str, stored: Iterable[Any]) -> bool:
+    """Whether ``decode_value`` would return every one of these stored values unchanged: true
+    unless there are blobs (NaN, -0.0, big ints, arrays, tagged values), bools, or non-floats in a
+    float column. A REAL column normally yields only floats and NULLs, so it is used as read."""
+    types = set(map(type, stored))
+    if value_type == "float":
+        return types <= {float, type(None)}
+    if value_type == "bool":
+        return types <= {type(None)}
+    return bytes not in types
+
+
 def window_rows(
     conn: sqlite3.Connection, run: RunRef, kind: str, start_s: float, end_s: float
 ) -> list[dict[str, Any]]:
@@ -211,11 +225,20 @@ def window_rows(
                 f"SELECT sample_idx, dt_s, {cols} FROM {quote_ident(g['table_name'])}"
                 " WHERE sample_idx BETWEEN ? AND ? AND dt_s BETWEEN ? AND ? ORDER BY sample_idx"
             )
-            for r in conn.execute(query, (idx[0], idx[1], start_s, end_s)):
-                values = {
-                    c["label"]: decode_value(c["value_type"], r[i + 2]) for i, c in enumerate(chans)
-                }
-                rows.append({"sample_idx": r[0], "dt_s": r[1], "values": values})
+            cursor = conn.cursor()
+            cursor.row_factory = None  # plain tuples: a sqlite3.Row per row costs more than SQL
+            found = cursor.execute(query, (idx[0], idx[1], start_s, end_s)).fetchall()
+            types = [str(c["value_type"]) for c in chans]
+            if not all(
+                _decoding_changes_nothing(vtype, map(itemgetter(pos), found))
+                for pos, vtype in enumerate(types, start=2)
+            ):
+                found = [(r[0], r[1], *map(decode_value, types, r[2:])) for r in found]
+            labels = [str(c["label"]) for c in chans]
+            rows = [
+                {"sample_idx": r[0], "dt_s": r[1], "values": dict(zip(labels, r[2:], strict=True))}
+                for r in found
+            ]
         first, last = span[0], span[1]
         gaps = [
             (a["dt_s"], b["dt_s"])

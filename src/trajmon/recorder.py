@@ -87,9 +87,20 @@ class _EventTap:
         self.changed: anyio.Event | None = None
 
     async def send(self, item: Item) -> None:
+        if not self.send_nowait(item):
+            await self._sink.send(item)
+            self._seen(item)
+
+    def send_nowait(self, item: Item) -> bool:
+        """The pollers' fast path (:meth:`QueueSink.send_nowait`); False when the queue is full."""
+        if not self._sink.send_nowait(item):
+            return False
+        self._seen(item)
+        return True
+
+    def _seen(self, item: Item) -> None:
         if type(item) is ActionEvent:
             self._recent.append(item)
-        await self._sink.send(item)
         if self.changed is not None:
             self.changed.set()
             self.changed = None

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import anyio
 
 from .channels import Channel, PollGroup
+from .clock import ThreadClock
 
 __all__ = ["GroupReader", "InstrumentBusyError", "InstrumentWorker", "ReadFailure"]
 
@@ -49,6 +50,11 @@ def _resolve(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
         future.set_result(value)
     else:
         future.set_exception(value)
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 class InstrumentWorker:
@@ -101,14 +107,18 @@ class InstrumentWorker:
         loop = asyncio.get_running_loop()
         job = _Job(fn, loop, loop.create_future())
         self._jobs.put(job)
+        # One timer handle fails the future at the deadline; the thread's late answer then finds
+        # it done and is dropped (_resolve). Cheaper per call than a cancel scope plus a shield.
+        timer = None if timeout is None else loop.call_later(timeout, _expire, job.future)
         try:
-            if timeout is None:
-                return await asyncio.shield(job.future)
-            with anyio.fail_after(timeout):
-                return await asyncio.shield(job.future)
+            result: T = await job.future
+            return result
         except BaseException:
             job.abandoned = True
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the thread after its current call; safe to call twice."""
@@ -182,21 +192,60 @@ class GroupReader:
         )
 
     async def read(self) -> tuple[list[Any], list[ReadFailure]]:
+        return await self._read_all(None, self._timeout)
+
+    async def read_at(
+        self, due: float, clock: ThreadClock
+    ) -> tuple[list[Any], list[ReadFailure], float]:
+        """Read at ``due`` precisely: each instrument's thread waits out the last stretch itself
+        (``clock.block_until``) and notes when its read began.
+
+        Returns the values, the failures and the read's start instant — the earliest
+        instrument's, which becomes the sample's ``dt_s`` (see docs/trajectory_model.md). When
+        no instrument started (busy, or abandoned before it began) the start is the tick itself,
+        or now if the tick is already past. The timeout counts from the tick.
+        """
+        submitted = clock.monotonic()
+        starts: list[float] = []  # appended from the worker threads (list.append is atomic)
+
+        def at_due(fn: Callable[[], list[Any]]) -> Callable[[], list[Any]]:
+            def run() -> list[Any]:
+                clock.block_until(due)
+                starts.append(clock.monotonic())
+                return fn()
+
+            return run
+
+        timeout = None if self._timeout is None else self._timeout + max(0.0, due - submitted)
+        values, failures = await self._read_all(at_due, timeout)
+        return values, failures, min(starts, default=max(due, submitted))
+
+    async def _read_all(
+        self,
+        wrap: Callable[[Callable[[], list[Any]]], Callable[[], list[Any]]] | None,
+        timeout: float | None,
+    ) -> tuple[list[Any], list[ReadFailure]]:
         values: list[Any] = [None] * self.size
         failures: list[ReadFailure] = []
         if len(self._plans) == 1:
-            await self._read_one(self._plans[0], values, failures)
+            await self._read_one(self._plans[0], values, failures, wrap, timeout)
         else:
             async with anyio.create_task_group() as tg:
                 for plan in self._plans:
-                    tg.start_soon(self._read_one, plan, values, failures)
+                    tg.start_soon(self._read_one, plan, values, failures, wrap, timeout)
         return values, failures
 
     async def _read_one(
-        self, plan: _InstrumentPlan, values: list[Any], failures: list[ReadFailure]
+        self,
+        plan: _InstrumentPlan,
+        values: list[Any],
+        failures: list[ReadFailure],
+        wrap: Callable[[Callable[[], list[Any]]], Callable[[], list[Any]]] | None,
+        timeout: float | None,
     ) -> None:
         try:
-            results = await plan.worker.call(plan.fn, self._timeout)
+            fn = plan.fn if wrap is None else wrap(plan.fn)
+            results = await plan.worker.call(fn, timeout)
         except TimeoutError:
             message = f"no answer within {self._timeout} s"
             failures.extend(

@@ -9,13 +9,14 @@ which would hammer an instrument that is already slow.
 from __future__ import annotations
 
 import math
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import anyio
 
-from .clock import Clock
+from .clock import Clock, ThreadClock
 from .detection import ChangeDetector
-from .records import GroupStats, MonitorError, Sample
+from .records import ActionEvent, GroupStats, MonitorError, Sample
 from .sampling import ReadFailure
 
 __all__ = ["Poller", "SampleSink", "Schedule"]
@@ -54,6 +55,9 @@ class Schedule:
 
 
 class SampleSink(Protocol):
+    """Where samples go. A sink may also offer ``send_nowait(item) -> bool`` (False: full), which
+    the poller then uses first, so a sample costs a plain call when the queue has room."""
+
     async def send(self, item: Sample | MonitorError | Any) -> None: ...
 
 
@@ -61,11 +65,26 @@ class Reader(Protocol):
     async def read(self) -> tuple[list[Any], list[ReadFailure]]: ...
 
 
+@runtime_checkable
+class TimedReader(Protocol):
+    """A reader that can wait out the last stretch before a tick on the instrument's thread."""
+
+    async def read_at(
+        self, due: float, clock: ThreadClock
+    ) -> tuple[list[Any], list[ReadFailure], float]: ...
+
+
 class Poller:
     """One task per poll group: sleep to the next due tick, read, detect, enqueue.
 
     Stopping is cooperative: :meth:`stop` only interrupts the *sleep*. A read already under way
     finishes and its sample is enqueued, so every request an instrument answered is recorded.
+
+    On a :class:`~trajmon.clock.ThreadClock` with a :class:`TimedReader` the poller sleeps on
+    the loop only until ``handoff_s`` before each tick and hands the read over early: the
+    instrument's thread sleeps to the tick with ``time.sleep`` precision and takes the start
+    instant there (a read handed over counts as under way). Elsewhere — simulated clocks, other
+    readers — it sleeps on the loop until the tick and takes the start instant itself.
     """
 
     def __init__(
@@ -90,6 +109,10 @@ class Poller:
         self._detector = detector
         self._stopping = False
         self._sleep_scope: anyio.CancelScope | None = None
+        self._send_nowait: Callable[[Any], bool] | None = getattr(sink, "send_nowait", None)
+        self._handoff: tuple[TimedReader, ThreadClock] | None = None
+        if isinstance(clock, ThreadClock) and isinstance(reader, TimedReader):
+            self._handoff = (reader, clock)
 
     def stop(self) -> None:
         self._stopping = True
@@ -98,21 +121,23 @@ class Poller:
 
     async def run(self) -> None:
         schedule, clock, stats = self._schedule, self._clock, self.stats
-        t0 = schedule.t0
+        t0, handoff = schedule.t0, self._handoff
+        lead = 0.0 if handoff is None else handoff[1].handoff_s
         while not self._stopping:
-            if self._end_at is not None and schedule.due >= self._end_at - _EPS:
+            due = schedule.due
+            if self._end_at is not None and due >= self._end_at - _EPS:
                 return
-            with anyio.CancelScope() as scope:
-                self._sleep_scope = scope
-                await clock.sleep_until(schedule.due)
-            self._sleep_scope = None
+            await self._sleep_until(due - lead)
             if self._stopping:
                 return
             start = clock.monotonic()
             if self._end_at is not None and start >= self._end_at:
                 return
+            if handoff is None:
+                values, failures = await self._reader.read()
+            else:
+                values, failures, start = await handoff[0].read_at(due, handoff[1])
             skipped, lateness = schedule.begin(start)
-            values, failures = await self._reader.read()
             read_s = clock.monotonic() - start
             sample = Sample(stats.group_id, self._next_idx, start - t0, read_s, values)
             self._next_idx += 1
@@ -123,21 +148,38 @@ class Poller:
             stats.lateness_max_s = max(stats.lateness_max_s, lateness)
             stats.last_dt_s = sample.dt_s
             stats.last_values = values
-            # Once read, a sample is delivered even if the run is being cancelled around us.
+            if failures:
+                stats.failed_reads += 1
+            events = () if self._detector is None else self._detector.feed(sample)
             try:
-                with anyio.CancelScope(shield=True):
-                    await self._deliver(sample, failures)
+                if failures or events or not self._send_now(sample):
+                    # Once read, a sample is delivered even if the run is being cancelled.
+                    with anyio.CancelScope(shield=True):
+                        await self._deliver(sample, failures, events)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 return  # the writer is gone (storage failure); the recorder reports it
 
-    async def _deliver(self, sample: Sample, failures: list[ReadFailure]) -> None:
+    async def _sleep_until(self, deadline: float) -> None:
+        """Sleep, interruptibly by :meth:`stop`; the scope is only paid for when sleeping."""
+        if deadline <= self._clock.monotonic():
+            await self._clock.sleep_until(deadline)  # only a checkpoint
+            return
+        with anyio.CancelScope() as scope:
+            self._sleep_scope = scope
+            await self._clock.sleep_until(deadline)
+        self._sleep_scope = None
+
+    def _send_now(self, sample: Sample) -> bool:
+        """The common case — a clean sample, room in the queue — without a coroutine."""
+        return self._send_nowait is not None and self._send_nowait(sample)
+
+    async def _deliver(
+        self, sample: Sample, failures: list[ReadFailure], events: Sequence[ActionEvent]
+    ) -> None:
         await self._sink.send(sample)
-        if failures:
-            self.stats.failed_reads += 1
-            for f in failures:
-                await self._sink.send(
-                    MonitorError(sample.dt_s, f.channel, f.instrument, f.error_type, f.message)
-                )
-        if self._detector is not None:
-            for event in self._detector.feed(sample):
-                await self._sink.send(event)
+        for f in failures:
+            await self._sink.send(
+                MonitorError(sample.dt_s, f.channel, f.instrument, f.error_type, f.message)
+            )
+        for event in events:
+            await self._sink.send(event)

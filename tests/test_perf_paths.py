@@ -1,0 +1,278 @@
+"""Fast paths added for performance (docs/performance.md) keep the exact behaviour of the slow ones.
+
+- the writer's whole-row float fast path still stores NaN, -0.0, numpy scalars and junk exactly as
+  the per-value encoders do;
+- ``queries.window_rows`` (plain tuples, decoding only where needed) returns what the previous
+  per-value implementation returned, blobs and bools included;
+- the poller's handoff to a thread clock keeps ``dt_s`` = the instant the read began, and the
+  instrument worker's timer-based timeout still abandons a late call.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import sqlite3
+import struct
+import threading
+import time
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import anyio
+import numpy as np
+import pytest
+
+from trajmon.channels import Channel, PollGroup, decode_value
+from trajmon.clock import FakeClock, SystemClock, ThreadClock
+from trajmon.config import MonitorConfig
+from trajmon.queries import RunRef, connect_readonly, window_rows
+from trajmon.records import GroupStats, Sample
+from trajmon.runstore import NewRun, create_run
+from trajmon.sampling import InstrumentWorker, ReadFailure
+from trajmon.scheduling import Poller, Schedule
+from trajmon.schema import migrate, quote_ident
+from trajmon.writer import QueueSink, Writer, open_connection
+
+FLOATS = PollGroup(
+    "signals",
+    "signal",
+    0.1,
+    (
+        Channel("a", "signal", "i.a", "i", "signals", "V", "float"),
+        Channel("b", "signal", "i.b", "i", "signals", "V", "float"),
+    ),
+)
+MIXED = PollGroup(
+    "specs",
+    "spec",
+    0.1,
+    (
+        Channel("f", "spec", "i.f", "i", "specs", "", "float"),
+        Channel("n", "spec", "i.n", "i", "specs", "", "int"),
+        Channel("on", "spec", "i.on", "i", "specs", "", "bool"),
+        Channel("s", "spec", "i.s", "i", "specs", "", "str"),
+        Channel("x", "spec", "i.x", "i", "specs", "", "any"),
+    ),
+)
+
+
+async def _write(db: Path, samples: list[Sample]) -> None:
+    """Push ``samples`` through the real queue + writer and drain."""
+    clock = FakeClock()
+    cfg = MonitorConfig(run_name="p", db=db, rotate_entries=4)
+    with closing(sqlite3.connect(db)) as setup:
+        migrate(setup)
+    conn = await open_connection(db)
+    try:
+        target = await create_run(
+            conn, NewRun("p", clock.wall(), clock.monotonic(), cfg, [FLOATS, MIXED], None)
+        )
+        send, receive = anyio.create_memory_object_stream[Any](100)
+        writer = Writer(conn, target, receive, clock=clock, commit_interval_s=0.25, commit_rows=7)
+        sink = QueueSink(send, writer, wake_at=7)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer.run)
+            for s in samples:
+                await sink.send(s)
+                target.stats[s.group_id].samples_read += 1
+            sink.close()
+    finally:
+        await conn.close()
+
+
+def _bits(value: Any) -> Any:
+    return struct.pack(">d", value) if isinstance(value, float) else value
+
+
+async def test_float_rows_store_special_values_exactly(tmp_path: Path) -> None:
+    db = tmp_path / "p.db"
+    rows = [
+        [1.5, 2.5],  # the fast path
+        [math.nan, 2.5],
+        [-0.0, 2.5],
+        [0.0, 2.5],
+        [np.float64(0.25), 2.5],
+        [np.float32(0.5), 2.5],
+        [None, 2.5],
+        [3, 2.5],
+        [math.inf, -math.inf],
+    ]
+    await _write(db, [Sample(0, i, i * 0.1, 0.0, v) for i, v in enumerate(rows)])
+    await _write(tmp_path / "junk.db", [Sample(0, 0, 0.0, 0.0, ["junk", 1.0])])
+    with closing(sqlite3.connect(db)) as conn:
+        stored = conn.execute('SELECT a, b FROM "p/signals" ORDER BY sample_idx').fetchall()
+    got = [[decode_value("float", v) for v in row] for row in stored]
+    want = [[None if v is None else float(v) for v in row] for row in rows]
+    assert [[_bits(v) for v in row] for row in got] == [[_bits(v) for v in row] for row in want]
+    assert math.copysign(1.0, got[2][0]) == -1.0 and math.copysign(1.0, got[3][0]) == 1.0
+    with closing(sqlite3.connect(tmp_path / "junk.db")) as conn:
+        assert conn.execute('SELECT a, b FROM "p/signals"').fetchone() == (None, 1.0)
+        assert conn.execute("SELECT error_type FROM monitor_errors").fetchone() == ("bad_value",)
+
+
+def _reference_window_rows(
+    conn: sqlite3.Connection, run: RunRef, kind: str, start_s: float, end_s: float
+) -> list[list[dict[str, Any]]]:
+    """The rows of the previous window_rows: one decode_value per value, via sqlite3.Row."""
+    out = []
+    groups = conn.execute(
+        "SELECT group_id, table_name FROM poll_groups WHERE run_id = ? AND kind = ?"
+        " ORDER BY group_id",
+        (run.run_id, kind),
+    ).fetchall()
+    for gid, table in groups:
+        chans = conn.execute(
+            "SELECT label, value_type FROM channels WHERE run_id = ? AND group_id = ?"
+            " ORDER BY position",
+            (run.run_id, gid),
+        ).fetchall()
+        cols = ", ".join(quote_ident(c["label"]) for c in chans)
+        query = (
+            f"SELECT sample_idx, dt_s, {cols} FROM {quote_ident(table)}"
+            " WHERE dt_s BETWEEN ? AND ? ORDER BY sample_idx"
+        )
+        out.append(
+            [
+                {
+                    "sample_idx": r[0],
+                    "dt_s": r[1],
+                    "values": {
+                        c["label"]: decode_value(c["value_type"], r[i + 2])
+                        for i, c in enumerate(chans)
+                    },
+                }
+                for r in conn.execute(query, (start_s, end_s))
+            ]
+        )
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return type(a) is type(b) and bool(np.array_equal(a, b))
+    if isinstance(a, float) and isinstance(b, float):
+        return _bits(a) == _bits(b)
+    return type(a) is type(b) and a == b
+
+
+async def test_window_rows_match_the_per_value_decoding(tmp_path: Path) -> None:
+    db = tmp_path / "p.db"
+    mixed = [
+        [1.5, 3, True, "x", 1.5],
+        [math.nan, None, False, None, True],
+        [-0.0, 2**70, None, "", b"raw"],
+        [None, -4, True, "y", np.arange(3.0)],
+        [2.0, 7, False, "z", 2**65],
+    ]
+    samples = [Sample(0, i, i * 0.1, 0.0, [i + 0.5, -(i + 0.25)]) for i in range(20)]
+    samples += [Sample(1, i, i * 0.1, 0.0, v) for i, v in enumerate(mixed)]
+    samples.append(Sample(0, 20, 2.0, 0.0, [math.nan, -0.0]))
+    await _write(db, samples)
+    with closing(connect_readonly(db)) as conn:
+        run = RunRef(1, "p")
+        for kind, (lo, hi) in itertools.product(
+            ("signal", "spec"), [(0.0, 10.0), (0.25, 0.75), (5.0, 6.0)]
+        ):
+            got = [g["rows"] for g in window_rows(conn, run, kind, lo, hi)]
+            want = _reference_window_rows(conn, run, kind, lo, hi)
+            assert len(got) == len(want)
+            for rows_got, rows_want in zip(got, want, strict=True):
+                assert [(r["sample_idx"], r["dt_s"]) for r in rows_got] == [
+                    (r["sample_idx"], r["dt_s"]) for r in rows_want
+                ]
+                for r_got, r_want in zip(rows_got, rows_want, strict=True):
+                    assert list(r_got["values"]) == list(r_want["values"])
+                    for label, value in r_want["values"].items():
+                        assert _same(r_got["values"][label], value), (label, value)
+
+
+class _HandoffClock(FakeClock):
+    """A simulated :class:`ThreadClock`: the thread-side wait jumps time to the deadline."""
+
+    handoff_s = 0.0625
+
+    def block_until(self, deadline: float) -> None:
+        if deadline > self.monotonic():
+            self.jump(deadline - self.monotonic())
+
+
+class _TimedReader:
+    """Starts each read ``late`` after the tick, on the 'thread' (here: the clock)."""
+
+    def __init__(self, late: float) -> None:
+        self.late = late
+        self.handed_at: list[float] = []
+
+    async def read(self) -> tuple[list[Any], list[ReadFailure]]:
+        raise AssertionError("a poller on a thread clock hands its reads over")
+
+    async def read_at(
+        self, due: float, clock: ThreadClock
+    ) -> tuple[list[Any], list[ReadFailure], float]:
+        self.handed_at.append(clock.monotonic())
+        clock.block_until(due + self.late)
+        return [1.0], [], clock.monotonic()
+
+
+async def test_handoff_keeps_dt_s_as_the_instant_the_read_began() -> None:
+    clock = _HandoffClock(start=1000.0)
+    assert isinstance(clock, ThreadClock) and isinstance(SystemClock(), ThreadClock)
+    assert not isinstance(FakeClock(), ThreadClock)
+    items: list[Any] = []
+
+    class Sink:
+        async def send(self, item: Any) -> None:
+            items.append(item)
+
+    reader = _TimedReader(late=0.125)
+    stats = GroupStats(0, "signals", 0.25)
+    poller = Poller(
+        stats, reader, Sink(), clock=clock, schedule=Schedule(1000.0, 0.25), end_at=1001.0
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(poller.run)
+        while clock.sleepers == 0:
+            await anyio.lowlevel.checkpoint()
+        await clock.advance(2.0)
+    # Handed over handoff_s before each tick (tick 0 at once); each read began 0.125 s late,
+    # and that start — not the hand-over — is the sample's dt_s and the schedule's instant.
+    assert reader.handed_at == [1000.0, 1000.1875, 1000.4375, 1000.6875]
+    assert [s.dt_s for s in items] == [0.125, 0.375, 0.625, 0.875]
+    assert stats.missed_ticks == 0
+    assert stats.lateness_max_s == 0.125
+
+
+async def test_group_reader_timer_timeout_abandons_the_call() -> None:
+    worker = InstrumentWorker("slow")
+    release = threading.Event()
+    try:
+        with pytest.raises(TimeoutError):
+            await worker.call(lambda: release.wait(5.0), timeout=0.05)
+        release.set()
+        assert await worker.call(lambda: 42, timeout=5.0) == 42
+    finally:
+        release.set()
+        worker.close()
+
+
+async def test_timed_read_on_the_worker_thread_reports_its_start() -> None:
+    from trajmon.sampling import GroupReader
+
+    class Param:
+        def get(self) -> float:
+            return 2.5
+
+    channel = Channel("a", "signal", "i.a", "i", "signals", "V", "float", parameter=Param())
+    group = PollGroup("signals", "signal", 0.01, (channel,))
+    worker = InstrumentWorker("i")
+    clock = SystemClock()
+    try:
+        reader = GroupReader(group, {"i": object()}, {"i": worker}, read_timeout_s=5.0)
+        due = clock.monotonic() + 0.02
+        values, failures, start = await reader.read_at(due, clock)
+        assert (values, failures) == ([2.5], [])
+        assert due <= start <= time.monotonic()
+    finally:
+        worker.close()
