@@ -254,3 +254,17 @@ def test_progress_bar_only_for_long_exports_on_a_terminal(
         if advance is not None:
             advance(500_000)
     assert ("exporting big" in err.getvalue()) == terminal
+
+
+def test_parquet_int_column_beyond_int64_becomes_null(tmp_path: Path) -> None:
+    """The C-speed int64 conversion falls back to per-value checks only when it must."""
+    from trajmon.export_sinks import Column, ParquetSink
+
+    path = tmp_path / "ints.parquet"
+    sink = ParquetSink(path, [Column("n", "int"), Column("x", "float")], {})
+    sink.write([[1, 2**64 + 3, -(2**63)], [0.5, 1.5, 2.5]])
+    sink.write([[7, 8, 9], [1.0, 2.0, 3.0]])
+    sink.close()
+    table = pq.read_table(path)
+    assert table.column("n").to_pylist() == [1, None, -(2**63), 7, 8, 9]
+    assert table.column("x").to_pylist() == [0.5, 1.5, 2.5, 1.0, 2.0, 3.0]

@@ -132,12 +132,16 @@ def _decode_column(vtype: str, values: list[Any]) -> list[Any]:
     """:func:`decode_value` over a column; typed columns only hold a blob for the rare value
     their SQLite type cannot represent (NaN, -0.0, huge ints), so only those are decoded."""
     if vtype in ("float", "int", "str"):
+        if bytes not in map(type, values):  # the common case, checked at C speed
+            return values
         return [decode_value(vtype, v) if type(v) is bytes else v for v in values]
     return [decode_value(vtype, v) for v in values]
 
 
 def _columns_of(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
-    return [list(col) for col in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+    # Columns stay the tuples zip() builds in C; sinks only iterate them.
+    columns: list[Any] = list(zip(*rows, strict=True)) if rows else [[] for _ in range(width)]
+    return columns
 
 
 class _Exporter:

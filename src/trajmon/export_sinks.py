@@ -146,12 +146,17 @@ class ParquetSink(_FileSink):
 
     def write(self, columns: list[list[Any]]) -> None:
         arrays = []
+        pa = self._pa
         for kind, values, f in zip(self._kinds, columns, self._schema, strict=True):
             if kind == "int":
-                values = [v if _fits_int64(v) else None for v in values]
+                try:  # every value fits int64 unless a huge int was stored: convert in C
+                    arrays.append(pa.array(values, type=f.type))
+                    continue
+                except (OverflowError, pa.ArrowInvalid):
+                    values = [v if _fits_int64(v) else None for v in values]
             elif kind == "text":
                 values = [text_value(v) for v in values]
-            arrays.append(self._pa.array(values, type=f.type))
+            arrays.append(pa.array(values, type=f.type))
         self._writer.write_table(self._pa.Table.from_arrays(arrays, schema=self._schema))
 
     def close(self) -> None:
