@@ -235,3 +235,20 @@ async def test_multi_instrument_groups_keep_the_loop_path() -> None:
     finally:
         for w in workers.values():
             w.close()
+
+
+async def test_a_failing_tick_ends_its_group_not_the_instrument_thread(
+    worker: InstrumentWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trajmon.threaded import ThreadedGroup
+
+    clock, sink = SystemClock(), Sink()
+
+    def broken(self: ThreadedGroup, *args: Any) -> None:
+        raise ZeroDivisionError("bug")
+
+    monkeypatch.setattr(ThreadedGroup, "_emit", broken)
+    p = poller(group("a", lambda: 1.0, 0.01), 0, worker, sink, clock)
+    with anyio.fail_after(10), pytest.raises(ZeroDivisionError):
+        await p.run()
+    assert await worker.call(lambda: 42, timeout=5.0) == 42, "the thread still serves calls"

@@ -119,7 +119,10 @@ class InstrumentWorker:
         while (job := self._next()) is not None:
             if not isinstance(job, _Job):
                 assert isinstance(job, ThreadedGroup)
-                job.tick()
+                try:
+                    job.tick()
+                except Exception as exc:  # a bug must end that group, not the instrument thread
+                    job.fail(exc)
                 continue
             if job.abandoned:
                 continue

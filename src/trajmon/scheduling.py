@@ -183,6 +183,8 @@ class Poller:
                         return  # the writer is gone (storage failure); the recorder reports it
                     group.done_with(len(items))
                 elif group.done:
+                    if group.error is not None:
+                        raise group.error
                     return
         finally:
             worker.detach(group)

@@ -88,6 +88,7 @@ class ThreadedGroup:
         self.worker = worker
         self.ready = asyncio.Event()
         self.done = False
+        self.error: Exception | None = None
         self._next_idx = next_sample_idx
         self._end_at = end_at
         self._read = read
@@ -192,6 +193,14 @@ class ThreadedGroup:
     def _finish(self) -> None:
         self.done = True
         self._notify()
+
+    def fail(self, error: Exception) -> None:
+        """The tick itself raised (a bug, not a failed read): end the group; its poller drains
+        what was queued and re-raises ``error`` on the loop."""
+        with self._lock:
+            self.error = error
+            self._inflight = None
+            self._finish()
 
     def _notify(self) -> None:
         if not self._notified:
