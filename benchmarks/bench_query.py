@@ -1,7 +1,7 @@
 """Reading a long run: action window query (11) and Parquet export (12) on 10M signal samples.
 
 Both use the fixture of :mod:`benchmarks.fixture` (built once per invocation, in its own
-process). The window query goes through ``trajmon.queries.window_rows`` — what ``trajmon
+process). The window query goes through ``trajmon.queries.window_columns`` — what ``trajmon
 actions show`` runs — and is compared with the same window selected by ``dt_s`` alone, which
 SQLite can only answer with a full scan. The export goes through ``trajmon.export.export_run``
 and is compared with a plain sqlite3 read of the same rows; its peak RSS is this process's.
@@ -19,7 +19,7 @@ from benchmarks.baselines import bare_sqlite_read
 from benchmarks.common import Ctx, peak_rss_mb
 from benchmarks.fixture import RUN, SIGNALS, SPECS, ensure_fixture
 from benchmarks.report import Baseline, Condition, Result, not_measured
-from trajmon.queries import connect_readonly, resolve_run, window_rows
+from trajmon.queries import connect_readonly, resolve_run, window_columns
 from trajmon.schema import quote_ident
 
 __all__ = ["export", "window_query"]
@@ -42,9 +42,9 @@ def window_query(ctx: Ctx) -> list[dict[str, Any]]:
         times, got = [], 0
         for start, end in picks:
             t = time.perf_counter()
-            result = window_rows(conn, ref, "signal", start, end)
+            result = window_columns(conn, ref, "signal", start, end)
             times.append(time.perf_counter() - t)
-            got += len(result[0]["rows"])
+            got += len(result[0]["dt_s"])
         cols = ", ".join(quote_ident(c.label) for c in SIGNALS.channels)
         scan_sql = (
             f"SELECT sample_idx, dt_s, {cols} FROM {quote_ident(RUN + '/signals')}"
@@ -74,7 +74,7 @@ def window_query(ctx: Ctx) -> list[dict[str, Any]]:
                 "windows": len(picks),
                 "rows_per_window": got / max(1, len(picks)),
                 "p90_ms": sorted(times)[int(0.9 * (len(times) - 1))] * 1e3,
-                "query": "trajmon.queries.window_rows(conn, run, 'signal', t-2.5, t+2.5)",
+                "query": "trajmon.queries.window_columns(conn, run, 'signal', t-2.5, t+2.5)",
             },
         ).to_json()
     ]

@@ -49,7 +49,7 @@ def _fixture(work: Path) -> Path:
 
 
 def _window(work: Path) -> Callable[[], None]:
-    from trajmon.queries import connect_readonly, resolve_run, window_rows
+    from trajmon.queries import connect_readonly, resolve_run, window_columns
 
     conn = connect_readonly(_fixture(work))
     ref = resolve_run(conn, "big")
@@ -58,7 +58,7 @@ def _window(work: Path) -> Callable[[], None]:
 
     def run() -> None:
         for start, end in picks:
-            window_rows(conn, ref, "signal", start, end)
+            window_columns(conn, ref, "signal", start, end)
 
     return run
 

@@ -3,7 +3,8 @@
 - the writer's whole-row float fast path still stores NaN, -0.0, numpy scalars and junk exactly as
   the per-value encoders do;
 - ``queries.window_rows`` (plain tuples, decoding only where needed) returns what the previous
-  per-value implementation returned, blobs and bools included;
+  per-value implementation returned, blobs and bools included, and ``queries.window_columns``
+  holds the same values column-wise;
 - the poller's handoff to a thread clock keeps ``dt_s`` = the instant the read began, and the
   instrument worker's timer-based timeout still abandons a late call.
 """
@@ -27,7 +28,7 @@ import pytest
 from trajmon.channels import Channel, PollGroup, decode_value
 from trajmon.clock import FakeClock, SystemClock, ThreadClock
 from trajmon.config import MonitorConfig
-from trajmon.queries import RunRef, connect_readonly, window_rows
+from trajmon.queries import RunRef, connect_readonly, rows_of, window_columns, window_rows
 from trajmon.records import GroupStats, Sample
 from trajmon.runstore import NewRun, create_run
 from trajmon.sampling import InstrumentWorker, ReadFailure
@@ -186,6 +187,15 @@ async def test_window_rows_match_the_per_value_decoding(tmp_path: Path) -> None:
                     assert list(r_got["values"]) == list(r_want["values"])
                     for label, value in r_want["values"].items():
                         assert _same(r_got["values"][label], value), (label, value)
+            columnar = window_columns(conn, run, kind, lo, hi)
+            for g_col, rows_want in zip(columnar, want, strict=True):
+                assert g_col["dt_s"] == [r["dt_s"] for r in rows_want]
+                assert g_col["sample_idx"] == [r["sample_idx"] for r in rows_want]
+                for label, column in g_col["columns"].items():
+                    assert len(column) == len(rows_want)
+                    for v, r in zip(column, rows_want, strict=True):
+                        assert _same(v, r["values"][label]), (label, v)
+                assert len(rows_of(g_col)) == len(rows_want)
 
 
 class _HandoffClock(FakeClock):
@@ -276,3 +286,20 @@ async def test_timed_read_on_the_worker_thread_reports_its_start() -> None:
         assert due <= start <= time.monotonic()
     finally:
         worker.close()
+
+
+async def test_window_columns_report_gaps_and_coverage(tmp_path: Path) -> None:
+    """Gaps (> 2 intervals between consecutive samples) come from the ``dt_s`` column."""
+    db = tmp_path / "g.db"
+    times = [0.0, 0.1, 0.2, 0.7, 0.8, 0.9, 1.0]  # one 0.5 s hole at a 0.1 s interval
+    await _write(db, [Sample(0, i, t, 0.0, [t, -t]) for i, t in enumerate(times)])
+    with closing(connect_readonly(db)) as conn:
+        run = RunRef(1, "p")
+        (hole,) = window_columns(conn, run, "signal", 0.0, 1.0)
+        assert hole["gaps"] == [{"from_s": 0.2, "to_s": 0.7}] and not hole["complete"]
+        assert hole["sample_idx"] == list(range(7)) and hole["columns"]["b"][3] == -0.7
+        (whole,) = window_columns(conn, run, "signal", 0.7, 1.0)
+        assert whole["gaps"] == [] and whole["complete"] and whole["dt_s"] == times[3:]
+        (empty,) = window_columns(conn, run, "signal", 5.0, 6.0)
+        assert empty["dt_s"] == [] and empty["columns"] == {"a": [], "b": []}
+        assert rows_of(empty) == [] and not empty["complete"]

@@ -59,6 +59,9 @@ class SystemClock:
     #: More than the loop's worst usual wake-up latency (1 ms rounding + scheduling), so the
     #: handed-off read is normally waiting on its thread before the tick is due.
     handoff_s = 0.002
+    #: Single-instrument poll groups run their schedule on the instrument's thread
+    #: (:mod:`trajmon.threaded`); simulated clocks leave this unset and keep the loop-driven path.
+    thread_schedules = True
 
     def monotonic(self) -> float:
         return time.monotonic()

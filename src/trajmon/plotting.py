@@ -42,21 +42,21 @@ def plot_action_window(
     spec_unit: str = "",
     dpi: int = 110,
 ) -> int:
-    """Draw every numeric signal channel of ``groups`` (from :func:`queries.window_rows`) against
-    ``dt_s``, one axis per channel, with the action instant marked; returns the axes count."""
+    """Draw every numeric signal channel of ``groups`` (from :func:`queries.window_columns`)
+    against ``dt_s``, one axis per channel, with the action instant marked; returns the axes
+    count."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import EngFormatter
 
     series: list[tuple[str, str, list[float], list[float]]] = []
     for g in groups:
+        xs = [float(t) for t in g["dt_s"]]
         for ch in g["channels"]:
-            xs: list[float] = []
-            ys: list[float] = []
-            for r in g["rows"]:
-                y = plottable(r["values"].get(ch["label"]))
-                xs.append(float(r["dt_s"]))
-                ys.append(math.nan if y is None else y)  # a gap stays a gap
+            ys = [
+                math.nan if y is None else y  # a gap stays a gap
+                for y in map(plottable, g["columns"].get(ch["label"], [None] * len(xs)))
+            ]
             if any(not math.isnan(y) for y in ys) or not ys:
                 series.append((ch["label"], ch["unit"], xs, ys))
     n = max(len(series), 1)

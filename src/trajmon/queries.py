@@ -7,14 +7,13 @@ time, from the dense sample tables; the segments index narrows the scan to a few
 
 from __future__ import annotations
 
-import itertools
 import sqlite3
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .channels import decode_value
 from .schema import quote_ident
@@ -28,6 +27,8 @@ __all__ = [
     "list_actions",
     "list_runs",
     "resolve_run",
+    "rows_of",
+    "window_columns",
     "window_rows",
 ]
 
@@ -179,7 +180,7 @@ def get_action(conn: sqlite3.Connection, run: RunRef, action_idx: int) -> dict[s
     return _action_dict(row, _channel_types(conn, run.run_id))
 
 
-def _decoding_changes_nothing(value_type: str, stored: Iterable[Any]) -> bool:
+def _decoding_changes_nothing(value_type: str, stored: list[Any]) -> bool:
     """Whether ``decode_value`` would return every one of these stored values unchanged: true
     unless there are blobs (NaN, -0.0, big ints, arrays, tagged values), bools, or non-floats in a
     float column. A REAL column normally yields only floats and NULLs, so it is used as read."""
@@ -191,10 +192,53 @@ def _decoding_changes_nothing(value_type: str, stored: Iterable[Any]) -> bool:
     return bytes not in types
 
 
-def window_rows(
+def _fetch_window(
+    conn: sqlite3.Connection,
+    table: str,
+    chans: list[tuple[str, str]],
+    idx_range: tuple[int, int],
+    dt_range: tuple[float, float],
+) -> tuple[list[Any], list[Any], list[list[Any]]]:
+    """``sample_idx``, ``dt_s`` and the decoded value columns of the rows of ``table`` (channels
+    as (label, value_type)) in both ranges, ordered by ``sample_idx``: one query returning plain
+    tuples, transposed in C, and decoded only in the columns where decoding changes anything."""
+    cursor = conn.cursor()
+    cursor.row_factory = None  # plain tuples: a sqlite3.Row per row costs more than SQL
+    cols = "".join(f", {quote_ident(label)}" for label, _ in chans)
+    found = cursor.execute(
+        f"SELECT sample_idx, dt_s{cols} FROM {quote_ident(table)}"
+        " WHERE sample_idx BETWEEN ? AND ? AND dt_s BETWEEN ? AND ? ORDER BY sample_idx",
+        (*idx_range, *dt_range),
+    ).fetchall()
+    if not found:
+        return [], [], [[] for _ in chans]
+    sample_idx, dts, *values = (list(col) for col in zip(*found, strict=True))
+    for pos, (_, vtype) in enumerate(chans):
+        if not _decoding_changes_nothing(vtype, values[pos]):
+            values[pos] = [decode_value(vtype, v) for v in values[pos]]
+    return sample_idx, dts, values
+
+
+def _gaps(dts: list[Any], limit: float) -> list[tuple[float, float]]:
+    """Consecutive samples further apart than ``limit``; vectorised, as a window has thousands."""
+    if len(dts) < 2:
+        return []
+    t = np.asarray(dts, dtype=np.float64)
+    where = np.flatnonzero(np.diff(t) > limit)
+    return [(dts[i], dts[i + 1]) for i in where.tolist()]
+
+
+def window_columns(
     conn: sqlite3.Connection, run: RunRef, kind: str, start_s: float, end_s: float
 ) -> list[dict[str, Any]]:
-    """Samples of every ``kind`` group with ``start_s <= dt_s <= end_s``, plus coverage."""
+    """Samples of every ``kind`` group with ``start_s <= dt_s <= end_s``, column-wise, plus
+    coverage.
+
+    Each group carries ``sample_idx`` and ``dt_s`` lists and ``columns`` (label → list of
+    decoded values, in channel order), all of equal length. Columns rather than one dict per
+    row because building ~5 000 row dicts per window cost as much as the SQL itself; the table,
+    the plot and the benchmark read columns, and :func:`window_rows` builds rows from these
+    only where the row shape is the contract (``actions show --json``)."""
     groups = conn.execute(
         "SELECT group_id, name, interval_s, table_name FROM poll_groups"
         " WHERE run_id = ? AND kind = ? ORDER BY group_id",
@@ -218,33 +262,20 @@ def window_rows(
             " AND last_dt_s >= ? AND first_dt_s <= ?",
             (run.run_id, gid, start_s, end_s),
         ).fetchone()
-        rows: list[dict[str, Any]] = []
+        labels = [str(c["label"]) for c in chans]
+        sample_idx: list[Any] = []
+        dts: list[Any] = []
+        values: list[list[Any]] = [[] for _ in labels]
         if idx[0] is not None:
-            cols = ", ".join(quote_ident(c["label"]) for c in chans)
-            query = (
-                f"SELECT sample_idx, dt_s, {cols} FROM {quote_ident(g['table_name'])}"
-                " WHERE sample_idx BETWEEN ? AND ? AND dt_s BETWEEN ? AND ? ORDER BY sample_idx"
+            sample_idx, dts, values = _fetch_window(
+                conn,
+                str(g["table_name"]),
+                [(str(c["label"]), str(c["value_type"])) for c in chans],
+                (idx[0], idx[1]),
+                (start_s, end_s),
             )
-            cursor = conn.cursor()
-            cursor.row_factory = None  # plain tuples: a sqlite3.Row per row costs more than SQL
-            found = cursor.execute(query, (idx[0], idx[1], start_s, end_s)).fetchall()
-            types = [str(c["value_type"]) for c in chans]
-            if not all(
-                _decoding_changes_nothing(vtype, map(itemgetter(pos), found))
-                for pos, vtype in enumerate(types, start=2)
-            ):
-                found = [(r[0], r[1], *map(decode_value, types, r[2:])) for r in found]
-            labels = [str(c["label"]) for c in chans]
-            rows = [
-                {"sample_idx": r[0], "dt_s": r[1], "values": dict(zip(labels, r[2:], strict=True))}
-                for r in found
-            ]
         first, last = span[0], span[1]
-        gaps = [
-            (a["dt_s"], b["dt_s"])
-            for a, b in itertools.pairwise(rows)
-            if b["dt_s"] - a["dt_s"] > 2 * interval
-        ]
+        gaps = _gaps(dts, 2 * interval)
         complete = (
             first is not None
             and first <= start_s + interval
@@ -260,7 +291,35 @@ def window_rows(
                 "recorded_to_s": last,
                 "complete": bool(complete),
                 "gaps": [{"from_s": a, "to_s": b} for a, b in gaps],
-                "rows": rows,
+                "sample_idx": sample_idx,
+                "dt_s": dts,
+                "columns": dict(zip(labels, values, strict=True)),
             }
         )
+    return out
+
+
+def rows_of(group: dict[str, Any]) -> list[dict[str, Any]]:
+    """A :func:`window_columns` group as rows ``{"sample_idx", "dt_s", "values": {label: v}}``:
+    the shape ``actions show --json`` documents."""
+    labels = list(group["columns"])
+    values = zip(*group["columns"].values(), strict=True) if labels else ((),) * len(group["dt_s"])
+    return [
+        {"sample_idx": i, "dt_s": t, "values": dict(zip(labels, vals, strict=True))}
+        for i, t, vals in zip(group["sample_idx"], group["dt_s"], values, strict=True)
+    ]
+
+
+def window_rows(
+    conn: sqlite3.Connection, run: RunRef, kind: str, start_s: float, end_s: float
+) -> list[dict[str, Any]]:
+    """:func:`window_columns` in the row shape: each group has ``rows`` instead of
+    ``sample_idx``/``dt_s``/``columns`` (the documented ``actions show --json`` output)."""
+    out = []
+    for g in window_columns(conn, run, kind, start_s, end_s):
+        rows = rows_of(g)
+        for key in ("sample_idx", "dt_s", "columns"):
+            del g[key]
+        g["rows"] = rows
+        out.append(g)
     return out

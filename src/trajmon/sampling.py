@@ -21,10 +21,13 @@ import anyio
 
 from .channels import Channel, PollGroup
 from .clock import ThreadClock
+from .threaded import ThreadedGroup
 
 __all__ = ["GroupReader", "InstrumentBusyError", "InstrumentWorker", "ReadFailure"]
 
 T = TypeVar("T")
+
+_WAKE = object()  # a queue item that only wakes the worker thread
 
 
 class InstrumentBusyError(RuntimeError):
@@ -69,31 +72,74 @@ class InstrumentWorker:
 
     def __init__(self, name: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[_Job | object | None] = queue.SimpleQueue()
         self._clock = clock
-        self._running_since: float | None = None
+        self.running_since: float | None = None
+        self._scheduled: tuple[ThreadedGroup, ...] = ()
         self._thread = threading.Thread(target=self._loop, name=f"trajmon-{name}", daemon=True)
         self._thread.start()
         self._closed = False
 
+    def attach(self, group: ThreadedGroup) -> None:
+        """Run ``group``'s schedule on this thread (see :mod:`trajmon.threaded`)."""
+        self._scheduled = (*self._scheduled, group)
+        self.wake()
+
+    def detach(self, group: ThreadedGroup) -> None:
+        self._scheduled = tuple(g for g in self._scheduled if g is not group)
+        self.wake()
+
+    def wake(self) -> None:
+        """Make the thread look at its schedules again (stop, room, a group added)."""
+        self._jobs.put(_WAKE)
+
+    def _next(self) -> _Job | object | None:
+        """The next thing to do: a queued call first, else the group whose tick is due first,
+        waiting for whichever comes sooner (a timed wait on the queue wakes within ~0.1 ms)."""
+        jobs = self._jobs
+        while True:
+            best: ThreadedGroup | None = None
+            best_due = 0.0
+            for group in self._scheduled:
+                due = group.due()
+                if due is not None and (best is None or due < best_due):
+                    best, best_due = group, due
+            try:
+                if best is None:
+                    job = jobs.get()
+                else:
+                    wait = best_due - best.clock.monotonic()
+                    job = jobs.get(timeout=wait) if wait > 0 else jobs.get_nowait()
+            except queue.Empty:
+                return best
+            if job is not _WAKE:
+                return job
+
     def _loop(self) -> None:
-        while (job := self._jobs.get()) is not None:
+        while (job := self._next()) is not None:
+            if not isinstance(job, _Job):
+                assert isinstance(job, ThreadedGroup)
+                try:
+                    job.tick()
+                except Exception as exc:  # a bug must end that group, not the instrument thread
+                    job.fail(exc)
+                continue
             if job.abandoned:
                 continue
-            self._running_since = self._clock()
+            self.running_since = self._clock()
             try:
                 result: Any = job.fn()
                 ok = True
             except BaseException as exc:  # delivered to the awaiting task, not swallowed
                 result, ok = exc, False
             finally:
-                self._running_since = None
+                self.running_since = None
             with contextlib.suppress(RuntimeError):  # loop already closed: nobody waits
                 job.loop.call_soon_threadsafe(_resolve, job.future, ok, result)
 
     def stuck_for(self) -> float:
         """Seconds the thread has been inside its current call (0 when idle)."""
-        since = self._running_since
+        since = self.running_since
         return 0.0 if since is None else self._clock() - since
 
     async def call(self, fn: Callable[[], T], timeout: float | None = None) -> T:
@@ -194,6 +240,39 @@ class GroupReader:
     async def read(self) -> tuple[list[Any], list[ReadFailure]]:
         return await self._read_all(None, self._timeout)
 
+    @property
+    def timeout_s(self) -> float | None:
+        return self._timeout
+
+    def thread_plan(self) -> tuple[InstrumentWorker, Callable[[], Any]] | None:
+        """The one instrument's worker and read, when the group reads a single instrument:
+        then its schedule can run on that worker's thread (:mod:`trajmon.threaded`)."""
+        if len(self._plans) != 1:
+            return None
+        return self._plans[0].worker, self._plans[0].fn
+
+    def parse(
+        self, results: Any, error: BaseException | None
+    ) -> tuple[list[Any], list[ReadFailure]]:
+        """Values and failures of a single-instrument read that returned ``results`` or raised
+        ``error`` (the same rules as the loop-driven path)."""
+        values: list[Any] = [None] * self.size
+        failures: list[ReadFailure] = []
+        plan = self._plans[0]
+        if error is not None:
+            failures.extend(
+                ReadFailure(lbl, plan.instrument, type(error).__name__, str(error))
+                for lbl in plan.labels
+            )
+            return values, failures
+        self._fill(plan, results, values, failures)
+        return values, failures
+
+    def failures(self, error_type: str, message: str) -> list[ReadFailure]:
+        """The same failure for every channel (a timeout or a busy instrument)."""
+        plan = self._plans[0]
+        return [ReadFailure(lbl, plan.instrument, error_type, message) for lbl in plan.labels]
+
     async def read_at(
         self, due: float, clock: ThreadClock
     ) -> tuple[list[Any], list[ReadFailure], float]:
@@ -258,6 +337,12 @@ class GroupReader:
                 ReadFailure(lbl, plan.instrument, kind, str(exc)) for lbl in plan.labels
             )
             return
+        self._fill(plan, results, values, failures)
+
+    @staticmethod
+    def _fill(
+        plan: _InstrumentPlan, results: Any, values: list[Any], failures: list[ReadFailure]
+    ) -> None:
         for pos, label, result in zip(plan.positions, plan.labels, results, strict=True):
             if isinstance(result, BaseException):
                 failures.append(

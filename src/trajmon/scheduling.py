@@ -8,6 +8,7 @@ which would hammer an instrument that is already slow.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -17,7 +18,8 @@ import anyio
 from .clock import Clock, ThreadClock
 from .detection import ChangeDetector
 from .records import ActionEvent, GroupStats, MonitorError, Sample
-from .sampling import ReadFailure
+from .sampling import GroupReader, InstrumentWorker, ReadFailure
+from .threaded import ThreadedGroup
 
 __all__ = ["Poller", "SampleSink", "Schedule"]
 
@@ -85,6 +87,12 @@ class Poller:
     instrument's thread sleeps to the tick with ``time.sleep`` precision and takes the start
     instant there (a read handed over counts as under way). Elsewhere — simulated clocks, other
     readers — it sleeps on the loop until the tick and takes the start instant itself.
+
+    On the real clock (``thread_schedules``) a group that reads a single instrument goes further:
+    its whole schedule runs on that instrument's thread (:mod:`trajmon.threaded`) and this task
+    only enqueues the batches it hands over, runs change detection, and watches for a hung
+    driver. Groups spanning several instruments keep the handoff path above, so their
+    instruments are still read concurrently.
     """
 
     def __init__(
@@ -113,13 +121,84 @@ class Poller:
         self._handoff: tuple[TimedReader, ThreadClock] | None = None
         if isinstance(clock, ThreadClock) and isinstance(reader, TimedReader):
             self._handoff = (reader, clock)
+        self._threaded: ThreadedGroup | None = None
 
     def stop(self) -> None:
         self._stopping = True
         if self._sleep_scope is not None:
             self._sleep_scope.cancel()
+        if self._threaded is not None:
+            self._threaded.request_stop()
 
     async def run(self) -> None:
+        if (
+            self._handoff is not None
+            and getattr(self._clock, "thread_schedules", False)
+            and isinstance(self._reader, GroupReader)
+            and (plan := self._reader.thread_plan()) is not None
+        ):
+            await self._run_threaded(self._reader, *plan, self._handoff[1])
+        else:
+            await self._run_on_loop()
+
+    async def _run_threaded(
+        self,
+        reader: GroupReader,
+        worker: InstrumentWorker,
+        read: Callable[[], Any],
+        clock: ThreadClock,
+    ) -> None:
+        """The schedule runs on the instrument's thread (:mod:`trajmon.threaded`); the loop
+        wakes per batch to detect changes and enqueue, and watches for a hung driver."""
+        if self._stopping:
+            return
+        group = ThreadedGroup(
+            self.stats,
+            clock=clock,
+            schedule=self._schedule,
+            next_sample_idx=self._next_idx,
+            end_at=self._end_at,
+            read=read,
+            parse=reader.parse,
+            failures=reader.failures,
+            size=reader.size,
+            worker=worker,
+            loop=asyncio.get_running_loop(),
+            timeout_s=reader.timeout_s,
+        )
+        self._threaded = group
+        idle = None if reader.timeout_s is None else max(reader.timeout_s / 4, 0.05)
+        worker.attach(group)
+        try:
+            while True:
+                if not group.done:
+                    wait = group.watch()
+                    with anyio.move_on_after(idle if wait is None else wait):
+                        await group.ready.wait()
+                items = group.take()
+                if items:
+                    try:
+                        await self._enqueue(items)
+                    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                        return  # the writer is gone (storage failure); the recorder reports it
+                    group.done_with(len(items))
+                elif group.done:
+                    if group.error is not None:
+                        raise group.error
+                    return
+        finally:
+            worker.detach(group)
+            self._next_idx = group.next_sample_idx
+
+    async def _enqueue(self, items: list[tuple[Sample, list[ReadFailure]]]) -> None:
+        detector = self._detector
+        for sample, failures in items:
+            events = () if detector is None else detector.feed(sample)
+            if failures or events or not self._send_now(sample):
+                with anyio.CancelScope(shield=True):
+                    await self._deliver(sample, failures, events)
+
+    async def _run_on_loop(self) -> None:
         schedule, clock, stats = self._schedule, self._clock, self.stats
         t0, handoff = schedule.t0, self._handoff
         lead = 0.0 if handoff is None else handoff[1].handoff_s

@@ -9,7 +9,14 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from ..queries import connect_readonly, get_action, list_actions, resolve_run, window_rows
+from ..queries import (
+    connect_readonly,
+    get_action,
+    list_actions,
+    resolve_run,
+    rows_of,
+    window_columns,
+)
 from .common import DbOption, JsonOption, console, fail, fmt_value, print_json, user_errors
 
 __all__ = ["actions_app", "print_actions"]
@@ -61,19 +68,17 @@ def list_cmd(
 def _print_window(title: str, groups: list[dict[str, Any]]) -> None:
     for g in groups:
         coverage = "complete" if g["complete"] else "INCOMPLETE"
-        table = Table(title=f"{title} — group {g['group']!r}: {len(g['rows'])} samples, {coverage}")
+        n = len(g["dt_s"])
+        table = Table(title=f"{title} — group {g['group']!r}: {n} samples, {coverage}")
         table.add_column("sample_idx", justify="right")
         table.add_column("dt_s", justify="right")
         for c in g["channels"]:
             table.add_column(
                 f"{c['label']} [{c['unit']}]" if c["unit"] else c["label"], justify="right"
             )
-        for r in g["rows"]:
-            table.add_row(
-                str(r["sample_idx"]),
-                f"{r['dt_s']:.3f}",
-                *[fmt_value(v) for v in r["values"].values()],
-            )
+        columns = [[fmt_value(v) for v in col] for col in g["columns"].values()]
+        for i, (idx, t) in enumerate(zip(g["sample_idx"], g["dt_s"], strict=True)):
+            table.add_row(str(idx), f"{t:.3f}", *[col[i] for col in columns])
         console.print(table)
         if not g["complete"]:
             console.print(
@@ -81,6 +86,12 @@ def _print_window(title: str, groups: list[dict[str, Any]]) -> None:
                 f" gaps: {len(g['gaps'])}",
                 markup=False,
             )
+
+
+def _as_rows(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The documented JSON shape: each group's samples as ``rows`` (built only for JSON)."""
+    cols = ("sample_idx", "dt_s", "columns")
+    return [{**{k: v for k, v in g.items() if k not in cols}, "rows": rows_of(g)} for g in groups]
 
 
 @actions_app.command("show")
@@ -101,14 +112,14 @@ def show_cmd(
         ref = resolve_run(conn, run)
         action = get_action(conn, ref, idx)
         start, end = action["window_start_s"], action["window_end_s"]
-        signal = window_rows(conn, ref, "signal", start, end) if with_signal_window else None
-        spec = window_rows(conn, ref, "spec", start, end) if with_spec_window else None
+        signal = window_columns(conn, ref, "signal", start, end) if with_signal_window else None
+        spec = window_columns(conn, ref, "spec", start, end) if with_spec_window else None
     if json_out:
         out: dict[str, Any] = {"run_name": ref.run_name, "action": action}
         if signal is not None:
-            out["signal_window"] = signal
+            out["signal_window"] = _as_rows(signal)
         if spec is not None:
-            out["spec_window"] = spec
+            out["spec_window"] = _as_rows(spec)
         print_json(out)
         return
     print_actions([action], f"action {idx} of run {ref.run_name!r}")
@@ -131,7 +142,8 @@ def plot_cmd(
     with user_errors(), closing(connect_readonly(db)) as conn:
         ref = resolve_run(conn, run)
         action = get_action(conn, ref, idx)
-        signal = window_rows(conn, ref, "signal", action["window_start_s"], action["window_end_s"])
+        start, end = action["window_start_s"], action["window_end_s"]
+        signal = window_columns(conn, ref, "signal", start, end)
         unit = conn.execute(
             "SELECT unit FROM channels WHERE run_id = ? AND label = ?",
             (ref.run_id, action["spec_label"]),

@@ -1,0 +1,284 @@
+"""Schedules run on the instrument's own thread, samples handed to the event loop in batches.
+
+With the loop driving every tick, each sample costs a round trip between the loop and the
+instrument's thread (queue put, thread wake, ``call_soon_threadsafe``, loop wake): that latency
+capped the end-to-end rate, cost CPU at 100 Hz, and made every loop stall a missed tick at 1 kHz
+(docs/performance.md). Here the instrument's :class:`~trajmon.sampling.InstrumentWorker` thread
+runs the schedules of all single-instrument groups of that instrument itself — whichever group's
+tick is due next — sleeping with the thread's precise timed wait, timestamping and reading there,
+and the loop wakes once per batch to run change detection and enqueue.
+
+What the loop-driven :class:`~trajmon.scheduling.Poller` promises still holds:
+
+- ``dt_s`` is the instant the read began, taken on the thread right before it;
+- ticks that pass while a read runs (or while the group is held back) are skipped and counted by
+  :meth:`Schedule.begin`, never burst;
+- backpressure is bounded: at most :data:`BATCH_ROOM` samples of a group are in flight between
+  thread and queue; with no room the group takes no tick (it falls behind and counts missed
+  ticks) until the loop has enqueued some — the thread never buffers more;
+- stop: no new read starts, a read in flight completes and its sample is delivered;
+- a hung driver: the loop-side watchdog (:meth:`ThreadedGroup.watch`) records the read in flight
+  as a ``timeout`` failure once the thread has been stuck longer than the read timeout, and then
+  a ``busy`` failure sample per due tick, exactly as the loop-driven path does; the late answer
+  is dropped when it comes.
+
+Thread safety: a group's schedule, sample counter and pending batch are touched by its worker
+thread and by the loop's watchdog, always under the group's lock. :class:`GroupStats` counters
+are written by whichever side emits a sample, under the same lock; the live view and the writer
+read them without it (single int/float attribute loads and stores are atomic under the GIL).
+The change detector is shared between spec groups and only ever runs on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .records import GroupStats, MonitorError, Sample
+
+if TYPE_CHECKING:
+    from .clock import ThreadClock
+    from .sampling import InstrumentWorker, ReadFailure
+    from .scheduling import Schedule
+
+__all__ = ["BATCH_ROOM", "FLUSH_S", "ThreadedGroup"]
+
+_EPS = 1e-9
+
+#: How long the oldest sample of a batch may wait on the thread before the loop is woken: the
+#: loop then wakes at most ~1/FLUSH_S times a second per group, whatever the rate.
+FLUSH_S = 0.05
+#: Samples of one group between its thread and the bounded queue, at most (backpressure).
+BATCH_ROOM = 256
+
+Parse = Callable[[Any, BaseException | None], tuple[list[Any], list["ReadFailure"]]]
+Failures = Callable[[str, str], list["ReadFailure"]]
+
+
+class ThreadedGroup:
+    """One poll group scheduled on its instrument's worker thread.
+
+    The thread calls :meth:`due` and :meth:`tick`; the loop calls :meth:`take`, :meth:`watch`,
+    :meth:`request_stop` and awaits :attr:`ready`.
+    """
+
+    def __init__(
+        self,
+        stats: GroupStats,
+        *,
+        clock: ThreadClock,
+        schedule: Schedule,
+        next_sample_idx: int,
+        end_at: float | None,
+        read: Callable[[], Any],
+        parse: Parse,
+        failures: Failures,
+        size: int,
+        worker: InstrumentWorker,
+        loop: asyncio.AbstractEventLoop,
+        timeout_s: float | None,
+    ) -> None:
+        self.stats = stats
+        self.clock = clock
+        self.schedule = schedule
+        self.worker = worker
+        self.ready = asyncio.Event()
+        self.done = False
+        self.error: Exception | None = None
+        self._next_idx = next_sample_idx
+        self._end_at = end_at
+        self._read = read
+        self._parse = parse
+        self._failures = failures
+        self._size = size
+        self._loop = loop
+        self._timeout = timeout_s
+        self._lock = threading.Lock()
+        self._pending: deque[tuple[Sample, list[ReadFailure]]] = deque()
+        self._room = BATCH_ROOM
+        self._stopping = False
+        self._inflight: tuple[int, float] | None = None  # (sample_idx, start) of the read
+        self._notified = False
+
+    @property
+    def next_sample_idx(self) -> int:
+        return self._next_idx
+
+    # -- worker thread ------------------------------------------------------------------------
+
+    def due(self) -> float | None:
+        """When the thread should next call :meth:`tick` (None: not now — done or no room)."""
+        if self.done:
+            return None
+        if self._stopping:
+            return -1.0  # at once: the tick finishes the group
+        return self.schedule.due if self._room > 0 else None
+
+    def tick(self) -> None:
+        """Take the due tick on the worker thread: wait for it, read, and queue the sample."""
+        clock, schedule = self.clock, self.schedule
+        with self._lock:
+            if self._ended(schedule.due):
+                return
+        clock.block_until(schedule.due)
+        start = clock.monotonic()
+        with self._lock:
+            if self._ended(schedule.due) or (self._end_at is not None and start >= self._end_at):
+                self._finish()
+                return
+            skipped, lateness = schedule.begin(start)
+            idx = self._next_idx
+            self._next_idx += 1
+            self._inflight = (idx, start)
+        worker = self.worker
+        worker.running_since = start
+        error: BaseException | None = None
+        results: Any = None
+        try:
+            results = self._read()
+        except Exception as exc:  # a failed get_many: every channel of this read failed
+            error = exc
+        finally:
+            worker.running_since = None
+        read_s = clock.monotonic() - start
+        try:
+            values, failures = self._parse(results, error)
+        except Exception as exc:  # e.g. a get_many that answered the wrong number of values
+            values, failures = self._parse(None, exc)
+        with self._lock:
+            if self._inflight is None or self._inflight[0] != idx:
+                return  # the watchdog already recorded this read as timed out
+            self._inflight = None
+            self._emit(
+                Sample(self.stats.group_id, idx, start - schedule.t0, read_s, values),
+                failures,
+                skipped,
+                lateness,
+            )
+            if self._stopping:
+                self._finish()
+
+    def _ended(self, due: float) -> bool:
+        """Under the lock: stop requested or ``end_at`` reached; finishes the group if so."""
+        if self._stopping or (self._end_at is not None and due >= self._end_at - _EPS):
+            self._finish()
+            return True
+        return False
+
+    # -- both sides, under the lock -----------------------------------------------------------
+
+    def _emit(
+        self, sample: Sample, failures: list[ReadFailure], skipped: int, lateness: float
+    ) -> None:
+        stats = self.stats
+        stats.samples_read += 1
+        stats.missed_ticks += skipped
+        stats.read_s_sum += sample.read_s
+        stats.read_s_max = max(stats.read_s_max, sample.read_s)
+        stats.lateness_max_s = max(stats.lateness_max_s, lateness)
+        stats.last_dt_s = sample.dt_s
+        stats.last_values = sample.values
+        if failures:
+            stats.failed_reads += 1
+        self._pending.append((sample, failures))
+        self._room -= 1
+        first = self._pending[0][0].dt_s + self.schedule.t0
+        if failures or self._room <= 0 or self.schedule.due - first >= FLUSH_S:
+            self._notify()
+
+    def _finish(self) -> None:
+        self.done = True
+        self._notify()
+
+    def fail(self, error: Exception) -> None:
+        """The tick itself raised (a bug, not a failed read): end the group; its poller drains
+        what was queued and re-raises ``error`` on the loop."""
+        with self._lock:
+            self.error = error
+            self._inflight = None
+            self._finish()
+
+    def _notify(self) -> None:
+        if not self._notified:
+            self._notified = True
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+                self._loop.call_soon_threadsafe(self.ready.set)
+
+    # -- event loop ---------------------------------------------------------------------------
+
+    def take(self) -> list[tuple[Sample, list[ReadFailure]]]:
+        """The samples queued so far, in order; the loop enqueues them, then :meth:`done_with`."""
+        with self._lock:
+            self.ready.clear()
+            self._notified = False
+            items = list(self._pending)
+            self._pending.clear()
+        return items
+
+    def done_with(self, n: int) -> None:
+        """``n`` taken samples are in the queue: give their room back to the thread."""
+        with self._lock:
+            blocked = self._room <= 0
+            self._room += n
+        if blocked:
+            self.worker.wake()
+
+    def request_stop(self) -> None:
+        """No new read starts; a read in flight completes and its sample is delivered."""
+        with self._lock:
+            self._stopping = True
+            if self._inflight is None and not self.done:
+                self._finish()
+        self.worker.wake()
+
+    def watch(self) -> float | None:
+        """The hung-driver watchdog, run on the loop: returns how long to wait before the next
+        check (None: the driver is not stuck — check again after the read timeout's quarter)."""
+        timeout = self._timeout
+        if timeout is None or self.done:
+            return None
+        stuck = self.worker.stuck_for()
+        if stuck <= timeout:
+            return None
+        now = self.clock.monotonic()
+        with self._lock:
+            if self._inflight is not None:
+                idx, start = self._inflight
+                self._inflight = None
+                failures = self._failures("timeout", f"no answer within {timeout} s")
+                sample = Sample(
+                    self.stats.group_id,
+                    idx,
+                    start - self.schedule.t0,
+                    now - start,
+                    [None] * self._size,
+                )
+                self._emit(sample, failures, 0, 0.0)
+                if self._stopping:
+                    self._finish()
+            if self._stopping:
+                self._finish()
+            while not self.done and self.schedule.due <= now and self._room > 0:
+                if self._ended(self.schedule.due):
+                    break
+                skipped, lateness = self.schedule.begin(now)
+                idx = self._next_idx
+                self._next_idx += 1
+                message = f"{self.worker.name}: a previous call has been running for {stuck:.1f} s"
+                sample = Sample(
+                    self.stats.group_id, idx, now - self.schedule.t0, 0.0, [None] * self._size
+                )
+                self._emit(sample, self._failures("busy", message), skipped, lateness)
+            return max(0.001, self.schedule.due - now)
+
+
+def failure_items(sample: Sample, failures: list[ReadFailure]) -> list[MonitorError]:
+    """The ``monitor_errors`` rows that follow a failed sample."""
+    return [
+        MonitorError(sample.dt_s, f.channel, f.instrument, f.error_type, f.message)
+        for f in failures
+    ]

@@ -1,0 +1,254 @@
+"""Schedules on the instrument's thread (``trajmon.threaded``): the loop-driven poller's promises.
+
+These run on the real clock with short intervals, so they assert orders, counts and invariants —
+never how long anything took.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import pytest
+
+from trajmon.channels import Channel, PollGroup
+from trajmon.clock import SystemClock
+from trajmon.records import GroupStats, MonitorError, Sample
+from trajmon.sampling import GroupReader, InstrumentWorker
+from trajmon.scheduling import Poller, Schedule
+from trajmon.threaded import BATCH_ROOM
+
+
+class Param:
+    """A parameter whose ``get`` runs ``fn``; records overlapping calls (drivers are not
+    thread-safe, so two reads of one instrument must never run at once)."""
+
+    inside = 0
+    overlaps = 0
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn = fn
+
+    def get(self) -> Any:
+        Param.inside += 1
+        if Param.inside > 1:
+            Param.overlaps += 1
+        try:
+            return self.fn()
+        finally:
+            Param.inside -= 1
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self.full = False
+        self.opened = anyio.Event()
+
+    def send_nowait(self, item: Any) -> bool:
+        if self.full:
+            return False
+        self.items.append(item)
+        return True
+
+    async def send(self, item: Any) -> None:
+        while self.full:
+            await self.opened.wait()
+        self.items.append(item)
+
+    def samples(self, group_id: int | None = None) -> list[Sample]:
+        return [
+            i
+            for i in self.items
+            if isinstance(i, Sample) and (group_id is None or i.group_id == group_id)
+        ]
+
+
+def group(name: str, fn: Callable[[], Any], interval: float, kind: str = "signal") -> PollGroup:
+    channel = Channel(name, kind, f"i.{name}", "i", name, "", "any", parameter=Param(fn))
+    return PollGroup(name, kind, interval, (channel,))
+
+
+def poller(
+    g: PollGroup,
+    gid: int,
+    worker: InstrumentWorker,
+    sink: Sink,
+    clock: SystemClock,
+    *,
+    timeout: float | None = 5.0,
+    end_at: float | None = None,
+) -> Poller:
+    reader = GroupReader(g, {"i": object()}, {"i": worker}, read_timeout_s=timeout)
+    return Poller(
+        GroupStats(gid, g.name, g.interval_s),
+        reader,
+        sink,
+        clock=clock,
+        schedule=Schedule(clock.monotonic(), g.interval_s),
+        end_at=end_at,
+    )
+
+
+async def wait_for(condition: Callable[[], bool]) -> None:
+    """Poll ``condition`` (it changes on the worker thread, which cannot set an anyio.Event)."""
+    with anyio.fail_after(30):
+        while not condition():  # noqa: ASYNC110 - the thread offers nothing to wait on
+            await anyio.sleep(0.005)
+
+
+@pytest.fixture
+def worker() -> Any:
+    w = InstrumentWorker("i")
+    yield w
+    w.close()
+
+
+async def test_two_groups_share_the_thread_in_order_and_never_overlap(
+    worker: InstrumentWorker,
+) -> None:
+    clock, sink = SystemClock(), Sink()
+    Param.overlaps = 0
+    fast = poller(group("a", lambda: 1.0, 0.002), 0, worker, sink, clock)
+    slow = poller(group("b", lambda: 2.0, 0.005, "spec"), 1, worker, sink, clock)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(fast.run)
+        tg.start_soon(slow.run)
+        await wait_for(lambda: len(sink.samples(1)) >= 10 and len(sink.samples(0)) >= 20)
+        fast.stop()
+        slow.stop()
+    assert Param.overlaps == 0
+    for gid, p in ((0, fast), (1, slow)):
+        samples = sink.samples(gid)
+        assert [s.sample_idx for s in samples] == list(range(len(samples)))
+        assert all(a.dt_s < b.dt_s for a, b in itertools.pairwise(samples))
+        assert p.stats.samples_read == len(samples)
+        assert all(s.values == [1.0 + gid] for s in samples)
+
+
+async def test_stop_during_a_read_delivers_that_sample(worker: InstrumentWorker) -> None:
+    clock, sink = SystemClock(), Sink()
+    entered, release = threading.Event(), threading.Event()
+
+    def read() -> float:
+        entered.set()
+        release.wait(10)
+        return 7.0
+
+    p = poller(group("a", read, 0.01), 0, worker, sink, clock)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(p.run)
+        await anyio.to_thread.run_sync(entered.wait, 10)
+        p.stop()
+        assert sink.samples() == []
+        release.set()
+    samples = sink.samples()
+    assert [s.values for s in samples] == [[7.0]]
+    assert p.stats.samples_read == 1
+
+
+async def test_hung_read_is_a_timeout_then_busy_samples_and_reads_resume(
+    worker: InstrumentWorker,
+) -> None:
+    clock, sink = SystemClock(), Sink()
+    calls = 0
+    release = threading.Event()
+
+    def read() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            release.wait(10)
+            return "late"
+        return "ok"
+
+    p = poller(group("a", read, 0.02), 0, worker, sink, clock, timeout=0.2)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(p.run)
+        await wait_for(lambda: any(e.error_type == "busy" for e in errors(sink)))
+        release.set()
+        await wait_for(lambda: sink.samples()[-1].values == ["ok"] and calls > 5)
+        p.stop()
+    samples = sink.samples()
+    assert [s.sample_idx for s in samples] == list(range(len(samples)))
+    assert "late" not in [v for s in samples for v in s.values], "the late answer is dropped"
+    kinds = [e.error_type for e in errors(sink)]
+    assert kinds[0] == "timeout" and "busy" in kinds
+    assert samples[2].values == [None], "the hung read is the third sample, a NULL"
+    assert p.stats.failed_reads == len(kinds)
+
+
+def errors(sink: Sink) -> list[MonitorError]:
+    return [i for i in sink.items if isinstance(i, MonitorError)]
+
+
+async def test_a_full_queue_holds_the_thread_back_and_costs_missed_ticks(
+    worker: InstrumentWorker,
+) -> None:
+    clock, sink = SystemClock(), Sink()
+    sink.full = True
+    reads = 0
+
+    def read() -> float:
+        nonlocal reads
+        reads += 1
+        return 1.0
+
+    p = poller(group("a", read, 0.001), 0, worker, sink, clock)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(p.run)
+        await wait_for(lambda: reads >= BATCH_ROOM)
+        await anyio.sleep(0.2)  # 200 ticks pass while the queue is full
+        assert reads <= BATCH_ROOM + 1, "no reads beyond the room while the queue is full"
+        sink.full = False
+        sink.opened.set()
+        await wait_for(lambda: len(sink.samples()) > BATCH_ROOM + 5)
+        p.stop()
+    assert p.stats.missed_ticks > 0
+    assert len(sink.samples()) == p.stats.samples_read
+
+
+async def test_end_at_ends_the_group_on_the_thread(worker: InstrumentWorker) -> None:
+    clock, sink = SystemClock(), Sink()
+    start = clock.monotonic()
+    p = poller(group("a", lambda: 1.0, 0.01), 0, worker, sink, clock, end_at=start + 0.1)
+    with anyio.fail_after(10):
+        await p.run()
+    samples = sink.samples()
+    assert samples and all(s.dt_s < 0.1 for s in samples)
+    assert [s.sample_idx for s in samples] == list(range(len(samples)))
+
+
+async def test_multi_instrument_groups_keep_the_loop_path() -> None:
+    channels = tuple(
+        Channel(n, "signal", f"{n}.x", n, "g", "", "any", parameter=Param(lambda: 1.0))
+        for n in ("i", "j")
+    )
+    workers = {n: InstrumentWorker(n) for n in ("i", "j")}
+    try:
+        instruments = {"i": object(), "j": object()}
+        reader = GroupReader(PollGroup("g", "signal", 0.01, channels), instruments, workers, 5.0)
+        assert reader.thread_plan() is None
+    finally:
+        for w in workers.values():
+            w.close()
+
+
+async def test_a_failing_tick_ends_its_group_not_the_instrument_thread(
+    worker: InstrumentWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trajmon.threaded import ThreadedGroup
+
+    clock, sink = SystemClock(), Sink()
+
+    def broken(self: ThreadedGroup, *args: Any) -> None:
+        raise ZeroDivisionError("bug")
+
+    monkeypatch.setattr(ThreadedGroup, "_emit", broken)
+    p = poller(group("a", lambda: 1.0, 0.01), 0, worker, sink, clock)
+    with anyio.fail_after(10), pytest.raises(ZeroDivisionError):
+        await p.run()
+    assert await worker.call(lambda: 42, timeout=5.0) == 42, "the thread still serves calls"
