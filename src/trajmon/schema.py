@@ -15,17 +15,24 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from typing import Any
 
 from .channels import Channel, PollGroup, sql_type
 
 __all__ = [
+    "ACTION_INSERT",
+    "ERROR_INSERT",
+    "GROUP_UPDATE",
+    "RUN_BEAT",
     "SCHEMA_VERSION",
+    "SEGMENT_UPSERT",
     "SchemaError",
     "group_table_ddl",
     "group_table_name",
     "insert_sql",
     "migrate",
     "quote_ident",
+    "segment_spans",
 ]
 
 SCHEMA_VERSION = 1
@@ -194,3 +201,76 @@ def migrate(conn: sqlite3.Connection) -> int:
             raise SchemaError("not a trajmon database (it has tables but no 'runs' table)")
         conn.executescript("BEGIN;" + _CATALOG + f"PRAGMA user_version = {SCHEMA_VERSION};COMMIT;")
     return int(version)
+
+
+# The statements the writer runs for every batch (one transaction per commit).
+SEGMENT_UPSERT = """
+INSERT INTO segments
+    (run_id, group_id, segment_id, first_idx, last_idx, first_dt_s, last_dt_s, rows)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (run_id, group_id, segment_id) DO UPDATE SET
+    first_idx = min(first_idx, excluded.first_idx),
+    last_idx = max(last_idx, excluded.last_idx),
+    first_dt_s = min(first_dt_s, excluded.first_dt_s),
+    last_dt_s = max(last_dt_s, excluded.last_dt_s),
+    rows = rows + excluded.rows
+"""
+ACTION_INSERT = """
+INSERT INTO actions (run_id, action_idx, dt_s, sample_idx, prev_dt_s, detected_at_utc, spec_label,
+    channel_id, old_value, new_value, delta, window_start_s, window_end_s)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+ERROR_INSERT = """
+INSERT INTO monitor_errors (run_id, error_idx, dt_s, channel, instrument, error_type, message)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+"""
+GROUP_UPDATE = """
+UPDATE poll_groups SET samples = ?, samples_read = ?, missed_ticks = ?, failed_reads = ?,
+    read_s_sum = ?, read_s_max = ?, lateness_max_s = ?,
+    first_dt_s = coalesce(first_dt_s, ?), last_dt_s = coalesce(?, last_dt_s)
+WHERE run_id = ? AND group_id = ?
+"""
+RUN_BEAT = """
+UPDATE runs SET heartbeat_utc = ?, heartbeat_epoch = ?, heartbeat_dt_s = ?, actions = ?, errors = ?
+WHERE run_id = ?
+"""
+
+
+def segment_spans(
+    run_id: int, gid: int, rows: list[tuple[Any, ...]], rotate: int
+) -> list[tuple[Any, ...]]:
+    """Per-segment spans of a batch (rows are in sample_idx order)."""
+    out: list[tuple[Any, ...]] = []
+    start = 0
+    seg = rows[0][0] // rotate
+    if rows[-1][0] // rotate == seg:
+        return [(run_id, gid, seg, rows[0][0], rows[-1][0], rows[0][1], rows[-1][1], len(rows))]
+    for i, row in enumerate(rows):
+        s = row[0] // rotate
+        if s != seg:
+            out.append(
+                (
+                    run_id,
+                    gid,
+                    seg,
+                    rows[start][0],
+                    rows[i - 1][0],
+                    rows[start][1],
+                    rows[i - 1][1],
+                    i - start,
+                )
+            )
+            seg, start = s, i
+    out.append(
+        (
+            run_id,
+            gid,
+            seg,
+            rows[start][0],
+            rows[-1][0],
+            rows[start][1],
+            rows[-1][1],
+            len(rows) - start,
+        )
+    )
+    return out

@@ -22,42 +22,19 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from .channels import PollGroup, encoder_for
 from .clock import Clock, utc_iso
 from .records import ActionEvent, GroupStats, MonitorError, Sample
-from .schema import insert_sql
+from .schema import (
+    ACTION_INSERT,
+    ERROR_INSERT,
+    GROUP_UPDATE,
+    RUN_BEAT,
+    SEGMENT_UPSERT,
+    insert_sql,
+    segment_spans,
+)
 
 __all__ = ["QueueSink", "StorageError", "Writer", "WriterTarget"]
 
 Item = Sample | ActionEvent | MonitorError
-
-_SEGMENT_UPSERT = """
-INSERT INTO segments
-    (run_id, group_id, segment_id, first_idx, last_idx, first_dt_s, last_dt_s, rows)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (run_id, group_id, segment_id) DO UPDATE SET
-    first_idx = min(first_idx, excluded.first_idx),
-    last_idx = max(last_idx, excluded.last_idx),
-    first_dt_s = min(first_dt_s, excluded.first_dt_s),
-    last_dt_s = max(last_dt_s, excluded.last_dt_s),
-    rows = rows + excluded.rows
-"""
-_ACTION_INSERT = """
-INSERT INTO actions (run_id, action_idx, dt_s, sample_idx, prev_dt_s, detected_at_utc, spec_label,
-    channel_id, old_value, new_value, delta, window_start_s, window_end_s)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-"""
-_ERROR_INSERT = """
-INSERT INTO monitor_errors (run_id, error_idx, dt_s, channel, instrument, error_type, message)
-VALUES (?, ?, ?, ?, ?, ?, ?)
-"""
-_GROUP_UPDATE = """
-UPDATE poll_groups SET samples = ?, samples_read = ?, missed_ticks = ?, failed_reads = ?,
-    read_s_sum = ?, read_s_max = ?, lateness_max_s = ?,
-    first_dt_s = coalesce(first_dt_s, ?), last_dt_s = coalesce(?, last_dt_s)
-WHERE run_id = ? AND group_id = ?
-"""
-_RUN_BEAT = """
-UPDATE runs SET heartbeat_utc = ?, heartbeat_epoch = ?, heartbeat_dt_s = ?, actions = ?, errors = ?
-WHERE run_id = ?
-"""
 
 
 class StorageError(RuntimeError):
@@ -296,12 +273,12 @@ class Writer:
                 if not buf.rows:
                     continue
                 await conn.executemany(buf.sql, buf.rows)
-                await conn.executemany(_SEGMENT_UPSERT, _segments(run_id, gid, buf.rows, rotate))
+                await conn.executemany(SEGMENT_UPSERT, segment_spans(run_id, gid, buf.rows, rotate))
                 committed[gid] = len(buf.rows)
             if actions:
-                await conn.executemany(_ACTION_INSERT, actions)
+                await conn.executemany(ACTION_INSERT, actions)
             if errors:
-                await conn.executemany(_ERROR_INSERT, errors)
+                await conn.executemany(ERROR_INSERT, errors)
             group_rows = []
             for gid, stats in target.stats.items():
                 buf = self._buffers[gid]
@@ -321,9 +298,9 @@ class Writer:
                         gid,
                     )
                 )
-            await conn.executemany(_GROUP_UPDATE, group_rows)
+            await conn.executemany(GROUP_UPDATE, group_rows)
             await conn.execute(
-                _RUN_BEAT,
+                RUN_BEAT,
                 (
                     utc_iso(wall),
                     wall,
@@ -353,46 +330,6 @@ class Writer:
         """Wait until ``count`` transactions have been committed in total (for tests and tools)."""
         while self.commits < count:
             await self._committed.wait()
-
-
-def _segments(
-    run_id: int, gid: int, rows: list[tuple[Any, ...]], rotate: int
-) -> list[tuple[Any, ...]]:
-    """Per-segment spans of a batch (rows are in sample_idx order)."""
-    out: list[tuple[Any, ...]] = []
-    start = 0
-    seg = rows[0][0] // rotate
-    if rows[-1][0] // rotate == seg:
-        return [(run_id, gid, seg, rows[0][0], rows[-1][0], rows[0][1], rows[-1][1], len(rows))]
-    for i, row in enumerate(rows):
-        s = row[0] // rotate
-        if s != seg:
-            out.append(
-                (
-                    run_id,
-                    gid,
-                    seg,
-                    rows[start][0],
-                    rows[i - 1][0],
-                    rows[start][1],
-                    rows[i - 1][1],
-                    i - start,
-                )
-            )
-            seg, start = s, i
-    out.append(
-        (
-            run_id,
-            gid,
-            seg,
-            rows[start][0],
-            rows[-1][0],
-            rows[start][1],
-            rows[-1][1],
-            len(rows) - start,
-        )
-    )
-    return out
 
 
 class QueueSink:
