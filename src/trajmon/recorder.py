@@ -194,7 +194,7 @@ class Recorder:
                 else:
                     new = NewRun(cfg.run_name, now_wall, now, cfg, self.groups, self.snapshot)
                     target = await create_run(conn, new)
-                    state = ResumeState(target, dict.fromkeys(target.stats, 0), 0.0, {}, 0, 0)
+                    state = ResumeState(target, dict.fromkeys(target.stats, 0), {}, 0, 0)
             except sqlite3.Error as exc:
                 raise StorageError(f"cannot start the run in {cfg.db}: {exc}") from exc
             self.t0_mono = state.target.t0_mono

@@ -36,7 +36,6 @@ RESUMABLE = ("crashed", "interrupted", "failed")
 class ResumeState:
     target: WriterTarget
     next_idx: dict[int, int]
-    start_dt_s: float
     last_spec_values: dict[str, tuple[float, Any]]
     next_action_idx: int
     session_idx: int
@@ -174,7 +173,6 @@ async def resume_run(
     return ResumeState(
         target=target,
         next_idx=next_idx,
-        start_dt_s=start_dt,
         last_spec_values=last,
         next_action_idx=int(action[0]),
         session_idx=int(session[0]),

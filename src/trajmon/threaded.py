@@ -38,7 +38,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .records import GroupStats, MonitorError, Sample
+from .records import GroupStats, Sample
 
 if TYPE_CHECKING:
     from .clock import ThreadClock
@@ -274,11 +274,3 @@ class ThreadedGroup:
                 )
                 self._emit(sample, self._failures("busy", message), skipped, lateness)
             return max(0.001, self.schedule.due - now)
-
-
-def failure_items(sample: Sample, failures: list[ReadFailure]) -> list[MonitorError]:
-    """The ``monitor_errors`` rows that follow a failed sample."""
-    return [
-        MonitorError(sample.dt_s, f.channel, f.instrument, f.error_type, f.message)
-        for f in failures
-    ]

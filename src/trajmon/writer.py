@@ -109,7 +109,6 @@ class Writer:
         #: Items taken off the queue so far; with the sink's count of sends this is the queue's
         #: depth, for free (the stream's ``statistics()`` builds an object on every call).
         self.taken = 0
-        self.lost_items = 0
         self._pending_errors: list[MonitorError] = []
         self._committed = anyio.Event()
 
@@ -254,7 +253,6 @@ class Writer:
         try:
             await self._write(actions, errors)
         except sqlite3.Error as exc:
-            self.lost_items += len(items)
             for buf in self._buffers.values():
                 buf.rows.clear()
             raise StorageError(f"cannot write to the database: {exc}") from exc
@@ -344,7 +342,6 @@ class QueueSink:
         self._writer = writer
         self._wake_at = wake_at
         self.sent = 0
-        self.waits = 0
 
     @property
     def depth(self) -> int:
@@ -364,7 +361,6 @@ class QueueSink:
 
     async def send(self, item: Item) -> None:
         if not self.send_nowait(item):
-            self.waits += 1
             self._writer.wake()
             await self._send.send(item)
             self._sent_one()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -158,7 +157,3 @@ def exit_code_for(outcome: RunOutcome) -> int:
     if outcome.signal is not None:
         return EXIT_SIGTERM if outcome.signal == signal.SIGTERM else EXIT_SIGINT
     return 0
-
-
-def platform_note() -> str:
-    return "Ctrl-C" if sys.platform != "win32" else "Ctrl-C or Ctrl-Break"
