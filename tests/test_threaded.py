@@ -16,7 +16,7 @@ import pytest
 
 from trajmon.channels import Channel, PollGroup
 from trajmon.clock import SystemClock
-from trajmon.records import GroupStats, MonitorError, Sample
+from trajmon.records import GroupStats, MonitorError, Sample, SampleBatch
 from trajmon.sampling import GroupReader, InstrumentWorker
 from trajmon.scheduling import Poller, Schedule
 from trajmon.threaded import BATCH_ROOM
@@ -60,10 +60,14 @@ class Sink:
         self.items.append(item)
 
     def samples(self, group_id: int | None = None) -> list[Sample]:
+        """Every sample sent, in order, whether alone or in a batch."""
+        flat: list[Sample] = []
+        for i in self.items:
+            flat.extend(i.samples if isinstance(i, SampleBatch) else [i])
         return [
-            i
-            for i in self.items
-            if isinstance(i, Sample) and (group_id is None or i.group_id == group_id)
+            s
+            for s in flat
+            if isinstance(s, Sample) and (group_id is None or s.group_id == group_id)
         ]
 
 

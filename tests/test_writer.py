@@ -17,7 +17,8 @@ from trajmon.config import MonitorConfig
 from trajmon.records import ActionEvent, MonitorError, Sample
 from trajmon.runstore import NewRun, create_run
 from trajmon.schema import migrate
-from trajmon.writer import QueueSink, StorageError, Writer, WriterTarget, open_connection
+from trajmon.sink import QueueSink, sample_queue
+from trajmon.writer import StorageError, Writer, WriterTarget, open_connection
 
 SIGNALS = PollGroup(
     "signals",
@@ -48,11 +49,11 @@ async def started_writer(
         target = await create_run(
             conn, NewRun("w", clock.wall(), clock.monotonic(), cfg, [SIGNALS, SPECS], None)
         )
-        send, receive = anyio.create_memory_object_stream[Any](queue)
+        send, receive = sample_queue()
         writer = Writer(
             conn, target, receive, clock=clock, commit_interval_s=0.25, commit_rows=commit_rows
         )
-        sink = QueueSink(send, writer, wake_at=commit_rows)
+        sink = QueueSink(send, writer, bound=queue, wake_at=commit_rows)
         async with anyio.create_task_group() as tg:
             await tg.start(writer.run)
             await committed(writer, 1)  # the first heartbeat, at start

@@ -23,18 +23,17 @@ from .channels import Channel, PollGroup
 from .clock import Clock, SystemClock
 from .config import ConfigError, MonitorConfig
 from .detection import ChangeDetector
-from .records import ActionEvent, GroupStats, MonitorError, Sample
+from .records import ActionEvent, GroupStats
 from .resolve import build_groups
 from .resume import ResumeState, resume_run
 from .runstore import NewRun, create_run, finish_run
 from .sampling import GroupReader, InstrumentWorker
 from .scheduling import Poller, Schedule
 from .schema import migrate
-from .writer import QueueSink, StorageError, Writer, open_connection
+from .sink import QueueSink, sample_queue
+from .writer import Item, StorageError, Writer, open_connection
 
 __all__ = ["Recorder", "RunSummary"]
-
-Item = Sample | ActionEvent | MonitorError
 
 
 @dataclass(slots=True)
@@ -236,7 +235,7 @@ class Recorder:
         )
         detector.prime(state.last_spec_values)
         self._detector = detector
-        send, receive = anyio.create_memory_object_stream[Item](cfg.queue_size)
+        send, receive = sample_queue()
         writer = Writer(
             conn,
             target,
@@ -246,7 +245,7 @@ class Recorder:
             commit_rows=cfg.commit_rows,
             heartbeat_s=cfg.heartbeat_s,
         )
-        sink = QueueSink(send, writer, wake_at=cfg.commit_rows)
+        sink = QueueSink(send, writer, bound=cfg.queue_size, wake_at=cfg.commit_rows)
         self._sink = sink
         tap = self._tap = _EventTap(sink, self.recent_actions)
         end_at = None if cfg.duration_s is None else session_start + cfg.duration_s

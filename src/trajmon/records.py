@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ActionEvent", "GroupStats", "MonitorError", "Sample"]
+__all__ = ["ActionEvent", "GroupStats", "MonitorError", "Sample", "SampleBatch"]
 
 
 @dataclass(slots=True)
@@ -21,6 +21,19 @@ class Sample:
     dt_s: float
     read_s: float
     values: list[Any]
+
+
+@dataclass(slots=True)
+class SampleBatch:
+    """Consecutive clean samples of one group, queued as one item.
+
+    The instrument thread hands samples over in batches (:mod:`trajmon.threaded`); queueing them
+    the same way saves a queue operation and a dispatch per sample, which at 1 kHz and above is
+    a measurable share of the event loop's time. The queue's bound still counts samples.
+    """
+
+    group_id: int
+    samples: list[Sample]
 
 
 @dataclass(slots=True)

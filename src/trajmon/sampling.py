@@ -256,6 +256,15 @@ class GroupReader:
     ) -> tuple[list[Any], list[ReadFailure]]:
         """Values and failures of a single-instrument read that returned ``results`` or raised
         ``error`` (the same rules as the loop-driven path)."""
+        # The common case: a full list with no exception in it is already the values (one
+        # instrument's positions are 0..size-1). Checked per type, not per value.
+        if (
+            error is None
+            and type(results) is list
+            and len(results) == self.size
+            and not any(issubclass(t, BaseException) for t in set(map(type, results)))
+        ):
+            return results, []
         values: list[Any] = [None] * self.size
         failures: list[ReadFailure] = []
         plan = self._plans[0]

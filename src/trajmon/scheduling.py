@@ -17,7 +17,7 @@ import anyio
 
 from .clock import Clock, ThreadClock
 from .detection import ChangeDetector
-from .records import ActionEvent, GroupStats, MonitorError, Sample
+from .records import ActionEvent, GroupStats, MonitorError, Sample, SampleBatch
 from .sampling import GroupReader, InstrumentWorker, ReadFailure
 from .threaded import ThreadedGroup
 
@@ -60,7 +60,7 @@ class SampleSink(Protocol):
     """Where samples go. A sink may also offer ``send_nowait(item) -> bool`` (False: full), which
     the poller then uses first, so a sample costs a plain call when the queue has room."""
 
-    async def send(self, item: Sample | MonitorError | Any) -> None: ...
+    async def send(self, item: Sample | SampleBatch | MonitorError | Any) -> None: ...
 
 
 class Reader(Protocol):
@@ -191,12 +191,27 @@ class Poller:
             self._next_idx = group.next_sample_idx
 
     async def _enqueue(self, items: list[tuple[Sample, list[ReadFailure]]]) -> None:
-        detector = self._detector
+        """Clean samples go as one :class:`SampleBatch` per run of them; a sample with failures
+        or actions goes alone, followed by its errors and events — the order is kept."""
+        detector, gid = self._detector, self.stats.group_id
+        clean: list[Sample] = []
         for sample, failures in items:
             events = () if detector is None else detector.feed(sample)
-            if failures or events or not self._send_now(sample):
-                with anyio.CancelScope(shield=True):
-                    await self._deliver(sample, failures, events)
+            if not failures and not events:
+                clean.append(sample)
+                continue
+            with anyio.CancelScope(shield=True):
+                if clean:
+                    await self._deliver_batch(SampleBatch(gid, clean))
+                    clean = []
+                await self._deliver(sample, failures, events)
+        if clean:
+            with anyio.CancelScope(shield=True):
+                await self._deliver_batch(SampleBatch(gid, clean))
+
+    async def _deliver_batch(self, batch: SampleBatch) -> None:
+        if not self._send_now(batch):
+            await self._sink.send(batch)
 
     async def _run_on_loop(self) -> None:
         schedule, clock, stats = self._schedule, self._clock, self.stats
@@ -248,9 +263,9 @@ class Poller:
             await self._clock.sleep_until(deadline)
         self._sleep_scope = None
 
-    def _send_now(self, sample: Sample) -> bool:
-        """The common case — a clean sample, room in the queue — without a coroutine."""
-        return self._send_nowait is not None and self._send_nowait(sample)
+    def _send_now(self, item: Sample | SampleBatch) -> bool:
+        """The common case — clean samples, room in the queue — without a coroutine."""
+        return self._send_nowait is not None and self._send_nowait(item)
 
     async def _deliver(
         self, sample: Sample, failures: list[ReadFailure], events: Sequence[ActionEvent]

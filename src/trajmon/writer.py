@@ -9,19 +9,20 @@ from a crashed one and see exactly what was read and what was committed.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import aiosqlite
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from .channels import PollGroup, encoder_for
 from .clock import Clock, utc_iso
-from .records import ActionEvent, GroupStats, MonitorError, Sample
+from .records import ActionEvent, GroupStats, MonitorError, Sample, SampleBatch
 from .schema import (
     ACTION_INSERT,
     ERROR_INSERT,
@@ -32,9 +33,11 @@ from .schema import (
     segment_spans,
 )
 
-__all__ = ["QueueSink", "StorageError", "Writer", "WriterTarget"]
+__all__ = ["Item", "StorageError", "Writer", "WriterTarget", "on_connection_thread"]
 
-Item = Sample | ActionEvent | MonitorError
+T = TypeVar("T")
+
+Item = Sample | SampleBatch | ActionEvent | MonitorError
 
 
 class StorageError(RuntimeError):
@@ -106,9 +109,13 @@ class Writer:
         self._wake_scope: anyio.CancelScope | None = None
         self._last_beat = -float("inf")
         self.commits = 0
-        #: Items taken off the queue so far; with the sink's count of sends this is the queue's
-        #: depth, for free (the stream's ``statistics()`` builds an object on every call).
+        #: Samples taken off the queue so far (a batch counts its samples, anything else one);
+        #: with the sink's count of sends this is the queue's depth, for free.
         self.taken = 0
+        #: Set once the writer has stopped taking items (done or failed): nobody makes room any
+        #: more, so a sender waiting for room must give up.
+        self.stopped = False
+        self._took: anyio.Event | None = None
         self._pending_errors: list[MonitorError] = []
         self._committed = anyio.Event()
 
@@ -122,19 +129,35 @@ class Writer:
     ) -> None:
         """Commit until the queue is closed and empty; raises :class:`StorageError` on failure."""
         task_status.started()
-        with self._receive:  # owned here: closed when done, so blocked senders never hang
-            await self._loop()
+        try:
+            with self._receive:  # owned here: closed when done, so blocked senders never hang
+                await self._loop()
+        finally:
+            self.stopped = True
+            self._made_room()
+
+    def room(self) -> anyio.Event:
+        """Set at the next take (or when the writer stops): what a sender facing a full queue
+        waits for."""
+        if self._took is None:
+            self._took = anyio.Event()
+        return self._took
+
+    def _made_room(self) -> None:
+        if self._took is not None:
+            self._took.set()
+            self._took = None
 
     async def _loop(self) -> None:
         next_commit = self._clock.monotonic()
         while True:
-            items, ended = self._take(self._rows)
+            items, taken, ended = self._take(self._rows)
             now = self._clock.monotonic()
             if items or ended or now - self._last_beat >= self._heartbeat_s:
                 await self._commit(items)
             if ended:
                 return
-            if len(items) >= self._rows:
+            if taken >= self._rows:
                 continue  # a backlog: keep committing without sleeping
             next_commit = max(next_commit + self._interval, self._clock.monotonic())
             # Beat on time even with a long commit interval: a late beat reads as a crash.
@@ -144,20 +167,40 @@ class Writer:
                 await self._clock.sleep_until(deadline)
             self._wake_scope = None
 
-    def _take(self, limit: int) -> tuple[list[Item], bool]:
+    def _take(self, limit: int) -> tuple[list[Item], int, bool]:
+        """Items worth up to ``limit`` samples (a batch may go over), their sample count, and
+        whether the queue has ended."""
         items: list[Item] = []
         receive = self._receive
         ended = False
-        while len(items) < limit:
+        taken = 0
+        while taken < limit:
             try:
-                items.append(receive.receive_nowait())
+                item = receive.receive_nowait()
             except anyio.WouldBlock:
                 break
             except anyio.EndOfStream:
                 ended = True
                 break
-        self.taken += len(items)
-        return items, ended
+            items.append(item)
+            taken += len(item.samples) if type(item) is SampleBatch else 1
+        if taken:
+            self.taken += taken
+            self._made_room()
+        return items, taken, ended
+
+    def _encode_batch(self, buf: _GroupBuffer, samples: list[Sample]) -> None:
+        rows, encode = buf.rows, self._encode
+        if not buf.all_float:
+            rows.extend([encode(buf, s) for s in samples])
+            return
+        width = buf.width
+        for s in samples:  # _encode's fast path, inlined: this loop runs once per row
+            values = s.values
+            if len(values) == width and _plain_floats(values):
+                rows.append((s.sample_idx, s.dt_s, s.read_s, *values))
+            else:
+                rows.append(encode(buf, s))
 
     def _encode(self, buf: _GroupBuffer, sample: Sample) -> tuple[Any, ...]:
         values = sample.values
@@ -212,7 +255,9 @@ class Writer:
         actions: list[tuple[Any, ...]] = []
         encode, buffers = self._encode, self._buffers  # hoisted: this loop runs once per row
         for item in items:
-            if type(item) is Sample:
+            if type(item) is SampleBatch:
+                self._encode_batch(buffers[item.group_id], item.samples)
+            elif type(item) is Sample:
                 buf = buffers[item.group_id]
                 buf.rows.append(encode(buf, item))
             elif type(item) is ActionEvent:
@@ -260,62 +305,49 @@ class Writer:
         target.errors += len(errors)
 
     async def _write(self, actions: list[tuple[Any, ...]], errors: list[tuple[Any, ...]]) -> None:
-        target, conn = self._target, self._conn
+        target = self._target
         run_id, rotate = target.run_id, target.rotate_entries
         now = self._clock.monotonic()
         wall = self._clock.wall()
-        await conn.execute("BEGIN IMMEDIATE")
-        try:
-            committed: dict[int, int] = {}
-            for gid, buf in self._buffers.items():
-                if not buf.rows:
-                    continue
-                await conn.executemany(buf.sql, buf.rows)
-                await conn.executemany(SEGMENT_UPSERT, segment_spans(run_id, gid, buf.rows, rotate))
+        inserts: list[tuple[str, list[tuple[Any, ...]], list[tuple[Any, ...]]]] = []
+        committed: dict[int, int] = {}
+        for gid, buf in self._buffers.items():
+            if buf.rows:
+                inserts.append((buf.sql, buf.rows, segment_spans(run_id, gid, buf.rows, rotate)))
                 committed[gid] = len(buf.rows)
-            if actions:
-                await conn.executemany(ACTION_INSERT, actions)
-            if errors:
-                await conn.executemany(ERROR_INSERT, errors)
-            group_rows = []
-            for gid, stats in target.stats.items():
-                buf = self._buffers[gid]
-                done = stats.samples_committed + committed.get(gid, 0)
-                group_rows.append(
-                    (
-                        done,
-                        stats.samples_read,
-                        stats.missed_ticks,
-                        stats.failed_reads,
-                        stats.read_s_sum,
-                        stats.read_s_max,
-                        stats.lateness_max_s,
-                        buf.rows[0][1] if buf.rows else None,
-                        buf.rows[-1][1] if buf.rows else None,
-                        run_id,
-                        gid,
-                    )
-                )
-            await conn.executemany(GROUP_UPDATE, group_rows)
-            await conn.execute(
-                RUN_BEAT,
+        group_rows = []
+        for gid, stats in target.stats.items():
+            rows = self._buffers[gid].rows
+            group_rows.append(
                 (
-                    utc_iso(wall),
-                    wall,
-                    now - target.t0_mono,
-                    target.actions + len(actions),
-                    target.errors + len(errors),
+                    stats.samples_committed + committed.get(gid, 0),
+                    stats.samples_read,
+                    stats.missed_ticks,
+                    stats.failed_reads,
+                    stats.read_s_sum,
+                    stats.read_s_max,
+                    stats.lateness_max_s,
+                    rows[0][1] if rows else None,
+                    rows[-1][1] if rows else None,
                     run_id,
-                ),
+                    gid,
+                )
             )
-            await conn.execute("COMMIT")
-        except BaseException:
-            try:
-                with anyio.CancelScope(shield=True):
-                    await conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            raise
+        beat = (
+            utc_iso(wall),
+            wall,
+            now - target.t0_mono,
+            target.actions + len(actions),
+            target.errors + len(errors),
+            run_id,
+        )
+        # The whole transaction is one call on the connection's thread: one hop instead of one
+        # per statement, so a busy event loop delays a commit once, not six times. Shielded:
+        # once submitted the transaction completes, and the counters below must match it.
+        with anyio.CancelScope(shield=True):
+            await on_connection_thread(
+                self._conn, _transaction, inserts, actions, errors, group_rows, beat
+            )
         for gid, count in committed.items():
             target.stats[gid].samples_committed += count
             self._buffers[gid].rows.clear()
@@ -330,49 +362,42 @@ class Writer:
             await self._committed.wait()
 
 
-class QueueSink:
-    """The pollers' side of the bounded queue.
+def _transaction(
+    db: sqlite3.Connection,
+    inserts: list[tuple[str, list[tuple[Any, ...]], list[tuple[Any, ...]]]],
+    actions: list[tuple[Any, ...]],
+    errors: list[tuple[Any, ...]],
+    group_rows: list[tuple[Any, ...]],
+    beat: tuple[Any, ...],
+) -> None:
+    """One commit, run on the connection's thread: every group's rows and segment spans, the
+    actions and errors, the live counters and the heartbeat — all or nothing."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for sql, rows, spans in inserts:
+            db.executemany(sql, rows)
+            db.executemany(SEGMENT_UPSERT, spans)
+        if actions:
+            db.executemany(ACTION_INSERT, actions)
+        if errors:
+            db.executemany(ERROR_INSERT, errors)
+        db.executemany(GROUP_UPDATE, group_rows)
+        db.execute(RUN_BEAT, beat)
+        db.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        raise
 
-    A full queue makes ``send`` wait — the pollers then fall behind their schedule and count
-    missed ticks — so memory is bounded by ``queue_size`` however slow the disk gets.
+
+async def on_connection_thread(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(sqlite3_connection, *args)`` on ``conn``'s own thread, in one hop.
+
+    aiosqlite has no public call for this; ``Connection._execute`` is the one every public
+    method goes through (and ``_conn`` its sqlite3 connection). Kept to this one function, and
+    tests/test_writer.py fails loudly if a new aiosqlite changes either.
     """
-
-    def __init__(self, send: MemoryObjectSendStream[Item], writer: Writer, wake_at: int) -> None:
-        self._send = send
-        self._writer = writer
-        self._wake_at = wake_at
-        self.sent = 0
-
-    @property
-    def depth(self) -> int:
-        return self._send.statistics().current_buffer_used
-
-    def send_nowait(self, item: Item) -> bool:
-        """Enqueue without waiting; False (nothing sent) when the queue is full.
-
-        The pollers' fast path: a plain call — no checkpoint, no cancel scope per item.
-        """
-        try:
-            self._send.send_nowait(item)
-        except anyio.WouldBlock:
-            return False
-        self._sent_one()
-        return True
-
-    async def send(self, item: Item) -> None:
-        if not self.send_nowait(item):
-            self._writer.wake()
-            await self._send.send(item)
-            self._sent_one()
-
-    def _sent_one(self) -> None:
-        self.sent += 1
-        if self.sent - self._writer.taken >= self._wake_at:  # the queue's depth, counted
-            self._writer.wake()
-
-    def close(self) -> None:
-        self._send.close()
-        self._writer.wake()
+    return cast(T, await conn._execute(fn, conn._conn, *args))  # type: ignore[no-untyped-call]
 
 
 async def open_connection(path: Path) -> aiosqlite.Connection:
