@@ -107,6 +107,7 @@ class Writer:
             gid: _GroupBuffer(group, target.tables[gid]) for gid, group in target.groups.items()
         }
         self._wake_scope: anyio.CancelScope | None = None
+        self._wake_requested = False
         self._last_beat = -float("inf")
         self.commits = 0
         #: Samples taken off the queue so far (a batch counts its samples, anything else one);
@@ -121,6 +122,7 @@ class Writer:
 
     def wake(self) -> None:
         """Commit now rather than at the next interval (queue filling up, or shutting down)."""
+        self._wake_requested = True
         if self._wake_scope is not None:
             self._wake_scope.cancel()
 
@@ -151,14 +153,17 @@ class Writer:
     async def _loop(self) -> None:
         next_commit = self._clock.monotonic()
         while True:
+            self._wake_requested = False
             items, taken, ended = self._take(self._rows)
             now = self._clock.monotonic()
             if items or ended or now - self._last_beat >= self._heartbeat_s:
                 await self._commit(items)
             if ended:
                 return
-            if taken >= self._rows:
-                continue  # a backlog: keep committing without sleeping
+            if taken >= self._rows or self._wake_requested:
+                # A backlog, or a wake that came during the commit (it found no sleep to cut
+                # short): take again at once rather than sleep a whole interval on a full queue.
+                continue
             next_commit = max(next_commit + self._interval, self._clock.monotonic())
             # Beat on time even with a long commit interval: a late beat reads as a crash.
             deadline = min(next_commit, self._last_beat + self._heartbeat_s)
