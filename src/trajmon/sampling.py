@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import anyio
 
 from .channels import Channel, PollGroup
-from .clock import ThreadClock
+from .clock import SPIN_S, ThreadClock
 from .threaded import ThreadedGroup
 
 __all__ = ["GroupReader", "InstrumentBusyError", "InstrumentWorker", "ReadFailure"]
@@ -107,9 +107,12 @@ class InstrumentWorker:
             try:
                 if best is None:
                     job = jobs.get()
+                elif (wait := best_due - best.clock.monotonic()) > SPIN_S:
+                    job = jobs.get(timeout=wait)
+                elif jobs.empty():
+                    return best  # due now or within a spin: the tick waits out the rest itself
                 else:
-                    wait = best_due - best.clock.monotonic()
-                    job = jobs.get(timeout=wait) if wait > 0 else jobs.get_nowait()
+                    job = jobs.get_nowait()
             except queue.Empty:
                 return best
             if job is not _WAKE:
