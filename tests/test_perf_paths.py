@@ -304,3 +304,20 @@ async def test_window_columns_report_gaps_and_coverage(tmp_path: Path) -> None:
         (empty,) = window_columns(conn, run, "signal", 5.0, 6.0)
         assert empty["dt_s"] == [] and empty["columns"] == {"a": [], "b": []}
         assert rows_of(empty) == [] and not empty["complete"]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_gc_paused_restores_the_collector_even_on_error(enabled: bool) -> None:
+    import gc
+
+    from trajmon.gcpause import gc_paused
+
+    was = gc.isenabled()
+    try:
+        (gc.enable if enabled else gc.disable)()
+        with pytest.raises(RuntimeError), gc_paused():
+            assert not gc.isenabled()
+            raise RuntimeError("boom")
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()

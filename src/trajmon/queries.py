@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .channels import decode_value
+from .gcpause import gc_paused
 from .schema import quote_ident
 
 __all__ = [
@@ -239,6 +240,13 @@ def window_columns(
     row because building ~5 000 row dicts per window cost as much as the SQL itself; the table,
     the plot and the benchmark read columns, and :func:`window_rows` builds rows from these
     only where the row shape is the contract (``actions show --json``)."""
+    with gc_paused():  # thousands of row tuples, none of them in a cycle (see gcpause)
+        return _window_columns(conn, run, kind, start_s, end_s)
+
+
+def _window_columns(
+    conn: sqlite3.Connection, run: RunRef, kind: str, start_s: float, end_s: float
+) -> list[dict[str, Any]]:
     groups = conn.execute(
         "SELECT group_id, name, interval_s, table_name FROM poll_groups"
         " WHERE run_id = ? AND kind = ? ORDER BY group_id",
@@ -252,29 +260,27 @@ def window_columns(
             " ORDER BY position",
             (run.run_id, gid),
         ).fetchall()
-        span = conn.execute(
-            "SELECT min(first_dt_s), max(last_dt_s) FROM segments"
-            " WHERE run_id = ? AND group_id = ?",
-            (run.run_id, gid),
-        ).fetchone()
-        idx = conn.execute(
-            "SELECT min(first_idx), max(last_idx) FROM segments WHERE run_id = ? AND group_id = ?"
-            " AND last_dt_s >= ? AND first_dt_s <= ?",
+        # One pass over the group's segments: what was recorded at all, and which sample_idx
+        # range can hold the window.
+        first, last, idx_lo, idx_hi = conn.execute(
+            "SELECT min(first_dt_s), max(last_dt_s),"
+            " min(first_idx) FILTER (WHERE last_dt_s >= ?3 AND first_dt_s <= ?4),"
+            " max(last_idx) FILTER (WHERE last_dt_s >= ?3 AND first_dt_s <= ?4)"
+            " FROM segments WHERE run_id = ?1 AND group_id = ?2",
             (run.run_id, gid, start_s, end_s),
         ).fetchone()
         labels = [str(c["label"]) for c in chans]
         sample_idx: list[Any] = []
         dts: list[Any] = []
         values: list[list[Any]] = [[] for _ in labels]
-        if idx[0] is not None:
+        if idx_lo is not None:
             sample_idx, dts, values = _fetch_window(
                 conn,
                 str(g["table_name"]),
                 [(str(c["label"]), str(c["value_type"])) for c in chans],
-                (idx[0], idx[1]),
+                (idx_lo, idx_hi),
                 (start_s, end_s),
             )
-        first, last = span[0], span[1]
         gaps = _gaps(dts, 2 * interval)
         complete = (
             first is not None
