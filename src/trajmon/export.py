@@ -30,6 +30,7 @@ from typing import Any
 
 from .channels import decode_value
 from .export_sinks import EXTENSIONS, Column, ColumnKind, Format, Sink, open_sink
+from .gcpause import gc_paused
 from .queries import QueryError, RunRef
 from .schema import quote_ident
 
@@ -336,8 +337,9 @@ def export_run(
         directory.mkdir(parents=True, exist_ok=True)
         ex.channels(targets.pop("channels"))
         ex.actions(targets.pop("actions"))
-        for key, path in targets.items():
-            ex.group(int(key.removeprefix("group:")), path)
+        with gc_paused():  # millions of row tuples, none in a cycle (see gcpause)
+            for key, path in targets.items():
+                ex.group(int(key.removeprefix("group:")), path)
         doc = _run_doc(conn, ref)
         run_json.write_text(
             json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8"
