@@ -289,6 +289,25 @@ async def test_timed_read_on_the_worker_thread_reports_its_start() -> None:
         worker.close()
 
 
+async def test_window_columns_exact_when_sample_idx_has_gaps_or_dt_steps_back(
+    tmp_path: Path,
+) -> None:
+    """The fast path assumes one unbroken run of sample_idx; a gap in the index or a dt_s that
+    steps back (a resumed session) must give exactly the rows a plain dt_s filter gives."""
+    db = tmp_path / "p.db"
+    dts = [i * 0.1 for i in range(10)] + [0.45 + i * 0.1 for i in range(10)]  # steps back
+    idx = list(range(20)) + [21, 22, 24, 25]  # and two gaps
+    dts += [2.0, 2.1, 2.2, 2.3]
+    await _write(db, [Sample(0, i, t, 0.0, [t, -t]) for i, t in zip(idx, dts, strict=True)])
+    with closing(connect_readonly(db)) as conn:
+        run = RunRef(1, "p")
+        for lo, hi in [(0.0, 10.0), (0.3, 0.8), (0.0, 0.35), (1.0, 1.5), (2.05, 2.25), (3, 4)]:
+            (want,) = _reference_window_rows(conn, run, "signal", lo, hi)
+            (got,) = window_columns(conn, run, "signal", lo, hi)
+            assert got["sample_idx"] == [r["sample_idx"] for r in want], (lo, hi)
+            assert got["dt_s"] == [r["dt_s"] for r in want], (lo, hi)
+
+
 async def test_window_columns_report_gaps_and_coverage(tmp_path: Path) -> None:
     """Gaps (> 2 intervals between consecutive samples) come from the ``dt_s`` column."""
     db = tmp_path / "g.db"
