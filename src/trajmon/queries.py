@@ -228,8 +228,10 @@ def _fetch_window(
         sample_idx: list[Any] = list(range(lo, hi + 1))
         dts, *values = (list(col) for col in zip(*found, strict=True))
     else:
-        found = cursor.execute(f"SELECT sample_idx, dt_s{cols} {where} ORDER BY sample_idx", args)
-        sample_idx, dts, *values = (list(col) for col in zip(*found.fetchall(), strict=True))
+        found = cursor.execute(
+            f"SELECT sample_idx, dt_s{cols} {where} ORDER BY sample_idx", args
+        ).fetchall()
+        sample_idx, dts, *values = (list(col) for col in zip(*found, strict=True))
     for pos, (_, vtype) in enumerate(chans):
         if not _decoding_changes_nothing(vtype, values[pos]):
             values[pos] = [decode_value(vtype, v) for v in values[pos]]
