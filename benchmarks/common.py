@@ -25,11 +25,12 @@ from trajmon import MonitorConfig, Recorder, RunSummary
 from trajmon.channels import Channel, PollGroup
 from trajmon.clock import SystemClock
 from trajmon.config import ChannelSpec
+from trajmon.connection import open_connection
 from trajmon.records import Sample, SampleBatch
 from trajmon.runstore import NewRun, create_run
 from trajmon.schema import migrate
 from trajmon.sink import QueueSink, sample_queue
-from trajmon.writer import Writer, WriterTarget, open_connection
+from trajmon.writer import Writer, WriterTarget
 
 __all__ = [
     "CHANNELS",

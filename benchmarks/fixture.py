@@ -25,9 +25,9 @@ import numpy as np
 
 from trajmon.channels import Channel, PollGroup
 from trajmon.config import MonitorConfig
+from trajmon.connection import open_connection
 from trajmon.runstore import NewRun, create_run, finish_run
 from trajmon.schema import insert_sql, migrate
-from trajmon.writer import open_connection
 
 __all__ = ["RUN", "SIGNALS", "SPECS", "ensure_fixture"]
 

@@ -16,7 +16,7 @@ from procs import committed_samples, group_rows, query, run_cli, sim_process, st
 
 from simulators.qcodes_sim import SimulatedSTM
 from trajmon import MonitorConfig, Recorder, RunFailedError
-from trajmon import writer as writer_module
+from trajmon import connection as connection_module
 
 
 def one_line_error(stderr: str) -> str:
@@ -101,7 +101,7 @@ async def test_full_database_marks_the_run_failed(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With SQLite's max_page_count as the "disk", the run row itself can still be updated."""
-    real_open = writer_module.open_connection
+    real_open = connection_module.open_connection
 
     async def small_disk(path: Path) -> object:
         conn = await real_open(path)

@@ -28,6 +28,7 @@ import pytest
 from trajmon.channels import Channel, PollGroup, decode_value
 from trajmon.clock import FakeClock, SystemClock, ThreadClock
 from trajmon.config import MonitorConfig
+from trajmon.connection import open_connection
 from trajmon.queries import RunRef, connect_readonly, rows_of, window_columns, window_rows
 from trajmon.records import GroupStats, Sample
 from trajmon.runstore import NewRun, create_run
@@ -35,7 +36,7 @@ from trajmon.sampling import InstrumentWorker, ReadFailure
 from trajmon.scheduling import Poller, Schedule
 from trajmon.schema import migrate, quote_ident
 from trajmon.sink import QueueSink, sample_queue
-from trajmon.writer import Writer, open_connection
+from trajmon.writer import Writer
 
 FLOATS = PollGroup(
     "signals",
@@ -296,7 +297,7 @@ async def test_window_columns_exact_when_sample_idx_has_gaps_or_dt_steps_back(
     steps back (a resumed session) must give exactly the rows a plain dt_s filter gives."""
     db = tmp_path / "p.db"
     dts = [i * 0.1 for i in range(10)] + [0.45 + i * 0.1 for i in range(10)]  # steps back
-    idx = list(range(20)) + [21, 22, 24, 25]  # and two gaps
+    idx = [*range(20), 21, 22, 24, 25]  # and two gaps
     dts += [2.0, 2.1, 2.2, 2.3]
     await _write(db, [Sample(0, i, t, 0.0, [t, -t]) for i, t in zip(idx, dts, strict=True)])
     with closing(connect_readonly(db)) as conn:

@@ -12,9 +12,9 @@ import pytest
 from test_writer import committed, count, sample, started_writer
 
 from trajmon.clock import FakeClock
+from trajmon.connection import StorageError
 from trajmon.records import Sample, SampleBatch
 from trajmon.sink import QueueSink, sample_queue
-from trajmon.writer import StorageError
 
 
 def batch(gid: int, first: int, n: int) -> SampleBatch:

@@ -14,11 +14,12 @@ import pytest
 from trajmon.channels import Channel, PollGroup
 from trajmon.clock import FakeClock
 from trajmon.config import MonitorConfig
+from trajmon.connection import StorageError, open_connection
 from trajmon.records import ActionEvent, MonitorError, Sample
 from trajmon.runstore import NewRun, create_run
 from trajmon.schema import migrate
 from trajmon.sink import QueueSink, sample_queue
-from trajmon.writer import StorageError, Writer, WriterTarget, open_connection
+from trajmon.writer import Writer, WriterTarget
 
 SIGNALS = PollGroup(
     "signals",

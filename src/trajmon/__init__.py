@@ -10,12 +10,12 @@ __version__ = "0.1.0"
 from .channels import Channel, PollGroup
 from .clock import Clock, FakeClock, SystemClock
 from .config import DEFAULT_CHANNELS, ChannelSpec, ConfigError, MonitorConfig
+from .connection import StorageError
 from .detection import ChangeDetector
 from .queries import QueryError, connect_readonly, list_actions, list_runs, resolve_run
 from .recorder import Recorder, RunFailedError, RunSummary
 from .runstore import RunExistsError
 from .scheduling import Schedule
-from .writer import StorageError
 
 __all__ = [
     "DEFAULT_CHANNELS",

@@ -22,6 +22,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from .channels import Channel, PollGroup
 from .clock import Clock, SystemClock
 from .config import ConfigError, MonitorConfig
+from .connection import StorageError, open_connection
 from .detection import ChangeDetector
 from .records import ActionEvent, GroupStats
 from .resolve import build_groups
@@ -31,7 +32,7 @@ from .sampling import GroupReader, InstrumentWorker
 from .scheduling import Poller, Schedule
 from .schema import migrate
 from .sink import QueueSink, sample_queue
-from .writer import Item, StorageError, Writer, open_connection
+from .writer import Item, Writer
 
 __all__ = ["Recorder", "RunSummary"]
 

@@ -14,12 +14,12 @@ import typer
 from rich.table import Table
 
 from ..config import ConfigError, MonitorConfig
+from ..connection import StorageError
 from ..queries import QueryError
 from ..recorder import RunFailedError, RunSummary
 from ..resume import load_resume_config
 from ..runstore import RunExistsError
 from ..staging import EffectiveConfig, consume_run_name, read_staged
-from ..writer import StorageError
 from .common import (
     EXIT_FAILED,
     JsonOption,

@@ -1,0 +1,79 @@
+"""The writer's SQLite connection: opened in WAL mode, written one transaction per call.
+
+Split from :mod:`trajmon.writer` so that the one place reaching into aiosqlite's internals
+(:func:`on_connection_thread`) stands alone, next to the transaction it runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import aiosqlite
+
+from .schema import ACTION_INSERT, ERROR_INSERT, GROUP_UPDATE, RUN_BEAT, SEGMENT_UPSERT
+
+__all__ = ["StorageError", "on_connection_thread", "open_connection", "write_transaction"]
+
+T = TypeVar("T")
+
+
+class StorageError(RuntimeError):
+    """SQLite refused a write (disk full, read-only file, locked by another writer)."""
+
+
+def write_transaction(
+    db: sqlite3.Connection,
+    inserts: list[tuple[str, list[tuple[Any, ...]], list[tuple[Any, ...]]]],
+    actions: list[tuple[Any, ...]],
+    errors: list[tuple[Any, ...]],
+    group_rows: list[tuple[Any, ...]],
+    beat: tuple[Any, ...],
+) -> None:
+    """One commit, run on the connection's thread: every group's rows and segment spans, the
+    actions and errors, the live counters and the heartbeat — all or nothing."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for sql, rows, spans in inserts:
+            db.executemany(sql, rows)
+            db.executemany(SEGMENT_UPSERT, spans)
+        if actions:
+            db.executemany(ACTION_INSERT, actions)
+        if errors:
+            db.executemany(ERROR_INSERT, errors)
+        db.executemany(GROUP_UPDATE, group_rows)
+        db.execute(RUN_BEAT, beat)
+        db.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        raise
+
+
+async def on_connection_thread(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(sqlite3_connection, *args)`` on ``conn``'s own thread, in one hop.
+
+    aiosqlite has no public call for this; ``Connection._execute`` is the one every public
+    method goes through (and ``_conn`` its sqlite3 connection). Kept to this one function, and
+    tests/test_writer.py fails loudly if a new aiosqlite changes either.
+    """
+    return cast(T, await conn._execute(fn, conn._conn, *args))  # type: ignore[no-untyped-call]
+
+
+async def open_connection(path: Path) -> aiosqlite.Connection:
+    """The writer's connection: WAL so readers never block it, explicit transactions."""
+    conn = await aiosqlite.connect(path, isolation_level=None)
+    try:
+        await conn.execute("PRAGMA busy_timeout = 2000")
+        cursor = await conn.execute("PRAGMA journal_mode = WAL")
+        row = await cursor.fetchone()
+        if row is None or str(row[0]).lower() != "wal":
+            raise StorageError(f"{path}: cannot switch the database to WAL mode (got {row!r})")
+        await conn.execute("PRAGMA synchronous = NORMAL")
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
