@@ -200,6 +200,13 @@ class NanonisServer:
     async def _on_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        if self._server is None:
+            # Accepted just as stop() began: it could not see this connection to close it, and
+            # an unclosed transport would only be noticed (as a ResourceWarning) when collected.
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+            return
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
