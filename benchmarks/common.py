@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream
 
 from trajmon import MonitorConfig, Recorder, RunSummary
 from trajmon.channels import Channel, PollGroup
@@ -29,7 +28,7 @@ from trajmon.connection import open_connection
 from trajmon.records import Sample, SampleBatch
 from trajmon.runstore import NewRun, create_run
 from trajmon.schema import migrate
-from trajmon.sink import QueueSink, sample_queue
+from trajmon.sink import QueueSink, open_queue
 from trajmon.writer import Writer, WriterTarget
 
 __all__ = [
@@ -123,7 +122,7 @@ def value_pool(size: int = 4096, seed: int = 1) -> list[list[float]]:
 @contextlib.asynccontextmanager
 async def started_writer(
     db: Path, *, commit_rows: int = 5000, queue_size: int = 20000, rotate: int = 6000
-) -> AsyncIterator[tuple[Writer, QueueSink, WriterTarget, MemoryObjectReceiveStream[Any]]]:
+) -> AsyncIterator[tuple[Writer, QueueSink, WriterTarget]]:
     """trajmon's real writer path (run row, typed table, queue, writer), as the recorder builds
     it, without pollers. The caller closes the sink; the writer drains and returns."""
     cfg = MonitorConfig(
@@ -137,21 +136,15 @@ async def started_writer(
         target = await create_run(
             conn, NewRun("bench", clock.wall(), clock.monotonic(), cfg, [float_group()], None)
         )
-        send, receive = sample_queue()
-        writer = Writer(
+        writer, sink = open_queue(
             conn,
             target,
-            receive,
             clock=clock,
             commit_interval_s=cfg.commit_interval_s,
             commit_rows=commit_rows,
+            queue_size=queue_size,
         )
-        yield (
-            writer,
-            QueueSink(send, writer, bound=queue_size, wake_at=commit_rows),
-            target,
-            receive,
-        )
+        yield writer, sink, target
     finally:
         await conn.close()
 
@@ -177,7 +170,7 @@ async def feed_writer(
         )
         for first in range(0, rows, FEED_BATCH)
     ]
-    async with started_writer(db) as (writer, sink, target, _):
+    async with started_writer(db) as (writer, sink, target):
         stats = target.stats[0]
         start = time.perf_counter()
 

@@ -35,8 +35,7 @@ from trajmon.runstore import NewRun, create_run
 from trajmon.sampling import InstrumentWorker, ReadFailure
 from trajmon.scheduling import Poller, Schedule
 from trajmon.schema import migrate, quote_ident
-from trajmon.sink import QueueSink, sample_queue
-from trajmon.writer import Writer
+from trajmon.sink import open_queue
 
 FLOATS = PollGroup(
     "signals",
@@ -72,9 +71,9 @@ async def _write(db: Path, samples: list[Sample]) -> None:
         target = await create_run(
             conn, NewRun("p", clock.wall(), clock.monotonic(), cfg, [FLOATS, MIXED], None)
         )
-        send, receive = sample_queue()
-        writer = Writer(conn, target, receive, clock=clock, commit_interval_s=0.25, commit_rows=7)
-        sink = QueueSink(send, writer, bound=100, wake_at=7)
+        writer, sink = open_queue(
+            conn, target, clock=clock, commit_interval_s=0.25, commit_rows=7, queue_size=100
+        )
         async with anyio.create_task_group() as tg:
             tg.start_soon(writer.run)
             for s in samples:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -14,7 +15,7 @@ from test_writer import committed, count, sample, started_writer
 from trajmon.clock import FakeClock
 from trajmon.connection import StorageError
 from trajmon.records import Sample, SampleBatch
-from trajmon.sink import QueueSink, sample_queue
+from trajmon.sink import QueueSink
 
 
 def batch(gid: int, first: int, n: int) -> SampleBatch:
@@ -99,7 +100,7 @@ class ManualWriter:
 
 async def test_waiting_senders_are_served_in_arrival_order() -> None:
     """A poller of small items must not starve one waiting with a batch (and vice versa)."""
-    send, receive = sample_queue()
+    send, receive = anyio.create_memory_object_stream[Any](math.inf)
     with send, receive:
         await _served_in_order(send, ManualWriter(receive))
 

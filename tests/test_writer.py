@@ -18,7 +18,7 @@ from trajmon.connection import StorageError, open_connection
 from trajmon.records import ActionEvent, MonitorError, Sample
 from trajmon.runstore import NewRun, create_run
 from trajmon.schema import migrate
-from trajmon.sink import QueueSink, sample_queue
+from trajmon.sink import QueueSink, open_queue
 from trajmon.writer import Writer, WriterTarget
 
 SIGNALS = PollGroup(
@@ -50,11 +50,14 @@ async def started_writer(
         target = await create_run(
             conn, NewRun("w", clock.wall(), clock.monotonic(), cfg, [SIGNALS, SPECS], None)
         )
-        send, receive = sample_queue()
-        writer = Writer(
-            conn, target, receive, clock=clock, commit_interval_s=0.25, commit_rows=commit_rows
+        writer, sink = open_queue(
+            conn,
+            target,
+            clock=clock,
+            commit_interval_s=0.25,
+            commit_rows=commit_rows,
+            queue_size=queue,
         )
-        sink = QueueSink(send, writer, bound=queue, wake_at=commit_rows)
         async with anyio.create_task_group() as tg:
             await tg.start(writer.run)
             await committed(writer, 1)  # the first heartbeat, at start

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream
 
 from .channels import Channel, PollGroup
 from .clock import Clock, SystemClock
@@ -31,7 +30,7 @@ from .runstore import NewRun, create_run, finish_run
 from .sampling import GroupReader, InstrumentWorker
 from .scheduling import Poller, Schedule
 from .schema import migrate
-from .sink import QueueSink, sample_queue
+from .sink import QueueSink, open_queue
 from .writer import Item, Writer
 
 __all__ = ["Recorder", "RunSummary"]
@@ -236,17 +235,15 @@ class Recorder:
         )
         detector.prime(state.last_spec_values)
         self._detector = detector
-        send, receive = sample_queue()
-        writer = Writer(
+        writer, sink = open_queue(
             conn,
             target,
-            receive,
             clock=clock,
             commit_interval_s=cfg.commit_interval_s,
             commit_rows=cfg.commit_rows,
+            queue_size=cfg.queue_size,
             heartbeat_s=cfg.heartbeat_s,
         )
-        sink = QueueSink(send, writer, bound=cfg.queue_size, wake_at=cfg.commit_rows)
         self._sink = sink
         tap = self._tap = _EventTap(sink, self.recent_actions)
         end_at = None if cfg.duration_s is None else session_start + cfg.duration_s
@@ -276,7 +273,7 @@ class Recorder:
         self.started.set()
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._write, writer, receive)
+                tg.start_soon(self._write, writer)
                 async with anyio.create_task_group() as pollers:
                     for poller in self._pollers:
                         pollers.start_soon(poller.run)
@@ -343,7 +340,7 @@ class Recorder:
             raise RunFailedError(summary)
         return summary
 
-    async def _write(self, writer: Writer, receive: MemoryObjectReceiveStream[Item]) -> None:
+    async def _write(self, writer: Writer) -> None:
         try:
             await writer.run()  # closes the receive side when it ends, however it ends
         except BaseException:

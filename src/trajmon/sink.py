@@ -11,19 +11,15 @@ from __future__ import annotations
 
 import math
 
+import aiosqlite
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectSendStream
 
+from .clock import Clock
 from .records import SampleBatch
-from .writer import Item, Writer
+from .writer import Item, Writer, WriterTarget
 
-__all__ = ["QueueSink", "sample_queue"]
-
-
-def sample_queue() -> tuple[MemoryObjectSendStream[Item], MemoryObjectReceiveStream[Item]]:
-    """The stream between pollers and writer; bound it by wrapping the send side in a
-    :class:`QueueSink` (the stream has no bound of its own)."""
-    return anyio.create_memory_object_stream[Item](math.inf)
+__all__ = ["QueueSink", "open_queue"]
 
 
 class QueueSink:
@@ -97,3 +93,29 @@ class QueueSink:
     def close(self) -> None:
         self._send.close()
         self._writer.wake()
+
+
+def open_queue(
+    conn: aiosqlite.Connection,
+    target: WriterTarget,
+    *,
+    clock: Clock,
+    commit_interval_s: float,
+    commit_rows: int,
+    queue_size: int,
+    heartbeat_s: float = 1.0,
+) -> tuple[Writer, QueueSink]:
+    """The writer and the pollers' sink, joined by one stream: the stream itself is unbounded
+    and the sink holds it to ``queue_size`` samples; reaching ``commit_rows`` waiting samples
+    wakes the writer. The writer owns the receive side (it closes it when it ends)."""
+    send, receive = anyio.create_memory_object_stream[Item](math.inf)
+    writer = Writer(
+        conn,
+        target,
+        receive,
+        clock=clock,
+        commit_interval_s=commit_interval_s,
+        commit_rows=commit_rows,
+        heartbeat_s=heartbeat_s,
+    )
+    return writer, QueueSink(send, writer, bound=queue_size, wake_at=commit_rows)

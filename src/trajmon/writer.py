@@ -183,12 +183,14 @@ class Writer:
         return items, taken, ended
 
     def _encode_batch(self, buf: _GroupBuffer, samples: list[Sample]) -> None:
+        """Rows for ``samples``: a row of plain floats as it is (the common case, checked in a
+        loop that runs once per row), anything else through the per-value encoders."""
         rows, encode = buf.rows, self._encode
         if not buf.all_float:
             rows.extend([encode(buf, s) for s in samples])
             return
         width = buf.width
-        for s in samples:  # _encode's fast path, inlined: this loop runs once per row
+        for s in samples:
             values = s.values
             if len(values) == width and _plain_floats(values):
                 rows.append((s.sample_idx, s.dt_s, s.read_s, *values))
@@ -196,9 +198,6 @@ class Writer:
                 rows.append(encode(buf, s))
 
     def _encode(self, buf: _GroupBuffer, sample: Sample) -> tuple[Any, ...]:
-        values = sample.values
-        if buf.all_float and len(values) == buf.width and _plain_floats(values):
-            return (sample.sample_idx, sample.dt_s, sample.read_s, *values)  # the common case
         try:
             return (
                 sample.sample_idx,
@@ -246,13 +245,12 @@ class Writer:
         run_id = target.run_id
         self._pending_errors = []
         actions: list[tuple[Any, ...]] = []
-        encode, buffers = self._encode, self._buffers  # hoisted: this loop runs once per row
+        buffers = self._buffers
         for item in items:
             if type(item) is SampleBatch:
                 self._encode_batch(buffers[item.group_id], item.samples)
             elif type(item) is Sample:
-                buf = buffers[item.group_id]
-                buf.rows.append(encode(buf, item))
+                self._encode_batch(buffers[item.group_id], [item])
             elif type(item) is ActionEvent:
                 old, new = self._encode_action(item)
                 actions.append(
