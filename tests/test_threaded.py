@@ -130,7 +130,7 @@ async def test_two_groups_share_the_thread_in_order_and_never_overlap(
         assert [s.sample_idx for s in samples] == list(range(len(samples)))
         assert all(a.dt_s < b.dt_s for a, b in itertools.pairwise(samples))
         assert p.stats.samples_read == len(samples)
-        assert all(s.values == [1.0 + gid] for s in samples)
+        assert all(list(s.values) == [1.0 + gid] for s in samples)
 
 
 async def test_stop_during_a_read_delivers_that_sample(worker: InstrumentWorker) -> None:
@@ -150,7 +150,7 @@ async def test_stop_during_a_read_delivers_that_sample(worker: InstrumentWorker)
         assert sink.samples() == []
         release.set()
     samples = sink.samples()
-    assert [s.values for s in samples] == [[7.0]]
+    assert [list(s.values) for s in samples] == [[7.0]]
     assert p.stats.samples_read == 1
 
 
@@ -174,14 +174,14 @@ async def test_hung_read_is_a_timeout_then_busy_samples_and_reads_resume(
         tg.start_soon(p.run)
         await wait_for(lambda: any(e.error_type == "busy" for e in errors(sink)))
         release.set()
-        await wait_for(lambda: sink.samples()[-1].values == ["ok"] and calls > 5)
+        await wait_for(lambda: list(sink.samples()[-1].values) == ["ok"] and calls > 5)
         p.stop()
     samples = sink.samples()
     assert [s.sample_idx for s in samples] == list(range(len(samples)))
     assert "late" not in [v for s in samples for v in s.values], "the late answer is dropped"
     kinds = [e.error_type for e in errors(sink)]
     assert kinds[0] == "timeout" and "busy" in kinds
-    assert samples[2].values == [None], "the hung read is the third sample, a NULL"
+    assert list(samples[2].values) == [None], "the hung read is the third sample, a NULL"
     assert p.stats.failed_reads == len(kinds)
 
 

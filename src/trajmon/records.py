@@ -6,6 +6,7 @@ writer turns them into SQL parameters without looking anything up by name.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,7 @@ class Sample:
     sample_idx: int
     dt_s: float
     read_s: float
-    values: list[Any]
+    values: Sequence[Any]
 
 
 @dataclass(slots=True)
@@ -80,4 +81,4 @@ class GroupStats:
     read_s_max: float = 0.0
     lateness_max_s: float = 0.0
     last_dt_s: float | None = None
-    last_values: list[Any] | None = None
+    last_values: Sequence[Any] | None = None

@@ -188,29 +188,32 @@ class ReadFailure:
     message: str
 
 
-def _read_each(params: Sequence[Any]) -> list[Any]:
+def _read_each(params: Sequence[Any]) -> tuple[Any, ...]:
     out: list[Any] = []
     for param in params:
         try:
             out.append(param.get())
         except Exception as exc:
             out.append(exc)
-    return out
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)
 class _InstrumentPlan:
     instrument: str
     worker: InstrumentWorker
-    fn: Callable[[], list[Any]]
+    fn: Callable[[], Sequence[Any]]
     positions: tuple[int, ...]
     labels: tuple[str, ...]
 
 
-def _make_read(instrument: Any, params: tuple[Any, ...]) -> Callable[[], list[Any]]:
+def _make_read(instrument: Any, params: tuple[Any, ...]) -> Callable[[], tuple[Any, ...]]:
+    """The one call that reads ``params``. Values come back as a tuple: a tuple of numbers is
+    one the garbage collector stops tracking at its first pass, so a sample waiting for the
+    disk costs no collector work after that (a list would be walked at every pass)."""
     get_many = getattr(instrument, "get_many", None)
     if callable(get_many):
-        return lambda: list(get_many(params))
+        return lambda: tuple(get_many(params))
     return lambda: _read_each(params)
 
 
@@ -256,18 +259,18 @@ class GroupReader:
 
     def parse(
         self, results: Any, error: BaseException | None
-    ) -> tuple[list[Any], list[ReadFailure]]:
+    ) -> tuple[Sequence[Any], Sequence[ReadFailure]]:
         """Values and failures of a single-instrument read that returned ``results`` or raised
         ``error`` (the same rules as the loop-driven path)."""
-        # The common case: a full list with no exception in it is already the values (one
+        # The common case: a full tuple with no exception in it is already the values (one
         # instrument's positions are 0..size-1). Checked per type, not per value.
         if (
             error is None
-            and type(results) is list
+            and type(results) is tuple
             and len(results) == self.size
             and not any(issubclass(t, BaseException) for t in set(map(type, results)))
         ):
-            return results, []
+            return results, ()
         values: list[Any] = [None] * self.size
         failures: list[ReadFailure] = []
         plan = self._plans[0]
@@ -299,8 +302,8 @@ class GroupReader:
         submitted = clock.monotonic()
         starts: list[float] = []  # appended from the worker threads (list.append is atomic)
 
-        def at_due(fn: Callable[[], list[Any]]) -> Callable[[], list[Any]]:
-            def run() -> list[Any]:
+        def at_due(fn: Callable[[], Sequence[Any]]) -> Callable[[], Sequence[Any]]:
+            def run() -> Sequence[Any]:
                 clock.block_until(due)
                 starts.append(clock.monotonic())
                 return fn()
@@ -313,7 +316,7 @@ class GroupReader:
 
     async def _read_all(
         self,
-        wrap: Callable[[Callable[[], list[Any]]], Callable[[], list[Any]]] | None,
+        wrap: Callable[[Callable[[], Sequence[Any]]], Callable[[], Sequence[Any]]] | None,
         timeout: float | None,
     ) -> tuple[list[Any], list[ReadFailure]]:
         values: list[Any] = [None] * self.size
@@ -331,7 +334,7 @@ class GroupReader:
         plan: _InstrumentPlan,
         values: list[Any],
         failures: list[ReadFailure],
-        wrap: Callable[[Callable[[], list[Any]]], Callable[[], list[Any]]] | None,
+        wrap: Callable[[Callable[[], Sequence[Any]]], Callable[[], Sequence[Any]]] | None,
         timeout: float | None,
     ) -> None:
         try:

@@ -175,13 +175,13 @@ class Poller:
                     wait = group.watch()
                     with anyio.move_on_after(idle if wait is None else wait):
                         await group.ready.wait()
-                items = group.take()
-                if items:
+                samples, failed = group.take()
+                if samples:
                     try:
-                        await self._enqueue(items)
+                        await self._enqueue(samples, failed)
                     except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                         return  # the writer is gone (storage failure); the recorder reports it
-                    group.done_with(len(items))
+                    group.done_with(len(samples))
                 elif group.done:
                     if group.error is not None:
                         raise group.error
@@ -190,12 +190,19 @@ class Poller:
             worker.detach(group)
             self._next_idx = group.next_sample_idx
 
-    async def _enqueue(self, items: list[tuple[Sample, list[ReadFailure]]]) -> None:
+    async def _enqueue(
+        self, samples: list[Sample], failed: dict[int, Sequence[ReadFailure]]
+    ) -> None:
         """Clean samples go as one :class:`SampleBatch` per run of them; a sample with failures
         or actions goes alone, followed by its errors and events — the order is kept."""
         detector, gid = self._detector, self.stats.group_id
+        if detector is None and not failed:  # a signal group's usual batch: no per-sample work
+            with anyio.CancelScope(shield=True):
+                await self._deliver_batch(SampleBatch(gid, samples))
+            return
         clean: list[Sample] = []
-        for sample, failures in items:
+        for sample in samples:
+            failures = failed.get(sample.sample_idx, ()) if failed else ()
             events = () if detector is None else detector.feed(sample)
             if not failures and not events:
                 clean.append(sample)
@@ -268,7 +275,7 @@ class Poller:
         return self._send_nowait is not None and self._send_nowait(item)
 
     async def _deliver(
-        self, sample: Sample, failures: list[ReadFailure], events: Sequence[ActionEvent]
+        self, sample: Sample, failures: Sequence[ReadFailure], events: Sequence[ActionEvent]
     ) -> None:
         await self._sink.send(sample)
         for f in failures:

@@ -60,7 +60,7 @@ class _GroupBuffer:
         self.rows: list[tuple[Any, ...]] = []
 
 
-def _plain_floats(values: list[Any]) -> bool:
+def _plain_floats(values: Sequence[Any]) -> bool:
     """True when every value binds to a REAL column unchanged: a Python ``float`` (not a numpy
     scalar, not None) that is neither NaN (SQLite would store NULL) nor ±0.0 (-0.0 would lose
     its sign). Those rare values take the per-value encoders, which keep their exact bits."""
