@@ -340,3 +340,53 @@ def test_gc_paused_restores_the_collector_even_on_error(enabled: bool) -> None:
         assert gc.isenabled() is enabled
     finally:
         (gc.enable if was else gc.disable)()
+
+
+def test_gc_frozen_freezes_once_for_nested_blocks_and_unfreezes_after_the_last() -> None:
+    import gc
+
+    from trajmon.gcpause import gc_frozen
+
+    assert gc.get_freeze_count() == 0
+    before = object()  # exists when the block starts: frozen
+    with gc_frozen():
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        with pytest.raises(RuntimeError), gc_frozen():
+            assert gc.get_freeze_count() == frozen, "a nested block freezes nothing more"
+            raise RuntimeError("boom")
+        assert gc.get_freeze_count() == frozen, "the outer block is still recording"
+    assert gc.get_freeze_count() == 0, "unfrozen when the last block ends, even after an error"
+    del before
+
+
+async def test_a_run_records_with_its_start_up_heap_frozen(tmp_path: Path) -> None:
+    import gc
+
+    from simulators.qcodes_sim import SimulatedSTM
+    from trajmon import ChannelSpec, Recorder
+
+    stm = SimulatedSTM("gcfrozen")
+    try:
+        config = MonitorConfig(
+            run_name="gc",
+            db=tmp_path / "gc.db",
+            interval_s=0.01,
+            duration_s=0.3,
+            channels=[ChannelSpec(label="I", source="gcfrozen.current", kind="signal")],
+        )
+        recorder = Recorder(config, {"gcfrozen": stm})
+        seen: list[int] = []
+
+        async def watch() -> None:
+            await recorder.started.wait()
+            seen.append(gc.get_freeze_count())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch)
+            summary = await recorder.run()
+            assert gc.get_freeze_count() == 0, "unfrozen as soon as the run has ended"
+    finally:
+        stm.close()
+    assert summary.status == "completed"
+    assert seen and seen[0] > 1000, "the heap that existed before the run is frozen during it"
