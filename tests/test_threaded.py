@@ -71,6 +71,19 @@ class Sink:
         ]
 
 
+class PullingSink(Sink):
+    """A sink whose writer pulls batches before each commit (like ``QueueSink``): the test
+    plays the writer and calls the pullers the pollers registered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pullers: list[Callable[[], bool]] = []
+
+    def add_puller(self, pull: Callable[[], bool]) -> Callable[[], None]:
+        self.pullers.append(pull)
+        return lambda: self.pullers.remove(pull)
+
+
 def group(name: str, fn: Callable[[], Any], interval: float, kind: str = "signal") -> PollGroup:
     channel = Channel(name, kind, f"i.{name}", "i", name, "", "any", parameter=Param(fn))
     return PollGroup(name, kind, interval, (channel,))
@@ -256,3 +269,48 @@ async def test_a_failing_tick_ends_its_group_not_the_instrument_thread(
     with anyio.fail_after(10), pytest.raises(ZeroDivisionError):
         await p.run()
     assert await worker.call(lambda: 42, timeout=5.0) == 42, "the thread still serves calls"
+
+
+async def test_a_signal_groups_batch_waits_on_the_thread_for_the_writers_pull(
+    worker: InstrumentWorker,
+) -> None:
+    clock, sink = SystemClock(), PullingSink()
+    p = poller(group("s", lambda: 1.0, 0.002), 0, worker, sink, clock)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(p.run)
+        await wait_for(lambda: len(sink.pullers) == 1)
+        await wait_for(lambda: p.stats.samples_read >= 40)  # 80 ms: past FLUSH_S, room left
+        assert sink.samples() == [], "no hand-over on a timer: the loop was not woken"
+        assert sink.pullers[0]() is True
+        await wait_for(lambda: len(sink.samples()) >= 40)
+        read = p.stats.samples_read
+        assert sink.pullers[0]() in (True, False)  # whatever came since; never an error
+        p.stop()
+    assert sink.pullers == [], "the puller is removed when the group ends"
+    samples = sink.samples()
+    assert [s.sample_idx for s in samples] == list(range(len(samples))) and len(samples) >= read
+
+
+async def test_a_group_with_change_detection_hands_over_on_its_own(
+    worker: InstrumentWorker,
+) -> None:
+    from trajmon.detection import ChangeDetector
+
+    clock, sink = SystemClock(), PullingSink()
+    g = group("p", lambda: 2.0, 0.002, "spec")
+    reader = GroupReader(g, {"i": object()}, {"i": worker}, read_timeout_s=5.0)
+    p = Poller(
+        GroupStats(0, g.name, g.interval_s),
+        reader,
+        sink,
+        clock=clock,
+        schedule=Schedule(clock.monotonic(), g.interval_s),
+        detector=ChangeDetector(
+            {0: [(0, g.channels[0])]}, window_before_s=1.0, window_after_s=1.0, wall=clock.wall
+        ),
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(p.run)
+        await wait_for(lambda: len(sink.samples()) >= 10)  # nobody pulls: FLUSH_S hand-overs
+        assert sink.pullers == [], "detection must see spec samples without waiting for a commit"
+        p.stop()

@@ -15,7 +15,7 @@ from trajmon.channels import Channel, PollGroup
 from trajmon.clock import FakeClock
 from trajmon.config import MonitorConfig
 from trajmon.connection import StorageError, open_connection
-from trajmon.records import ActionEvent, MonitorError, Sample
+from trajmon.records import ActionEvent, MonitorError, Sample, SampleBatch
 from trajmon.runstore import NewRun, create_run
 from trajmon.schema import migrate
 from trajmon.sink import QueueSink, open_queue
@@ -103,6 +103,36 @@ async def test_commits_on_interval_not_per_item(db_path: Path) -> None:
         await clock.advance(0.2)
         await committed(writer, commits + 1)
         assert count(db_path, "w/signals") == 6
+
+
+async def test_a_source_pulled_before_a_commit_makes_that_commit(db_path: Path) -> None:
+    """A signal group's batch waits on its thread until the writer pulls it; the poller the
+    pull wakes must enqueue before the writer takes, or the batch misses the commit."""
+    clock = FakeClock()
+    async with started_writer(db_path, clock) as (writer, sink, _, tg):
+        held = [sample(0, i, 0.1 * i, 1.0) for i in range(3)]
+        woken = anyio.Event()
+
+        def pull() -> bool:
+            if not held:
+                return False
+            woken.set()
+            return True
+
+        async def poller() -> None:  # as Poller._run_threaded: woken, it takes and enqueues
+            await woken.wait()
+            await sink.send(SampleBatch(0, held.copy()))
+            held.clear()
+
+        tg.start_soon(poller)
+        remove = sink.add_puller(pull)
+        await anyio.lowlevel.checkpoint()
+        commits = writer.commits
+        await clock.advance(0.25)
+        await committed(writer, commits + 1)
+        assert count(db_path, "w/signals") == 3, "pulled, enqueued and committed in one commit"
+        remove()
+        assert writer.pullers == []
 
 
 async def test_row_cap_commits_early(db_path: Path) -> None:

@@ -98,6 +98,9 @@ class _EventTap:
         self._seen(item)
         return True
 
+    def add_puller(self, pull: Callable[[], bool]) -> Callable[[], None]:
+        return self._sink.add_puller(pull)
+
     def _seen(self, item: Item) -> None:
         if type(item) is ActionEvent:
             self._recent.append(item)

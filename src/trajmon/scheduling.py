@@ -19,7 +19,7 @@ from .clock import Clock, ThreadClock
 from .detection import ChangeDetector
 from .records import ActionEvent, GroupStats, MonitorError, Sample, SampleBatch
 from .sampling import GroupReader, InstrumentWorker, ReadFailure
-from .threaded import ThreadedGroup
+from .threaded import FLUSH_S, PULLED_FLUSH_S, ThreadedGroup
 
 __all__ = ["Poller", "SampleSink", "Schedule"]
 
@@ -58,7 +58,9 @@ class Schedule:
 
 class SampleSink(Protocol):
     """Where samples go. A sink may also offer ``send_nowait(item) -> bool`` (False: full), which
-    the poller then uses first, so a sample costs a plain call when the queue has room."""
+    the poller then uses first, so a sample costs a plain call when the queue has room, and
+    ``add_puller(pull) -> remove`` (:meth:`QueueSink.add_puller`): then a signal group's
+    batches are pulled before each commit rather than handed over on a timer."""
 
     async def send(self, item: Sample | SampleBatch | MonitorError | Any) -> None: ...
 
@@ -152,6 +154,13 @@ class Poller:
         wakes per batch to detect changes and enqueue, and watches for a hung driver."""
         if self._stopping:
             return
+        # A signal group (no change detection) need not wake the loop on a timer: the writer
+        # pulls its batch before each commit, and only a full room or a failure hands over
+        # earlier. A spec group hands over every FLUSH_S, which bounds detection latency.
+        add_puller: Callable[[Callable[[], bool]], Callable[[], None]] | None = getattr(
+            self._sink, "add_puller", None
+        )
+        pulled = self._detector is None and add_puller is not None
         group = ThreadedGroup(
             self.stats,
             clock=clock,
@@ -165,8 +174,10 @@ class Poller:
             worker=worker,
             loop=asyncio.get_running_loop(),
             timeout_s=reader.timeout_s,
+            flush_s=PULLED_FLUSH_S if pulled else FLUSH_S,
         )
         self._threaded = group
+        remove_puller = add_puller(group.pull) if add_puller is not None and pulled else None
         idle = None if reader.timeout_s is None else max(reader.timeout_s / 4, 0.05)
         worker.attach(group)
         try:
@@ -187,6 +198,8 @@ class Poller:
                         raise group.error
                     return
         finally:
+            if remove_puller is not None:
+                remove_puller()
             worker.detach(group)
             self._next_idx = group.next_sample_idx
 

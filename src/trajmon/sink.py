@@ -10,6 +10,7 @@ fit the bound; the writer's count of samples taken gives the depth with a subtra
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import aiosqlite
 import anyio
@@ -89,6 +90,12 @@ class QueueSink:
                     await self._writer.room().wait()
         finally:
             self._blocked -= 1
+
+    def add_puller(self, pull: Callable[[], bool]) -> Callable[[], None]:
+        """Have the writer call ``pull`` before each commit (:attr:`Writer.pullers`); returns
+        the call that removes it."""
+        self._writer.pullers.append(pull)
+        return lambda: self._writer.pullers.remove(pull)
 
     def close(self) -> None:
         self._send.close()

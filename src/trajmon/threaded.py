@@ -6,7 +6,10 @@ capped the end-to-end rate, cost CPU at 100 Hz, and made every loop stall a miss
 (docs/performance.md). Here the instrument's :class:`~trajmon.sampling.InstrumentWorker` thread
 runs the schedules of all single-instrument groups of that instrument itself — whichever group's
 tick is due next — sleeping with the thread's precise timed wait, timestamping and reading there,
-and the loop wakes once per batch to run change detection and enqueue.
+and the loop wakes once per batch to run change detection and enqueue. A spec group's batch is
+handed over every :data:`FLUSH_S` (detection latency); a signal group's waits until the writer
+pulls it just before a commit (:meth:`ThreadedGroup.pull`), so at 100 Hz the loop wakes for the
+commits and little else (36 → 12 wake-ups a second, docs/performance.md).
 
 What the loop-driven :class:`~trajmon.scheduling.Poller` promises still holds:
 
@@ -44,13 +47,18 @@ if TYPE_CHECKING:
     from .sampling import InstrumentWorker, ReadFailure
     from .scheduling import Schedule
 
-__all__ = ["BATCH_ROOM", "FLUSH_S", "Taken", "ThreadedGroup"]
+__all__ = ["BATCH_ROOM", "FLUSH_S", "PULLED_FLUSH_S", "Taken", "ThreadedGroup"]
 
 _EPS = 1e-9
 
 #: How long the oldest sample of a batch may wait on the thread before the loop is woken: the
-#: loop then wakes at most ~1/FLUSH_S times a second per group, whatever the rate.
+#: loop then wakes at most ~1/FLUSH_S times a second per group, whatever the rate. This bounds
+#: how late change detection sees a spec sample.
 FLUSH_S = 0.05
+#: The same for a group whose batches the writer pulls before each commit (a signal group:
+#: nothing on the loop looks at its samples before the writer does). Only a fallback for very
+#: long commit intervals; a full room or a failure still hands over at once.
+PULLED_FLUSH_S = 1.0
 #: Samples of one group between its thread and the bounded queue, at most (backpressure).
 BATCH_ROOM = 256
 
@@ -65,7 +73,7 @@ class ThreadedGroup:
     """One poll group scheduled on its instrument's worker thread.
 
     The thread calls :meth:`due` and :meth:`tick`; the loop calls :meth:`take`, :meth:`watch`,
-    :meth:`request_stop` and awaits :attr:`ready`.
+    :meth:`pull`, :meth:`request_stop` and awaits :attr:`ready`.
     """
 
     def __init__(
@@ -83,6 +91,7 @@ class ThreadedGroup:
         worker: InstrumentWorker,
         loop: asyncio.AbstractEventLoop,
         timeout_s: float | None,
+        flush_s: float = FLUSH_S,
     ) -> None:
         self.stats = stats
         self.clock = clock
@@ -99,6 +108,7 @@ class ThreadedGroup:
         self._size = size
         self._loop = loop
         self._timeout = timeout_s
+        self._flush_s = flush_s
         self._lock = threading.Lock()
         # Samples and their failures apart: a clean sample then costs the collector one object
         # (plus its values), not three — at 50 k samples/s the young objects that outlive a
@@ -198,7 +208,7 @@ class ThreadedGroup:
         self._pending.append(sample)
         self._room -= 1
         first = self._pending[0].dt_s + self.schedule.t0
-        if failures or self._room <= 0 or self.schedule.due - first >= FLUSH_S:
+        if failures or self._room <= 0 or self.schedule.due - first >= self._flush_s:
             self._notify()
 
     def _finish(self) -> None:
@@ -230,6 +240,16 @@ class ThreadedGroup:
             taken = self._pending, self._failed
             self._pending, self._failed = [], {}
         return taken
+
+    def pull(self) -> bool:
+        """Hand the samples queued so far over now (the writer is about to commit): True when
+        there were any. Run on the loop, so the event is set directly."""
+        with self._lock:
+            if not self._pending:
+                return False
+            self._notified = True  # the thread need not schedule a wake-up of its own
+        self.ready.set()
+        return True
 
     def done_with(self, n: int) -> None:
         """``n`` taken samples are in the queue: give their room back to the thread."""

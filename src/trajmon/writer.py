@@ -10,7 +10,7 @@ from a crashed one and see exactly what was read and what was committed.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,6 +105,11 @@ class Writer:
         #: more, so a sender waiting for room must give up.
         self.stopped = False
         self._took: anyio.Event | None = None
+        #: Called on the loop before each take from the queue. A source that holds samples back
+        #: (an instrument thread's batch of a signal group, see :mod:`trajmon.threaded`) hands
+        #: them over now, so they make this commit without waking the loop on a timer of their
+        #: own; each returns True when it had something to hand over.
+        self.pullers: list[Callable[[], bool]] = []
         self._pending_errors: list[MonitorError] = []
         self._committed = anyio.Event()
 
@@ -142,6 +147,8 @@ class Writer:
         next_commit = self._clock.monotonic()
         while True:
             self._wake_requested = False
+            if any([pull() for pull in self.pullers]):
+                await anyio.lowlevel.checkpoint()  # the pollers just woken enqueue first
             items, taken, ended = self._take(self._rows)
             now = self._clock.monotonic()
             if items or ended or now - self._last_beat >= self._heartbeat_s:
