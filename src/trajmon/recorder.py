@@ -23,7 +23,6 @@ from .clock import Clock, SystemClock
 from .config import ConfigError, MonitorConfig
 from .connection import StorageError, open_connection
 from .detection import ChangeDetector
-from .gcpause import gc_frozen
 from .records import ActionEvent, GroupStats
 from .resolve import build_groups
 from .resume import ResumeState, resume_run
@@ -183,38 +182,31 @@ class Recorder:
             raise StorageError(f"cannot open database {cfg.db} for writing: {exc}") from exc
         workers: dict[str, InstrumentWorker] = {}
         try:
-            with gc_frozen():  # before the first tick is due: its one collection delays none
-                return await self._start(conn, workers)
+            now_wall, now = self.clock.wall(), self.clock.monotonic()
+            try:
+                if self.resume:
+                    state = await resume_run(
+                        conn,
+                        cfg.run_name,
+                        self.groups,
+                        now_mono=now,
+                        now_wall=now_wall,
+                        duration_s=cfg.duration_s,
+                    )
+                else:
+                    new = NewRun(cfg.run_name, now_wall, now, cfg, self.groups, self.snapshot)
+                    target = await create_run(conn, new)
+                    state = ResumeState(target, dict.fromkeys(target.stats, 0), {}, 0, 0)
+            except sqlite3.Error as exc:
+                raise StorageError(f"cannot start the run in {cfg.db}: {exc}") from exc
+            self.t0_mono = state.target.t0_mono
+            self.stats = [state.target.stats[gid] for gid in sorted(state.target.stats)]
+            return await self._record(conn, state, workers, now)
         finally:
             for worker in workers.values():
                 worker.close(timeout=cfg.read_timeout_s + 1)
             with anyio.CancelScope(shield=True):
                 await conn.close()
-
-    async def _start(self, conn: Any, workers: dict[str, InstrumentWorker]) -> RunSummary:
-        """Create (or resume) the run's record, then record."""
-        cfg = self.config
-        assert cfg.run_name is not None
-        now_wall, now = self.clock.wall(), self.clock.monotonic()
-        try:
-            if self.resume:
-                state = await resume_run(
-                    conn,
-                    cfg.run_name,
-                    self.groups,
-                    now_mono=now,
-                    now_wall=now_wall,
-                    duration_s=cfg.duration_s,
-                )
-            else:
-                new = NewRun(cfg.run_name, now_wall, now, cfg, self.groups, self.snapshot)
-                target = await create_run(conn, new)
-                state = ResumeState(target, dict.fromkeys(target.stats, 0), {}, 0, 0)
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot start the run in {cfg.db}: {exc}") from exc
-        self.t0_mono = state.target.t0_mono
-        self.stats = [state.target.stats[gid] for gid in sorted(state.target.stats)]
-        return await self._record(conn, state, workers, now)
 
     async def _record(
         self,
