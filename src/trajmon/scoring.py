@@ -106,8 +106,9 @@ def score_recording(
     ``truth`` entries need ``label``, ``new``, ``t_sent_mono`` and ``t_acked_mono`` (monotonic
     clock of this process). Only labels the run records count. Changes acknowledged after the
     last spec sample began could not have been seen: they are not required, and a detection of
-    one is not held against precision. A detection may lag by one spec interval plus the
-    longest spec read, and precede the send by at most one read (the read was in flight).
+    one is not held against precision. A detection may lag by one spec interval, plus the most
+    a spec tick started late (a tick can only see a change once it has run), plus the longest
+    spec read, and precede the send by at most one read (the read was in flight).
     """
     t0 = recorder.t0_mono or 0.0
     spec_groups = [
@@ -116,6 +117,7 @@ def score_recording(
     labels = {c.label for g, _ in spec_groups for c in g.channels}
     last_dt = max(((s.last_dt_s or 0.0) for _, s in spec_groups), default=0.0)
     read_max = max((s.read_s_max for _, s in spec_groups), default=0.0)
+    late_max = max((s.lateness_max_s for _, s in spec_groups), default=0.0)
     interval = max((g.interval_s for g, _ in spec_groups), default=0.0)
     required: list[TruthChange] = []
     late: list[TruthChange] = []
@@ -125,6 +127,10 @@ def score_recording(
         change = TruthChange(entry.label, entry.t_sent_mono - t0, entry.new)
         (required if entry.t_acked_mono - t0 < last_dt else late).append(change)
     score = score_actions(
-        actions, required, max_latency_s=interval + read_max, early_s=read_max, ignore=late
+        actions,
+        required,
+        max_latency_s=interval + late_max + read_max,
+        early_s=read_max,
+        ignore=late,
     )
     return score, required
