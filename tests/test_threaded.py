@@ -19,7 +19,7 @@ from trajmon.clock import SystemClock
 from trajmon.records import GroupStats, MonitorError, Sample, SampleBatch
 from trajmon.sampling import GroupReader, InstrumentWorker
 from trajmon.scheduling import Poller, Schedule
-from trajmon.threaded import BATCH_ROOM
+from trajmon.threaded import BATCH_ROOM, LOW_ROOM
 
 
 class Param:
@@ -314,3 +314,18 @@ async def test_a_group_with_change_detection_hands_over_on_its_own(
         await wait_for(lambda: len(sink.samples()) >= 10)  # nobody pulls: FLUSH_S hand-overs
         assert sink.pullers == [], "detection must see spec samples without waiting for a commit"
         p.stop()
+
+
+async def test_half_the_room_used_hands_over_without_a_pull(worker: InstrumentWorker) -> None:
+    """Nobody pulls (a stalled commit): the thread hands over when half its room is used, and
+    keeps reading into the other half meanwhile, instead of stopping at a full room."""
+    clock, sink = SystemClock(), PullingSink()
+    p = poller(group("s", lambda: 1.0, 0.002), 0, worker, sink, clock)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(p.run)
+        await wait_for(lambda: len(sink.items) >= 1)
+        p.stop()
+    first = sink.items[0]
+    assert isinstance(first, SampleBatch)
+    assert BATCH_ROOM - LOW_ROOM <= len(first.samples) < BATCH_ROOM
+    assert p.stats.missed_ticks == 0

@@ -155,8 +155,8 @@ class Poller:
         if self._stopping:
             return
         # A signal group (no change detection) need not wake the loop on a timer: the writer
-        # pulls its batch before each commit, and only a full room or a failure hands over
-        # earlier. A spec group hands over every FLUSH_S, which bounds detection latency.
+        # pulls its batch before each commit, and only half its room used or a failure hands
+        # over earlier. A spec group hands over every FLUSH_S, which bounds detection latency.
         add_puller: Callable[[Callable[[], bool]], Callable[[], None]] | None = getattr(
             self._sink, "add_puller", None
         )
