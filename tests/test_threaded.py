@@ -275,16 +275,17 @@ async def test_a_signal_groups_batch_waits_on_the_thread_for_the_writers_pull(
     worker: InstrumentWorker,
 ) -> None:
     clock, sink = SystemClock(), PullingSink()
-    p = poller(group("s", lambda: 1.0, 0.002), 0, worker, sink, clock)
+    # 5 ms ticks: 20 samples are past FLUSH_S (50 ms) and far from a half-used room (640 ms)
+    # or the 1 s fallback, so nothing but the pull can hand them over.
+    p = poller(group("s", lambda: 1.0, 0.005), 0, worker, sink, clock)
     async with anyio.create_task_group() as tg:
         tg.start_soon(p.run)
         await wait_for(lambda: len(sink.pullers) == 1)
-        await wait_for(lambda: p.stats.samples_read >= 40)  # 80 ms: past FLUSH_S, room left
+        await wait_for(lambda: p.stats.samples_read >= 20)
         assert sink.samples() == [], "no hand-over on a timer: the loop was not woken"
         assert sink.pullers[0]() is True
-        await wait_for(lambda: len(sink.samples()) >= 40)
+        await wait_for(lambda: len(sink.samples()) >= 20)
         read = p.stats.samples_read
-        assert sink.pullers[0]() in (True, False)  # whatever came since; never an error
         p.stop()
     assert sink.pullers == [], "the puller is removed when the group ends"
     samples = sink.samples()
@@ -327,5 +328,4 @@ async def test_half_the_room_used_hands_over_without_a_pull(worker: InstrumentWo
         p.stop()
     first = sink.items[0]
     assert isinstance(first, SampleBatch)
-    assert BATCH_ROOM - LOW_ROOM <= len(first.samples) < BATCH_ROOM
-    assert p.stats.missed_ticks == 0
+    assert BATCH_ROOM - LOW_ROOM <= len(first.samples) < BATCH_ROOM, "before the room ran out"
