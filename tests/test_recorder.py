@@ -96,9 +96,17 @@ async def test_duplicate_run_name_is_refused_before_writing(
 
 
 async def test_memory_does_not_grow_with_samples(db_path: Path, stm: SimulatedSTM) -> None:
-    """Python heap after 1500 and after 6000 samples per group: no per-sample growth."""
+    """Python heap after 1500 and after 6000 samples per group: no per-sample growth.
+
+    Samples read but not yet committed are in memory by design (bounded by the queue), and how
+    many there are at either instant depends on how busy the machine is: each one more at the
+    second instant is allowed 1 kB (a 12-value sample in flight takes ~0.7 kB)."""
     config = MonitorConfig(run_name="mem", db=db_path, interval_s=0.001, commit_interval_s=0.05)
     recorder = Recorder(config, {"stm": stm})
+
+    def in_flight() -> int:
+        return sum(s.samples_read - s.samples_committed for s in recorder.stats)
+
     tracemalloc.start()
     try:
         async with anyio.create_task_group() as tg:
@@ -106,11 +114,14 @@ async def test_memory_does_not_grow_with_samples(db_path: Path, stm: SimulatedST
             await recorder.started.wait()
             with anyio.fail_after(90):
                 await recorder.wait_until(lambda: recorder.stats[0].samples_read >= 1500)
-                early = tracemalloc.get_traced_memory()[0]
+                early, early_in_flight = tracemalloc.get_traced_memory()[0], in_flight()
                 await recorder.wait_until(lambda: recorder.stats[0].samples_read >= 6000)
-            late = tracemalloc.get_traced_memory()[0]
+            late, late_in_flight = tracemalloc.get_traced_memory()[0], in_flight()
             recorder.request_stop()
     finally:
         tracemalloc.stop()
     # 4500 more samples of 12 channels: per-sample retention of even 100 B would show as 450 kB.
-    assert late - early < 300_000, f"heap grew by {late - early} bytes"
+    allowed = 300_000 + 1_000 * max(0, late_in_flight - early_in_flight)
+    assert late - early < allowed, (
+        f"heap grew by {late - early} bytes ({early_in_flight} -> {late_in_flight} in flight)"
+    )
