@@ -16,6 +16,7 @@ import pytest
 
 from trajmon.channels import Channel, PollGroup
 from trajmon.clock import SystemClock
+from trajmon.detection import ChangeDetector
 from trajmon.records import GroupStats, MonitorError, Sample, SampleBatch
 from trajmon.sampling import GroupReader, InstrumentWorker
 from trajmon.scheduling import Poller, Schedule
@@ -98,6 +99,7 @@ def poller(
     *,
     timeout: float | None = 5.0,
     end_at: float | None = None,
+    detector: ChangeDetector | None = None,
 ) -> Poller:
     reader = GroupReader(g, {"i": object()}, {"i": worker}, read_timeout_s=timeout)
     return Poller(
@@ -107,6 +109,7 @@ def poller(
         clock=clock,
         schedule=Schedule(clock.monotonic(), g.interval_s),
         end_at=end_at,
+        detector=detector,
     )
 
 
@@ -295,21 +298,12 @@ async def test_a_signal_groups_batch_waits_on_the_thread_for_the_writers_pull(
 async def test_a_group_with_change_detection_hands_over_on_its_own(
     worker: InstrumentWorker,
 ) -> None:
-    from trajmon.detection import ChangeDetector
-
     clock, sink = SystemClock(), PullingSink()
     g = group("p", lambda: 2.0, 0.002, "spec")
-    reader = GroupReader(g, {"i": object()}, {"i": worker}, read_timeout_s=5.0)
-    p = Poller(
-        GroupStats(0, g.name, g.interval_s),
-        reader,
-        sink,
-        clock=clock,
-        schedule=Schedule(clock.monotonic(), g.interval_s),
-        detector=ChangeDetector(
-            {0: [(0, g.channels[0])]}, window_before_s=1.0, window_after_s=1.0, wall=clock.wall
-        ),
+    detector = ChangeDetector(
+        {0: [(0, g.channels[0])]}, window_before_s=1.0, window_after_s=1.0, wall=clock.wall
     )
+    p = poller(g, 0, worker, sink, clock, detector=detector)
     async with anyio.create_task_group() as tg:
         tg.start_soon(p.run)
         await wait_for(lambda: len(sink.samples()) >= 10)  # nobody pulls: FLUSH_S hand-overs

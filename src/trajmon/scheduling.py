@@ -157,10 +157,9 @@ class Poller:
         # A signal group (no change detection) need not wake the loop on a timer: the writer
         # pulls its batch before each commit, and only half its room used or a failure hands
         # over earlier. A spec group hands over every FLUSH_S, which bounds detection latency.
-        add_puller: Callable[[Callable[[], bool]], Callable[[], None]] | None = getattr(
-            self._sink, "add_puller", None
+        add_puller: Callable[[Callable[[], bool]], Callable[[], None]] | None = (
+            getattr(self._sink, "add_puller", None) if self._detector is None else None
         )
-        pulled = self._detector is None and add_puller is not None
         group = ThreadedGroup(
             self.stats,
             clock=clock,
@@ -174,10 +173,10 @@ class Poller:
             worker=worker,
             loop=asyncio.get_running_loop(),
             timeout_s=reader.timeout_s,
-            flush_s=PULLED_FLUSH_S if pulled else FLUSH_S,
+            flush_s=FLUSH_S if add_puller is None else PULLED_FLUSH_S,
         )
         self._threaded = group
-        remove_puller = add_puller(group.pull) if add_puller is not None and pulled else None
+        remove_puller = None if add_puller is None else add_puller(group.pull)
         idle = None if reader.timeout_s is None else max(reader.timeout_s / 4, 0.05)
         worker.attach(group)
         try:
