@@ -28,6 +28,9 @@ __all__ = ["GroupReader", "InstrumentBusyError", "InstrumentWorker", "ReadFailur
 T = TypeVar("T")
 
 _WAKE = object()  # a queue item that only wakes the worker thread
+#: Types a read's value usually has, none of them an exception: checking a tuple against this
+#: set is one C-level pass, half the cost of the general check (once per sample, flat out).
+_PLAIN_TYPES = frozenset({float, int, bool, str, bytes, type(None)})
 
 
 class InstrumentBusyError(RuntimeError):
@@ -268,7 +271,10 @@ class GroupReader:
             error is None
             and type(results) is tuple
             and len(results) == self.size
-            and not any(issubclass(t, BaseException) for t in set(map(type, results)))
+            and (
+                _PLAIN_TYPES.issuperset(map(type, results))
+                or not any(issubclass(t, BaseException) for t in set(map(type, results)))
+            )
         ):
             return results, ()
         values: list[Any] = [None] * self.size

@@ -120,6 +120,9 @@ class ThreadedGroup:
         self._pending: list[Sample] = []
         self._failed: dict[int, Sequence[ReadFailure]] = {}
         self._room = BATCH_ROOM
+        #: Hand the batch over once the next tick is due at or after this (its first sample's
+        #: start plus the flush delay): set when a batch begins, so a tick only compares.
+        self._flush_at = 0.0
         self._stopping = False
         self._inflight: tuple[int, float] | None = None  # (sample_idx, start) of the read
         self._notified = False
@@ -142,11 +145,17 @@ class ThreadedGroup:
         """Take the due tick on the worker thread: wait for it, read, and queue the sample."""
         clock, schedule = self.clock, self.schedule
         due = schedule.due
+        start = clock.monotonic()
         # Unlocked reads of two flags, only to skip a pointless wait: the check under the lock
         # below is the one that counts (a lock per tick is a measurable share at high rates).
-        if not self._stopping and (self._end_at is None or due < self._end_at - _EPS):
+        # A late tick (flat out, every one) skips the wait's call altogether.
+        if (
+            start < due
+            and not self._stopping
+            and (self._end_at is None or due < self._end_at - _EPS)
+        ):
             clock.block_until(due)
-        start = clock.monotonic()
+            start = clock.monotonic()
         with self._lock:
             if self._ended(schedule.due) or (self._end_at is not None and start >= self._end_at):
                 self._finish()
@@ -209,10 +218,12 @@ class ThreadedGroup:
         if failures:
             stats.failed_reads += 1
             self._failed[sample.sample_idx] = failures
-        self._pending.append(sample)
+        pending = self._pending
+        if not pending:
+            self._flush_at = sample.dt_s + self.schedule.t0 + self._flush_s
+        pending.append(sample)
         self._room -= 1
-        first = self._pending[0].dt_s + self.schedule.t0
-        if failures or self._room <= LOW_ROOM or self.schedule.due - first >= self._flush_s:
+        if failures or self._room <= LOW_ROOM or self.schedule.due >= self._flush_at:
             self._notify()
 
     def _finish(self) -> None:
