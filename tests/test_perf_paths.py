@@ -340,3 +340,27 @@ def test_gc_paused_restores_the_collector_even_on_error(enabled: bool) -> None:
         assert gc.isenabled() is enabled
     finally:
         (gc.enable if was else gc.disable)()
+
+
+def test_gc_recording_raises_the_young_threshold_until_the_last_recording_ends() -> None:
+    import gc
+
+    from trajmon.gcpause import RECORDING_YOUNG_THRESHOLD, gc_recording
+
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 11, 12)
+        with gc_recording():
+            assert gc.get_threshold() == (RECORDING_YOUNG_THRESHOLD, 11, 12)
+            with pytest.raises(RuntimeError), gc_recording():
+                raise RuntimeError("the inner run failed")
+            # The outer run still records: its threshold stays until it ends.
+            assert gc.get_threshold() == (RECORDING_YOUNG_THRESHOLD, 11, 12)
+        assert gc.get_threshold() == (700, 11, 12)
+        # A higher threshold the application chose is never lowered.
+        gc.set_threshold(RECORDING_YOUNG_THRESHOLD * 2, 10, 10)
+        with gc_recording():
+            assert gc.get_threshold()[0] == RECORDING_YOUNG_THRESHOLD * 2
+        assert gc.get_threshold() == (RECORDING_YOUNG_THRESHOLD * 2, 10, 10)
+    finally:
+        gc.set_threshold(*before)

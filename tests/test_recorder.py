@@ -84,6 +84,26 @@ async def test_spec_set_from_another_thread_becomes_an_action(
     assert runs[0]["status"] == "interrupted"
 
 
+async def test_a_run_relaxes_the_young_collector_while_it_records(
+    db_path: Path, stm: SimulatedSTM
+) -> None:
+    import gc
+
+    from trajmon.gcpause import RECORDING_YOUNG_THRESHOLD
+
+    before = gc.get_threshold()
+    config = MonitorConfig(run_name="gc", db=db_path, interval_s=0.02)
+    recorder = Recorder(config, {"stm": stm})
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(recorder.run)
+        await recorder.started.wait()
+        await recorder.wait_until(lambda: recorder.stats[0].samples_read >= 2)
+        during = gc.get_threshold()
+        recorder.request_stop()
+    assert during[0] == max(before[0], RECORDING_YOUNG_THRESHOLD)
+    assert gc.get_threshold() == before
+
+
 async def test_duplicate_run_name_is_refused_before_writing(
     db_path: Path, stm: SimulatedSTM
 ) -> None:

@@ -23,6 +23,7 @@ from .clock import Clock, SystemClock
 from .config import ConfigError, MonitorConfig
 from .connection import StorageError, open_connection
 from .detection import ChangeDetector
+from .gcpause import gc_recording
 from .records import ActionEvent, GroupStats
 from .resolve import build_groups
 from .resume import ResumeState, resume_run
@@ -201,7 +202,8 @@ class Recorder:
                 raise StorageError(f"cannot start the run in {cfg.db}: {exc}") from exc
             self.t0_mono = state.target.t0_mono
             self.stats = [state.target.stats[gid] for gid in sorted(state.target.stats)]
-            return await self._record(conn, state, workers, now)
+            with gc_recording():  # samples in flight would keep the collector busy (gcpause)
+                return await self._record(conn, state, workers, now)
         finally:
             for worker in workers.values():
                 worker.close(timeout=cfg.read_timeout_s + 1)
