@@ -87,12 +87,21 @@ SCENARIOS: dict[str, Callable[[Path], object]] = {
 
 
 def main() -> None:
-    from pyinstrument import Profiler
-
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile")
     parser.add_argument("scenario", choices=sorted(SCENARIOS))
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/profiles"))
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("benchmarks/results/profiles"),
+        help="directory for SCENARIO.txt (created if missing)",
+    )
     args = parser.parse_args()
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out must be a directory, and {args.out} is a file")
+    try:
+        from pyinstrument import Profiler
+    except ImportError:
+        parser.error("pyinstrument is missing: pip install -e '.[bench]'")
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="trajmon-prof-") as tmp:
         work = Path(tmp)

@@ -61,3 +61,18 @@ def test_quick_mode_writes_latest_json(tmp_path: Path) -> None:
             assert r["status"].startswith("not measured"), r
             assert r["pass"] is None
     assert "trajmon benchmarks" in proc.stdout, "the table is printed"
+
+
+def test_profile_refuses_a_file_as_its_output_directory(tmp_path: Path) -> None:
+    existing = tmp_path / "e2e.txt"
+    existing.write_text("an earlier profile\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.profile", "e2e", "--out", str(existing)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert f"--out must be a directory, and {existing} is a file" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert existing.read_text() == "an earlier profile\n"
