@@ -5,7 +5,7 @@ soon as its previous sample is enqueued (missed ticks are skipped and counted, n
 The rate is counted from committed rows after a warm-up, so it is what reached the disk.
 
 The bare-get loop (driver limit) is a single thread and trajmon is several, and this machine's
-two cores do not run at one steady speed: one core can be 40 % slower than the other for
+two cores do not run at one steady speed: one core can be a third slower than the other for
 seconds at a time, and a lone loop's rate swings by as much (docs/performance.md). So target 3
 is measured in rounds: a bare-get run, a trajmon run, a bare-get run, and so on; each trajmon
 run is divided by the mean of the bare-get runs just before and after it, and the figure is

@@ -362,5 +362,9 @@ def test_gc_recording_raises_the_young_threshold_until_the_last_recording_ends()
         with gc_recording():
             assert gc.get_threshold()[0] == RECORDING_YOUNG_THRESHOLD * 2
         assert gc.get_threshold() == (RECORDING_YOUNG_THRESHOLD * 2, 10, 10)
+        # A threshold of 0 (automatic collection off) is not turned back on.
+        gc.set_threshold(0, 10, 10)
+        with gc_recording():
+            assert gc.get_threshold() == (0, 10, 10)
     finally:
         gc.set_threshold(*before)

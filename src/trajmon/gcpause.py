@@ -56,7 +56,8 @@ def gc_recording() -> Iterator[None]:
         if _recordings == 0:
             _saved = gc.get_threshold()
             young, *older = _saved
-            gc.set_threshold(max(young, RECORDING_YOUNG_THRESHOLD), *older)
+            if young:  # 0 turns automatic collection off: the application's choice stands
+                gc.set_threshold(max(young, RECORDING_YOUNG_THRESHOLD), *older)
         _recordings += 1
     try:
         yield
