@@ -21,8 +21,8 @@ from typing import Any, NamedTuple, Unpack
 
 from qcodes.instrument import Instrument, InstrumentBaseKWArgs
 from qcodes.parameters import Parameter, ParameterBase
-from qcodes.validators import Bool, Enum, Numbers, Validator
 
+from trajmon.drivers.nanonis_params import SIGNAL_CHANNELS, SIGNALS_GET, SPEC_BY_NAME, SPECS
 from trajmon.drivers.nanonis_protocol import (
     COMMANDS,
     HEADER_SIZE,
@@ -37,50 +37,7 @@ from trajmon.drivers.nanonis_protocol import (
 
 __all__ = ["SIGNAL_CHANNELS", "NanonisError", "NanonisSTM", "ProtocolError"]
 
-_SIGNALS_GET = "Signals.ValsGet"
 _MAX_BODY = 16 * 1024 * 1024  # a larger size field means the stream is corrupt, not a real reply
-
-# Parameters backed by an entry of the controller's signal list (Signals.NamesGet), read together.
-SIGNAL_CHANNELS: dict[str, str] = {"current": "Current (A)", "z_position": "Z (m)"}
-
-
-class _Spec(NamedTuple):
-    """Where one parameter comes from: a command and the position of its value in the reply."""
-
-    name: str
-    label: str
-    unit: str
-    command: str
-    slot: int  # position of the value in the reply
-    kind: type  # float, int or bool: what the wire value is converted to
-    doc: str
-
-    def validator(self) -> Validator[Any]:
-        if self.kind is bool:
-            return Bool()
-        return Enum(0, 1) if self.kind is int else Numbers()
-
-
-_SIG, _GAIN, _FRAME, _ONOFF = _SIGNALS_GET, "ZCtrl.GainGet", "Scan.FrameGet", "ZCtrl.OnOffGet"
-# fmt: off
-_SPECS: tuple[_Spec, ...] = (
-    _Spec("bias", "Bias", "V", "Bias.Get", 0, float, "Tip-sample bias voltage."),
-    _Spec("current", "Tunnel current", "A", _SIG, 0, float, "Signal 'Current (A)'."),
-    _Spec("z_position", "Z position", "m", _SIG, 0, float, "Tip height, signal 'Z (m)'."),
-    _Spec("z_setpoint", "Z setpoint", "A", "ZCtrl.SetpntGet", 0, float, "Current setpoint."),
-    _Spec("z_controller_enabled", "Z controller on", "", _ONOFF, 0, bool, "Z feedback on."),
-    _Spec("z_p_gain", "Z P gain", "m", _GAIN, 0, float, "Z-controller proportional gain."),
-    _Spec("z_time_constant", "Z time constant", "s", _GAIN, 1, float, "Z time constant T."),
-    _Spec("z_i_gain", "Z I gain", "m/s", _GAIN, 2, float, "Z-controller integral gain P/T."),
-    _Spec("scan_status", "Scan status", "", "Scan.StatusGet", 0, int, "0 stopped, 1 running."),
-    _Spec("scan_frame_center_x", "Frame center X", "m", _FRAME, 0, float, "Frame center X."),
-    _Spec("scan_frame_center_y", "Frame center Y", "m", _FRAME, 1, float, "Frame center Y."),
-    _Spec("scan_frame_width", "Frame width", "m", _FRAME, 2, float, "Scan frame width."),
-    _Spec("scan_frame_height", "Frame height", "m", _FRAME, 3, float, "Scan frame height."),
-    _Spec("scan_frame_angle", "Frame angle", "deg", _FRAME, 4, float, "Angle, clockwise."),
-)
-# fmt: on
-_SPEC_BY_NAME = {spec.name: spec for spec in _SPECS}
 
 
 class _Request(NamedTuple):
@@ -150,7 +107,7 @@ class NanonisSTM(Instrument):
         self._delay = 0.0  # current backoff step; 0 means "next attempt is immediate"
         self._next_attempt = 0.0
         self._last_error = ""
-        for spec in _SPECS:
+        for spec in SPECS:
             param = self.add_parameter(
                 spec.name,
                 parameter_class=Parameter,
@@ -192,7 +149,7 @@ class NanonisSTM(Instrument):
             if unknown:
                 raise ValueError(f"signals {unknown} are not in the controller's list")
             indexes = [self._index[n] for n in names]
-            values = self._request(_SIGNALS_GET, (indexes, 0))[0]
+            values = self._request(SIGNALS_GET, (indexes, 0))[0]
             return self._check_count(values, len(indexes))
 
     def get_many(self, params: Sequence[ParameterBase]) -> list[object]:
@@ -217,7 +174,7 @@ class NanonisSTM(Instrument):
         """Snapshot with batched reads: update=True costs seven requests, not fourteen."""
         skip = list(params_to_skip_update or ())
         if update is not False:
-            todo = [self.parameters[s.name] for s in _SPECS if s.name not in skip]
+            todo = [self.parameters[s.name] for s in SPECS if s.name not in skip]
             todo = [p for p in todo if update or not p.cache.valid]
             self.get_many(todo)
             skip += [p.short_name for p in todo]  # already attempted once; don't retry one by one
@@ -259,12 +216,12 @@ class NanonisSTM(Instrument):
         signals: list[int] = []
         errors: list[tuple[int, str]] = []
         for pos, param in enumerate(key):
-            spec = _SPEC_BY_NAME.get(param.short_name)
+            spec = SPEC_BY_NAME.get(param.short_name)
             if spec is None or param.instrument is not self:
                 errors.append((pos, f"{param.full_name} is not a parameter of {self.name}"))
                 continue
             index = spec.slot
-            if spec.command == _SIGNALS_GET:
+            if spec.command == SIGNALS_GET:
                 signal = SIGNAL_CHANNELS[spec.name]
                 if signal not in self._index:
                     errors.append((pos, f"signal {signal!r} is not in the controller's list"))
@@ -273,7 +230,7 @@ class NanonisSTM(Instrument):
                 signals.append(self._index[signal])
             groups.setdefault(spec.command, []).append((pos, index, spec.kind))
         requests = tuple(
-            _Request(cmd, (signals, 0) if cmd == _SIGNALS_GET else (), tuple(picks))
+            _Request(cmd, (signals, 0) if cmd == SIGNALS_GET else (), tuple(picks))
             for cmd, picks in groups.items()
         )
         if len(self._plans) >= 64:  # callers use a few fixed tuples; don't grow without bound
@@ -292,7 +249,7 @@ class NanonisSTM(Instrument):
             else:
                 try:
                     reply = self._request(req.command, req.args)
-                    if req.command == _SIGNALS_GET:
+                    if req.command == SIGNALS_GET:
                         reply = self._check_count(reply[0], len(req.args[0]))
                 except (TimeoutError, ConnectionError) as e:
                     exc = broken = e
@@ -420,5 +377,5 @@ class NanonisSTM(Instrument):
     @staticmethod
     def _check_count(values: list[Any], expected: int) -> list[float]:
         if len(values) != expected:
-            raise ProtocolError(f"{_SIGNALS_GET} returned {len(values)} values for {expected}")
+            raise ProtocolError(f"{SIGNALS_GET} returned {len(values)} values for {expected}")
         return [float(v) for v in values]
