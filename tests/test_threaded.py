@@ -315,7 +315,7 @@ async def test_half_the_room_used_hands_over_without_a_pull(worker: InstrumentWo
     """Nobody pulls (a stalled commit): the thread hands over when half its room is used, and
     keeps reading into the other half meanwhile, instead of stopping at a full room."""
     clock, sink = SystemClock(), PullingSink()
-    p = poller(group("s", lambda: 1.0, 0.002), 0, worker, sink, clock)
+    p = poller(group("s", lambda: 1.0, 0.001), 0, worker, sink, clock)
     async with anyio.create_task_group() as tg:
         tg.start_soon(p.run)
         await wait_for(lambda: len(sink.items) >= 1)

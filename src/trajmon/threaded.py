@@ -59,11 +59,14 @@ FLUSH_S = 0.05
 #: nothing on the loop looks at its samples before the writer does). Only a fallback for very
 #: long commit intervals; half the room used (:data:`LOW_ROOM`) or a failure hands over at once.
 PULLED_FLUSH_S = 1.0
-#: Samples of one group between its thread and the bounded queue, at most (backpressure).
-BATCH_ROOM = 256
+#: Samples of one group between its thread and the bounded queue, at most (backpressure): about
+#: 0.5 MB for 12 floats each. Every hand-over wakes the event loop, and on a VM a wake-up costs
+#: more than the enqueueing itself: flat out, 1 024 rather than 256 took the loop's CPU per sample
+#: from 3.0-3.6 to 2.4-2.6 µs (docs/performance.md). At 1 kHz the commits' pulls come first.
+BATCH_ROOM = 1024
 #: Hand over once this few rooms are left, whatever the timer: the thread keeps reading into the
 #: rest while the loop enqueues, rather than stopping at a full room until the loop comes round
-#: (a pulled group at 1 kHz fills ~250 rooms between two 0.25 s commits).
+#: (a pulled group above ~2 kHz fills half its room between two 0.25 s commits).
 LOW_ROOM = BATCH_ROOM // 2
 
 Parse = Callable[[Any, BaseException | None], tuple[Sequence[Any], Sequence["ReadFailure"]]]
