@@ -6,6 +6,7 @@ never how long anything took.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import threading
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from trajmon.detection import ChangeDetector
 from trajmon.records import GroupStats, MonitorError, Sample, SampleBatch
 from trajmon.sampling import GroupReader, InstrumentWorker
 from trajmon.scheduling import Poller, Schedule
-from trajmon.threaded import BATCH_ROOM, LOW_ROOM
+from trajmon.threaded import BATCH_ROOM, LOW_ROOM, WATCH_SLACK_S, ThreadedGroup
 
 
 class Param:
@@ -199,6 +200,47 @@ async def test_hung_read_is_a_timeout_then_busy_samples_and_reads_resume(
     assert kinds[0] == "timeout" and "busy" in kinds
     assert list(samples[2].values) == [None], "the hung read is the third sample, a NULL"
     assert p.stats.failed_reads == len(kinds)
+
+
+class StuckFor:
+    """Stands in for the worker: how long its current call has been running, as set."""
+
+    name = "i"
+
+    def __init__(self) -> None:
+        self.stuck = 0.0
+
+    def stuck_for(self) -> float:
+        return self.stuck
+
+
+def watched(worker: StuckFor, timeout: float | None) -> ThreadedGroup:
+    clock = SystemClock()
+    return ThreadedGroup(
+        GroupStats(0, "a", 0.01),
+        clock=clock,
+        schedule=Schedule(clock.monotonic(), 0.01),
+        next_sample_idx=0,
+        end_at=None,
+        read=lambda: 1.0,
+        parse=lambda results, error: ([results], ()),
+        failures=lambda kind, message: [],
+        size=1,
+        worker=worker,  # type: ignore[arg-type]
+        loop=asyncio.get_running_loop(),
+        timeout_s=timeout,
+    )
+
+
+async def test_the_watchdog_checks_when_a_call_could_first_pass_the_timeout() -> None:
+    worker = StuckFor()
+    assert watched(worker, None).watch() is None, "no read timeout: nothing to watch"
+    g = watched(worker, 2.0)
+    assert g.watch() == pytest.approx(2.0 + WATCH_SLACK_S), "idle: a call starting now"
+    worker.stuck = 1.5
+    assert g.watch() == pytest.approx(0.5 + WATCH_SLACK_S), "in flight: when it passes 2 s"
+    worker.stuck = 2.0
+    assert g.watch() == pytest.approx(WATCH_SLACK_S), "exactly at the timeout: not yet stuck"
 
 
 def errors(sink: Sink) -> list[MonitorError]:

@@ -180,13 +180,11 @@ class Poller:
         )
         self._threaded = group
         remove_puller = None if add_puller is None else add_puller(group.pull)
-        idle = None if reader.timeout_s is None else max(reader.timeout_s / 4, 0.05)
         worker.attach(group)
         try:
             while True:
                 if not group.done:
-                    wait = group.watch()
-                    with anyio.move_on_after(idle if wait is None else wait):
+                    with anyio.move_on_after(group.watch()):
                         await group.ready.wait()
                 samples, failed = group.take()
                 if samples:

@@ -47,7 +47,15 @@ if TYPE_CHECKING:
     from .sampling import InstrumentWorker, ReadFailure
     from .scheduling import Schedule
 
-__all__ = ["BATCH_ROOM", "FLUSH_S", "LOW_ROOM", "PULLED_FLUSH_S", "Taken", "ThreadedGroup"]
+__all__ = [
+    "BATCH_ROOM",
+    "FLUSH_S",
+    "LOW_ROOM",
+    "PULLED_FLUSH_S",
+    "WATCH_SLACK_S",
+    "Taken",
+    "ThreadedGroup",
+]
 
 _EPS = 1e-9
 
@@ -68,6 +76,9 @@ BATCH_ROOM = 1024
 #: rest while the loop enqueues, rather than stopping at a full room until the loop comes round
 #: (a pulled group above ~2 kHz fills half its room between two 0.25 s commits).
 LOW_ROOM = BATCH_ROOM // 2
+#: The watchdog checks this long after a call could first have passed the read timeout, so
+#: that the check finds it past (and the float arithmetic cannot make the loop spin).
+WATCH_SLACK_S = 0.001
 
 Parse = Callable[[Any, BaseException | None], tuple[Sequence[Any], Sequence["ReadFailure"]]]
 Failures = Callable[[str, str], list["ReadFailure"]]
@@ -287,13 +298,18 @@ class ThreadedGroup:
 
     def watch(self) -> float | None:
         """The hung-driver watchdog, run on the loop: returns how long to wait before the next
-        check (None: the driver is not stuck — check again after the read timeout's quarter)."""
+        check (None: nothing to watch — no read timeout, or the group is done).
+
+        Until the thread is stuck, the next check is due when the call in flight — or, with
+        none, a call starting now — will have run for the whole timeout: no call can be stuck
+        any sooner. So a hang is caught as it passes the timeout, not up to a polling period
+        later, and a healthy group wakes the loop about once per timeout for it."""
         timeout = self._timeout
         if timeout is None or self.done:
             return None
         stuck = self.worker.stuck_for()
         if stuck <= timeout:
-            return None
+            return timeout - stuck + WATCH_SLACK_S
         now = self.clock.monotonic()
         with self._lock:
             if self._inflight is not None:
