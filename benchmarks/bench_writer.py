@@ -8,6 +8,7 @@ writer's, not an instrument's. The baselines run in the same process, back to ba
 from __future__ import annotations
 
 import os
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -36,24 +37,52 @@ def _time_at(marks: list[tuple[float, int]], rows: float) -> float:
     raise ValueError(f"only {prev_n} rows were committed, not {rows}")
 
 
+#: trajmon's side of 1, 4 and 5 is a run of a few seconds (100k rows: under one): a single stall
+#: of this VM moved a figure by 15-30 %, most of all 5's tenth-of-a-run windows (0.4 s each).
+#: Each is run this many times and the median taken, so one stall cannot decide it while a
+#: real slowdown, present in every run, still does.
+RUNS = 3
+
+
+def _writer_run(ctx: Ctx, name: str, rows: int, pool: list[list[float]]) -> dict[str, float]:
+    db = ctx.path(name)
+    marks: list[tuple[float, int]] = []
+    seconds = anyio.run(lambda: feed_writer(db, rows, pool, marks=marks))
+    tenth = rows / 10
+    first = tenth / _time_at(marks, tenth)
+    last = tenth / (_time_at(marks, rows) - _time_at(marks, rows - tenth))
+    return {
+        "seconds": seconds,
+        "bytes": _file_bytes(db),
+        "first": first,
+        "last": last,
+        "flat": last / first,
+        "commits": len(marks),
+    }
+
+
 def writer(ctx: Ctx) -> list[dict[str, Any]]:
     rows = ctx.size(1_000_000, 100_000, minimum=2000)
     pool = value_pool()
     group = float_group()
     # Best of two bare runs (before and after trajmon's): the harder baseline to beat.
-    bare_s = min(bare_sqlite_write(ctx.path(f"bare{i}.db"), group, pool, rows) for i in range(2))
-    bare_db = ctx.workdir / "bare1.db"
-    bare_bytes = _file_bytes(bare_db)
-    db = ctx.path("writer.db")
-    marks: list[tuple[float, int]] = []
-    trajmon_s = anyio.run(lambda: feed_writer(db, rows, pool, marks=marks))
-    trajmon_bytes = _file_bytes(db)
+    bare = [bare_sqlite_write(ctx.path("bare0.db"), group, pool, rows)]
+    runs = [_writer_run(ctx, f"writer{i}.db", rows, pool) for i in range(RUNS)]
+    bare.append(bare_sqlite_write(ctx.path("bare1.db"), group, pool, rows))
+    bare_s = min(bare)
+    bare_bytes = _file_bytes(ctx.workdir / "bare1.db")
+    trajmon_s = statistics.median(r["seconds"] for r in runs)
+    trajmon_bytes = max(r["bytes"] for r in runs)
+    flat = sorted(runs, key=lambda r: r["flat"])[len(runs) // 2]  # the median run
     values = rows * CHANNELS
     rate, bare_rate = values / trajmon_s, values / bare_s
-    tenth = rows / 10
-    first = tenth / _time_at(marks, tenth)
-    last = tenth / (_time_at(marks, rows) - _time_at(marks, rows - tenth))
-    common = {"rows": rows, "channels": CHANNELS, "commit_rows": 5000, "queue_size": 20000}
+    common = {
+        "rows": rows,
+        "channels": CHANNELS,
+        "commit_rows": 5000,
+        "queue_size": 20000,
+        "runs": RUNS,
+    }
     scope = "rows 900k–1M" if rows == 1_000_000 else "last 10 %"
     return [
         Result(
@@ -66,7 +95,13 @@ def writer(ctx: Ctx) -> list[dict[str, Any]]:
             "≥ 0.5 × bare-sqlite",
             (Condition("ratio", ">=", 0.5),),
             mode=ctx.mode,
-            details={**common, "trajmon_s": trajmon_s, "bare_s": bare_s},
+            details={
+                **common,
+                "trajmon_s": trajmon_s,
+                "trajmon_s_runs": [r["seconds"] for r in runs],
+                "bare_s": bare_s,
+                "bare_s_runs": bare,
+            },
         ).to_json(),
         Result(
             "bytes_per_value",
@@ -83,14 +118,18 @@ def writer(ctx: Ctx) -> list[dict[str, Any]]:
         Result(
             "flat_with_run_length",
             5,
-            last * CHANNELS,
+            flat["last"] * CHANNELS,
             "values/s",
-            Baseline("first 10 % of the same run", first * CHANNELS, "values/s"),
-            last / first,
-            f"{scope} ÷ first 10 % ≥ 0.9",
+            Baseline("first 10 % of the same run", flat["first"] * CHANNELS, "values/s"),
+            flat["flat"],
+            f"{scope} ÷ first 10 % ≥ 0.9 (median of {RUNS} runs)",
             (Condition("ratio", ">=", 0.9),),
             mode=ctx.mode,
-            details={**common, "commits": len(marks)},
+            details={
+                **common,
+                "commits": flat["commits"],
+                "ratio_runs": [r["flat"] for r in runs],
+            },
         ).to_json(),
     ]
 
@@ -99,7 +138,8 @@ def datasaver(ctx: Ctx) -> list[dict[str, Any]]:
     rows = ctx.size(100_000, 10_000, minimum=500)
     pool = value_pool()
     qc_s = qcodes_datasaver(ctx.workdir, pool, rows)
-    trajmon_s = anyio.run(lambda: feed_writer(ctx.path("vs_qcodes.db"), rows, pool))
+    runs = [anyio.run(feed_writer, ctx.path(f"vs_qcodes{i}.db"), rows, pool) for i in range(RUNS)]
+    trajmon_s = statistics.median(runs)
     rate, qc_rate = rows / trajmon_s, rows / qc_s
     return [
         Result(
@@ -117,6 +157,7 @@ def datasaver(ctx: Ctx) -> list[dict[str, Any]]:
                 "values_per_row": CHANNELS,
                 "qcodes_s": qc_s,
                 "trajmon_s": trajmon_s,
+                "trajmon_s_runs": runs,
             },
         ).to_json()
     ]

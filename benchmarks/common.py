@@ -25,6 +25,7 @@ from trajmon.channels import Channel, PollGroup
 from trajmon.clock import SystemClock
 from trajmon.config import ChannelSpec
 from trajmon.connection import open_connection
+from trajmon.gcpause import gc_recording
 from trajmon.records import Sample, SampleBatch
 from trajmon.runstore import NewRun, create_run
 from trajmon.schema import migrate
@@ -124,29 +125,32 @@ async def started_writer(
     db: Path, *, commit_rows: int = 5000, queue_size: int = 20000, rotate: int = 6000
 ) -> AsyncIterator[tuple[Writer, QueueSink, WriterTarget]]:
     """trajmon's real writer path (run row, typed table, queue, writer), as the recorder builds
-    it, without pollers. The caller closes the sink; the writer drains and returns."""
-    cfg = MonitorConfig(
-        run_name="bench", db=db, rotate_entries=rotate, commit_rows=commit_rows, channels=[]
-    )
-    with contextlib.closing(sqlite3.connect(db)) as setup:
-        migrate(setup)
-    conn = await open_connection(db)
-    clock = SystemClock()
-    try:
-        target = await create_run(
-            conn, NewRun("bench", clock.wall(), clock.monotonic(), cfg, [float_group()], None)
+    it, without pollers, under the collector setting a recording runs with
+    (:func:`trajmon.gcpause.gc_recording`). The caller closes the sink; the writer drains and
+    returns."""
+    with gc_recording():
+        cfg = MonitorConfig(
+            run_name="bench", db=db, rotate_entries=rotate, commit_rows=commit_rows, channels=[]
         )
-        writer, sink = open_queue(
-            conn,
-            target,
-            clock=clock,
-            commit_interval_s=cfg.commit_interval_s,
-            commit_rows=commit_rows,
-            queue_size=queue_size,
-        )
-        yield writer, sink, target
-    finally:
-        await conn.close()
+        with contextlib.closing(sqlite3.connect(db)) as setup:
+            migrate(setup)
+        conn = await open_connection(db)
+        clock = SystemClock()
+        try:
+            target = await create_run(
+                conn, NewRun("bench", clock.wall(), clock.monotonic(), cfg, [float_group()], None)
+            )
+            writer, sink = open_queue(
+                conn,
+                target,
+                clock=clock,
+                commit_interval_s=cfg.commit_interval_s,
+                commit_rows=commit_rows,
+                queue_size=queue_size,
+            )
+            yield writer, sink, target
+        finally:
+            await conn.close()
 
 
 async def feed_writer(
