@@ -27,6 +27,7 @@ from benchmarks.common import (
     bench_instrument,
     closing_instrument,
     committed_rate,
+    neighbour_ratios,
     parameters,
     record,
 )
@@ -43,7 +44,6 @@ def e2e_rate(ctx: Ctx) -> list[dict[str, Any]]:
     bare_s = ctx.seconds(1.5, 0.5, minimum=0.5)
     warmup = min(1.0, seconds / 4)
     rates: list[float] = []
-    ratios: list[float] = []
     with closing_instrument(bench_instrument("e2e")) as inst:
         params = parameters(inst)
         bare = [bare_get_rate(params, bare_s)[0]]
@@ -55,12 +55,12 @@ def e2e_rate(ctx: Ctx) -> list[dict[str, Any]]:
             bare.append(bare_get_rate(params, bare_s)[0])
             rate, n = committed_rate(db, "e2e/signals", warmup)
             rates.append(rate)
-            ratios.append(rate / ((bare[-2] + bare[-1]) / 2))
             rows += n
             missed += summary.missed_ticks
             lost += summary.lost_samples
         seq = SequentialPoller(ctx.path("seq.db"), [(p.name, p) for p in params])
         seq_rate, seq_rows = seq.run(ctx.seconds(10.0, 3.0, minimum=1.0))
+    ratios = neighbour_ratios(rates, bare)
     rate, bare_rate = statistics.median(rates), statistics.median(bare)
     details = {
         "rounds": rounds,

@@ -15,7 +15,14 @@ from typing import Any
 import anyio
 
 from benchmarks.baselines import bare_sqlite_write, qcodes_datasaver
-from benchmarks.common import CHANNELS, Ctx, feed_writer, float_group, value_pool
+from benchmarks.common import (
+    CHANNELS,
+    Ctx,
+    feed_writer,
+    float_group,
+    neighbour_ratios,
+    value_pool,
+)
 from benchmarks.report import Baseline, Condition, Result
 
 __all__ = ["datasaver", "writer"]
@@ -77,7 +84,7 @@ def writer(ctx: Ctx) -> list[dict[str, Any]]:
     values = rows * CHANNELS
     bare_rates = [values / b for b in bare]
     rates = [values / r["seconds"] for r in runs]
-    ratios = [rate / ((bare_rates[i] + bare_rates[i + 1]) / 2) for i, rate in enumerate(rates)]
+    ratios = neighbour_ratios(rates, bare_rates)
     bare_bytes = _file_bytes(ctx.workdir / "bare1.db")
     trajmon_bytes = max(r["bytes"] for r in runs)
     flat = sorted(runs, key=lambda r: r["flat"])[len(runs) // 2]  # the median run

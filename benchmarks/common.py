@@ -13,7 +13,7 @@ import random
 import resource
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ __all__ = [
     "bench_instrument",
     "channel_specs",
     "float_group",
+    "neighbour_ratios",
     "peak_rss_mb",
     "record",
     "rss_mb",
@@ -76,6 +77,16 @@ class Ctx:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{p}{suffix}").unlink(missing_ok=True)
         return p
+
+
+def neighbour_ratios(rates: Sequence[float], bare: Sequence[float]) -> list[float]:
+    """Rounds against a baseline run before the first run and after each: every run's rate ÷
+    the mean of the baseline rates just before and after it. This VM's cores change speed
+    within seconds, so a run is only compared with the baseline measured around it (targets 1
+    and 3; docs/performance.md)."""
+    if len(bare) != len(rates) + 1:
+        raise ValueError(f"{len(rates)} runs need {len(rates) + 1} baseline runs, not {len(bare)}")
+    return [rate / ((bare[i] + bare[i + 1]) / 2) for i, rate in enumerate(rates)]
 
 
 def bench_instrument(name: str | None = None, seed: int = 0) -> Any:
