@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.report import table_rows
+
 REPO = Path(__file__).resolve().parents[1]
 RESULT_KEYS = {"name", "figure", "unit", "baseline", "ratio", "target", "pass", "mode", "status"}
 
@@ -60,7 +62,12 @@ def test_quick_mode_writes_latest_json(tmp_path: Path) -> None:
         else:
             assert r["status"].startswith("not measured"), r
             assert r["pass"] is None
+    floors = {r["name"]: r.get("floor") for r in results}
+    for name in ("schedule_1khz_missed", "cpu_100hz"):  # the machine's own floor, same run
+        assert {"name", "figure", "unit"} <= set(floors[name] or {}), name
     assert "trajmon benchmarks" in proc.stdout, "the table is printed"
+    shown = {row[1]: row[3] for row in table_rows(results)}
+    assert "; machine floor, plain loop, same wait, no trajmon: " in shown["schedule_1khz_missed"]
 
 
 def test_profile_refuses_a_file_as_its_output_directory(tmp_path: Path) -> None:
