@@ -134,6 +134,7 @@ class ThreadCpuSplit:
                 role = thread_role(name)
                 shares[role] = shares.get(role, 0.0) + (ns - before[tid][1])
         self.window_s = w1 - w0
+        # Assigned last and whole: a reader that sees shares also sees the window.
         self.shares = {k: round(100 * v / 1e9 / self.window_s, 3) for k, v in shares.items()}
 
     def __enter__(self) -> ThreadCpuSplit:
