@@ -92,6 +92,11 @@ def _bare_get_cpu(interval: float, seconds: float) -> float:
         return (_cpu_s() - cpu0) / (time.perf_counter() - t0)
 
 
+def _floor_seconds(ctx: Ctx) -> float:
+    """How long each baseline loop of 8 and 9 runs (bare-get, wake-ups alone, plain ticks)."""
+    return ctx.seconds(10.0, 2.0, minimum=0.5)
+
+
 def _wake_floor(interval: float, seconds: float) -> Baseline:
     """CPU of a thread that only wakes on the same schedule: what the wake-ups cost here."""
     share = plain_ticks(interval, seconds)["cpu_pct"]
@@ -133,8 +138,8 @@ def _drift_result(name: str, hz: int, run: dict[str, Any], mode: str) -> dict[st
 def schedule_100hz(ctx: Ctx) -> list[dict[str, Any]]:
     seconds = ctx.seconds(60.0, 5.0, minimum=1.0)
     interval = 0.01
-    floor = _bare_get_cpu(interval, ctx.seconds(10.0, 2.0, minimum=0.5))
-    wakes = _wake_floor(interval, ctx.seconds(10.0, 2.0, minimum=0.5))
+    floor = _bare_get_cpu(interval, _floor_seconds(ctx))
+    wakes = _wake_floor(interval, _floor_seconds(ctx))
     run = _timed_run(ctx, "s100", interval, seconds)
     cpu = run["cpu_share"]
     return [
@@ -167,9 +172,9 @@ def schedule_1khz(ctx: Ctx) -> list[dict[str, Any]]:
     interval = 0.001
     # The plain loop runs just before and just after trajmon (this VM's noise moves in minutes);
     # the floor is the mean of the two, each kept in the details.
-    plain = [plain_ticks(interval, ctx.seconds(10.0, 2.0, minimum=0.5))["missed_pct"]]
+    plain = [plain_ticks(interval, _floor_seconds(ctx))["missed_pct"]]
     run = _timed_run(ctx, "s1k", interval, seconds)
-    plain.append(plain_ticks(interval, ctx.seconds(10.0, 2.0, minimum=0.5))["missed_pct"])
+    plain.append(plain_ticks(interval, _floor_seconds(ctx))["missed_pct"])
     return [
         _lateness_result("schedule_1khz_p99", 1000, run, interval, 0.5, ctx.mode),
         Result(
