@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import sqlite3
 import tracemalloc
@@ -87,8 +88,6 @@ async def test_spec_set_from_another_thread_becomes_an_action(
 async def test_a_run_relaxes_the_young_collector_while_it_records(
     db_path: Path, stm: SimulatedSTM
 ) -> None:
-    import gc
-
     from trajmon.gcpause import RECORDING_YOUNG_THRESHOLD
 
     before = gc.get_threshold()
@@ -120,7 +119,11 @@ async def test_memory_does_not_grow_with_samples(db_path: Path, stm: SimulatedST
 
     Samples read but not yet committed are in memory by design (bounded by the queue), and how
     many there are at either instant depends on how busy the machine is: each one more at the
-    second instant is allowed 1 kB (a 12-value sample in flight takes ~0.7 kB)."""
+    second instant is allowed 1 kB (a 12-value sample in flight takes ~0.7 kB). Garbage waiting
+    for the collector is not retention: a recording raises the young threshold to 20 000
+    (``gcpause``), so cycles from commits and cancelled waits pile up between collections and
+    moved the heap by −250 to +470 kB between two instants; each is measured right after a
+    collection."""
     config = MonitorConfig(run_name="mem", db=db_path, interval_s=0.001, commit_interval_s=0.05)
     recorder = Recorder(config, {"stm": stm})
 
@@ -134,8 +137,10 @@ async def test_memory_does_not_grow_with_samples(db_path: Path, stm: SimulatedST
             await recorder.started.wait()
             with anyio.fail_after(90):
                 await recorder.wait_until(lambda: recorder.stats[0].samples_read >= 1500)
+                gc.collect()
                 early, early_in_flight = tracemalloc.get_traced_memory()[0], in_flight()
                 await recorder.wait_until(lambda: recorder.stats[0].samples_read >= 6000)
+            gc.collect()
             late, late_in_flight = tracemalloc.get_traced_memory()[0], in_flight()
             recorder.request_stop()
     finally:
