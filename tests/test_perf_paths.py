@@ -6,11 +6,14 @@
   per-value implementation returned, blobs and bools included, and ``queries.window_columns``
   holds the same values column-wise;
 - the poller's handoff to a thread clock keeps ``dt_s`` = the instant the read began, and the
-  instrument worker's timer-based timeout still abandons a late call.
+  instrument worker's timer-based timeout still abandons a late call;
+- the instrument thread's own check of a clean read (a full tuple of plain values) gives the
+  values and failures ``GroupReader.parse`` gives for every other answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import math
 import sqlite3
@@ -32,10 +35,11 @@ from trajmon.connection import open_connection
 from trajmon.queries import RunRef, connect_readonly, rows_of, window_columns, window_rows
 from trajmon.records import GroupStats, Sample
 from trajmon.runstore import NewRun, create_run
-from trajmon.sampling import InstrumentWorker, ReadFailure
+from trajmon.sampling import GroupReader, InstrumentWorker, ReadFailure
 from trajmon.scheduling import Poller, Schedule
 from trajmon.schema import migrate, quote_ident
 from trajmon.sink import open_queue
+from trajmon.threaded import ThreadedGroup
 
 FLOATS = PollGroup(
     "signals",
@@ -368,3 +372,78 @@ def test_gc_recording_raises_the_young_threshold_until_the_last_recording_ends()
             assert gc.get_threshold() == (0, 10, 10)
     finally:
         gc.set_threshold(*before)
+
+
+class _Worker:
+    """Stands in for the instrument worker: the tick only notes when its read is running."""
+
+    name = "inst"
+    running_since: float | None = None
+
+
+class _GetMany:
+    """An instrument whose ``get_many`` answers what the test queued (or raises it)."""
+
+    def __init__(self) -> None:
+        self.answers: list[Any] = []
+
+    def get_many(self, params: Any) -> Any:
+        answer = self.answers.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+
+@pytest.mark.parametrize(
+    ("answer", "values", "failed"),
+    [
+        ((0.5, 2, "s"), (0.5, 2, "s"), []),  # plain: taken as it is, on the thread
+        ((np.float64(0.5), np.int64(2), None), (np.float64(0.5), np.int64(2), None), []),
+        ([0.5, 2.0, 3.0], (0.5, 2.0, 3.0), []),  # the read makes any sequence a tuple
+        ((0.5, ValueError("b"), 3.0), [0.5, None, 3.0], [("b", "ValueError")]),
+        ((0.5, 2.0), [None] * 3, [(c, "ValueError") for c in "abc"]),  # wrong length
+        (OSError("gone"), [None] * 3, [(c, "OSError") for c in "abc"]),  # the read raised
+    ],
+)
+async def test_thread_read_fast_check_keeps_the_parse_rules(
+    answer: Any, values: Any, failed: list[tuple[str, str]]
+) -> None:
+    """The instrument thread takes a full tuple of plain values without calling
+    ``GroupReader.parse``; everything else still goes through it, with the same outcome."""
+    channels = tuple(
+        Channel(label, "signal", f"inst.{label}", "inst", label, "", "any") for label in "abc"
+    )
+    group = PollGroup("g", "signal", 0.01, channels)
+    inst = _GetMany()
+    inst.answers.append(answer)
+    worker = InstrumentWorker("inst")
+    try:
+        reader = GroupReader(group, {"inst": inst}, {"inst": worker}, None)
+    finally:
+        worker.close()
+    _, read = reader.thread_plan()  # type: ignore[misc]
+    clock = SystemClock()
+    tg = ThreadedGroup(
+        GroupStats(0, "g", 0.01),
+        clock=clock,
+        schedule=Schedule(clock.monotonic() - 1.0, 0.01),  # due already: no wait
+        next_sample_idx=0,
+        end_at=None,
+        read=read,
+        parse=reader.parse,
+        failures=reader.failures,
+        size=3,
+        worker=_Worker(),  # type: ignore[arg-type]
+        loop=asyncio.get_running_loop(),
+        timeout_s=None,
+    )
+    tg.tick()
+    samples, failures = tg.take()
+    assert len(samples) == 1
+    got = samples[0].values
+    assert type(got) is type(values) and list(got) == list(values)
+    assert [type(v) for v in got] == [type(v) for v in values], "numpy scalars stay numpy"
+    if type(answer) is tuple and not failed:
+        assert got is answer, "a clean tuple is the sample's values, not a copy"
+    assert [(f.channel, f.error_type) for f in failures.get(0, ())] == failed
+    assert tg.stats.failed_reads == (1 if failed else 0)

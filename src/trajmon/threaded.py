@@ -59,6 +59,10 @@ __all__ = [
 
 _EPS = 1e-9
 
+#: Types a read's value usually has, none of them an exception: checking a tuple against this
+#: set is one C-level pass, half the cost of the general check (once per sample, flat out).
+_PLAIN_TYPES = frozenset({float, int, bool, str, bytes, type(None)})
+
 #: How long the oldest sample of a batch may wait on the thread before the loop is woken: the
 #: loop then wakes at most ~1/FLUSH_S times a second per group, whatever the rate. This bounds
 #: how late change detection sees a spec sample.
@@ -112,7 +116,9 @@ class ThreadedGroup:
         flush_s: float = FLUSH_S,
     ) -> None:
         self.stats = stats
+        self._group_id = stats.group_id
         self.clock = clock
+        self._monotonic = clock.monotonic
         self.schedule = schedule
         self.worker = worker
         self.ready = asyncio.Event()
@@ -157,27 +163,32 @@ class ThreadedGroup:
 
     def tick(self) -> None:
         """Take the due tick on the worker thread: wait for it, read, and queue the sample."""
-        clock, schedule = self.clock, self.schedule
+        # Flat out this runs tens of thousands of times a second, and every attribute load and
+        # call in it shows in the rate (target 3, docs/performance.md): hence the locals and the
+        # clean read's check written out here rather than in a call, and the lock taken with
+        # explicit calls (half the cost of a ``with`` block).
+        schedule, monotonic, lock = self.schedule, self._monotonic, self._lock
         due = schedule.due
-        start = clock.monotonic()
+        start = monotonic()
+        end_at = self._end_at
         # Unlocked reads of two flags, only to skip a pointless wait: the check under the lock
-        # below is the one that counts (a lock per tick is a measurable share at high rates).
-        # A late tick (flat out, every one) skips the wait's call altogether.
-        if (
-            start < due
-            and not self._stopping
-            and (self._end_at is None or due < self._end_at - _EPS)
-        ):
-            clock.block_until(due)
-            start = clock.monotonic()
-        with self._lock:
-            if self._ended(schedule.due) or (self._end_at is not None and start >= self._end_at):
+        # below is the one that counts. A late tick (flat out, every one) skips the wait.
+        if start < due and not self._stopping and (end_at is None or due < end_at - _EPS):
+            self.clock.block_until(due)
+            start = monotonic()
+        lock.acquire()
+        try:
+            if self._stopping or (
+                end_at is not None and (schedule.due >= end_at - _EPS or start >= end_at)
+            ):
                 self._finish()
                 return
             skipped, lateness = schedule.begin(start)
             idx = self._next_idx
-            self._next_idx += 1
-            self._inflight = (idx, start)
+            self._next_idx = idx + 1
+            self._inflight = inflight = (idx, start)
+        finally:
+            lock.release()
         worker = self.worker
         worker.running_since = start
         error: BaseException | None = None
@@ -188,23 +199,33 @@ class ThreadedGroup:
             error = exc
         finally:
             worker.running_since = None
-        read_s = clock.monotonic() - start
+        read_s = monotonic() - start
+        # The common case: a full tuple of plain values is already the sample's values.
+        clean = (
+            error is None
+            and type(results) is tuple
+            and len(results) == self._size
+            and _PLAIN_TYPES.issuperset(map(type, results))
+        )
+        if clean:
+            values: Sequence[Any] = results
+            failures: Sequence[ReadFailure] = ()
+        else:
+            try:
+                values, failures = self._parse(results, error)
+            except Exception as exc:  # e.g. a get_many that answered the wrong number of values
+                values, failures = self._parse(None, exc)
+        sample = Sample(self._group_id, idx, start - schedule.t0, read_s, values)
+        lock.acquire()
         try:
-            values, failures = self._parse(results, error)
-        except Exception as exc:  # e.g. a get_many that answered the wrong number of values
-            values, failures = self._parse(None, exc)
-        with self._lock:
-            if self._inflight is None or self._inflight[0] != idx:
+            if self._inflight is not inflight:
                 return  # the watchdog already recorded this read as timed out
             self._inflight = None
-            self._emit(
-                Sample(self.stats.group_id, idx, start - schedule.t0, read_s, values),
-                failures,
-                skipped,
-                lateness,
-            )
+            self._emit(sample, failures, skipped, lateness)
             if self._stopping:
                 self._finish()
+        finally:
+            lock.release()
 
     def _ended(self, due: float) -> bool:
         """Under the lock: stop requested or ``end_at`` reached; finishes the group if so."""
