@@ -77,19 +77,16 @@ def _timed_run(ctx: Ctx, name: str, interval: float, seconds: float) -> dict[str
 
 
 def _bare_get_cpu(interval: float, seconds: float) -> float:
-    """CPU share of the driver floor: 12 plain gets per tick on the same absolute schedule."""
+    """CPU share of the driver floor: the 12 plain gets per tick on the same absolute schedule,
+    on a thread that waits for each tick as the instrument thread does (:func:`plain_ticks`)."""
     with closing_instrument(bench_instrument("cpu_floor")) as inst:
         params = parameters(inst)
-        cpu0, t0 = _cpu_s(), time.perf_counter()
-        k = 0
-        while (due := t0 + k * interval) < t0 + seconds:
-            delay = due - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
+
+        def read() -> None:
             for p in params:
                 p.get()
-            k += 1
-        return (_cpu_s() - cpu0) / (time.perf_counter() - t0)
+
+        return plain_ticks(interval, seconds, work=read)["cpu_pct"] / 100
 
 
 def _floor_seconds(ctx: Ctx) -> float:
