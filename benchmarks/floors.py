@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from trajmon.clock import SPIN_S
+from trajmon.clock import SPIN_S, SystemClock
 from trajmon.scheduling import Schedule
 
 __all__ = ["ThreadCpuSplit", "plain_ticks", "thread_role"]
@@ -36,6 +36,7 @@ def plain_ticks(
     def run() -> None:
         jobs: queue.SimpleQueue[None] = queue.SimpleQueue()  # never fed: a wait, as in trajmon
         clock = time.monotonic
+        block_until = SystemClock().block_until
         t0 = clock() + interval
         schedule, end = Schedule(t0, interval), t0 + seconds
         taken = missed = 0
@@ -46,8 +47,7 @@ def plain_ticks(
                     jobs.get(timeout=wait)
                 except queue.Empty:
                     pass
-            while clock() < due:
-                pass
+            block_until(due)  # the tick's own last stretch (ThreadedGroup.tick)
             skipped, _ = schedule.begin(clock())
             missed += skipped
             taken += 1
