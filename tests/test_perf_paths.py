@@ -416,11 +416,8 @@ async def test_thread_read_fast_check_keeps_the_parse_rules(
     group = PollGroup("g", "signal", 0.01, channels)
     inst = _GetMany()
     inst.answers.append(answer)
-    worker = InstrumentWorker("inst")
-    try:
-        reader = GroupReader(group, {"inst": inst}, {"inst": worker}, None)
-    finally:
-        worker.close()
+    worker = _Worker()  # the reader only hands it back with the read: no thread needed
+    reader = GroupReader(group, {"inst": inst}, {"inst": worker}, None)  # type: ignore[dict-item]
     _, read = reader.thread_plan()  # type: ignore[misc]
     clock = SystemClock()
     tg = ThreadedGroup(
@@ -433,7 +430,7 @@ async def test_thread_read_fast_check_keeps_the_parse_rules(
         parse=reader.parse,
         failures=reader.failures,
         size=3,
-        worker=_Worker(),  # type: ignore[arg-type]
+        worker=worker,  # type: ignore[arg-type]
         loop=asyncio.get_running_loop(),
         timeout_s=None,
     )
