@@ -16,7 +16,7 @@ from trajmon.clock import FakeClock
 from trajmon.config import MonitorConfig
 from trajmon.connection import StorageError, open_connection
 from trajmon.records import ActionEvent, MonitorError, Sample, SampleBatch
-from trajmon.runstore import NewRun, create_run
+from trajmon.runstore import NewRun, create_run, finish_run
 from trajmon.schema import migrate
 from trajmon.sink import QueueSink, open_queue
 from trajmon.writer import Writer, WriterTarget
@@ -162,6 +162,38 @@ async def test_close_drains_everything(db_path: Path) -> None:
             "SELECT samples, samples_read FROM poll_groups WHERE group_id = 0"
         ).fetchone()
     assert samples == read == 300
+
+
+async def test_commits_and_the_run_end_write_the_same_group_counters(db_path: Path) -> None:
+    """Every commit and the run's final write fill a group's row through one statement; the end
+    adds no rows, so it keeps the first and last ``dt_s`` the commits recorded."""
+    clock = FakeClock()
+    columns = "samples, samples_read, missed_ticks, failed_reads, first_dt_s, last_dt_s"
+    async with started_writer(db_path, clock) as (_, sink, target, _):
+        for i in range(3, 8):
+            await sink.send(sample(0, i, 1.0, 2.0))
+            target.stats[0].samples_read += 1
+    with closing(sqlite3.connect(db_path)) as conn:
+        after_commits = conn.execute(f"SELECT {columns} FROM poll_groups WHERE group_id = 0")
+        assert after_commits.fetchone() == (5, 5, 0, 0, 3 * 0.1, 7 * 0.1)
+    target.stats[0].samples_read += 2  # read, never committed: the end records them as read
+    target.stats[0].missed_ticks = 4
+    conn = await open_connection(db_path)
+    try:
+        await finish_run(
+            conn,
+            target,
+            status="completed",
+            end_dt_s=1.0,
+            end_epoch=clock.wall(),
+            lost_samples=2,
+            message=None,
+        )
+    finally:
+        await conn.close()
+    with closing(sqlite3.connect(db_path)) as check:
+        rows = check.execute(f"SELECT group_id, {columns} FROM poll_groups ORDER BY group_id")
+        assert rows.fetchall() == [(0, 5, 7, 4, 0, 3 * 0.1, 7 * 0.1), (1, 0, 0, 0, 0, None, None)]
 
 
 async def test_segments_index_and_generated_segment_id(db_path: Path) -> None:

@@ -20,7 +20,7 @@ from .channels import PollGroup
 from .clock import utc_iso
 from .config import MonitorConfig
 from .records import GroupStats
-from .schema import group_table_ddl, group_table_name
+from .schema import GROUP_UPDATE, group_counters, group_table_ddl, group_table_name
 from .writer import WriterTarget
 
 __all__ = ["RunExistsError", "create_run", "finish_run"]
@@ -170,23 +170,13 @@ async def finish_run(
                 target.run_id,
             ),
         )
-        for gid, stats in target.stats.items():
-            await conn.execute(
-                "UPDATE poll_groups SET samples = ?, samples_read = ?, missed_ticks = ?,"
-                " failed_reads = ?, read_s_sum = ?, read_s_max = ?, lateness_max_s = ?"
-                " WHERE run_id = ? AND group_id = ?",
-                (
-                    stats.samples_committed,
-                    stats.samples_read,
-                    stats.missed_ticks,
-                    stats.failed_reads,
-                    stats.read_s_sum,
-                    stats.read_s_max,
-                    stats.lateness_max_s,
-                    target.run_id,
-                    gid,
-                ),
-            )
+        await conn.executemany(
+            GROUP_UPDATE,
+            [
+                group_counters(target.run_id, gid, stats, stats.samples_committed)
+                for gid, stats in target.stats.items()
+            ],
+        )
         await conn.execute(
             "UPDATE sessions SET end_dt_s = ?, status = ? WHERE run_id = ? AND session_idx = ?",
             (end_dt_s, status, target.run_id, session_idx),

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .channels import Channel, PollGroup, sql_type
+from .records import GroupStats
 
 __all__ = [
     "ACTION_INSERT",
@@ -27,6 +28,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "SEGMENT_UPSERT",
     "SchemaError",
+    "group_counters",
     "group_table_ddl",
     "group_table_name",
     "insert_sql",
@@ -230,6 +232,34 @@ UPDATE poll_groups SET samples = ?, samples_read = ?, missed_ticks = ?, failed_r
     first_dt_s = coalesce(first_dt_s, ?), last_dt_s = coalesce(?, last_dt_s)
 WHERE run_id = ? AND group_id = ?
 """
+
+
+def group_counters(
+    run_id: int,
+    gid: int,
+    stats: GroupStats,
+    samples: int,
+    first_dt_s: float | None = None,
+    last_dt_s: float | None = None,
+) -> tuple[Any, ...]:
+    """:data:`GROUP_UPDATE`'s parameters, for every commit and for the run's end alike, so the
+    run record's counters are written one way. ``samples`` is what is committed once this
+    statement's transaction is; a ``None`` first/last ``dt_s`` keeps the stored one."""
+    return (
+        samples,
+        stats.samples_read,
+        stats.missed_ticks,
+        stats.failed_reads,
+        stats.read_s_sum,
+        stats.read_s_max,
+        stats.lateness_max_s,
+        first_dt_s,
+        last_dt_s,
+        run_id,
+        gid,
+    )
+
+
 RUN_BEAT = """
 UPDATE runs SET heartbeat_utc = ?, heartbeat_epoch = ?, heartbeat_dt_s = ?, actions = ?, errors = ?
 WHERE run_id = ?

@@ -22,10 +22,7 @@ from .channels import PollGroup, encoder_for
 from .clock import Clock, utc_iso
 from .connection import StorageError, on_connection_thread, write_transaction
 from .records import ActionEvent, GroupStats, MonitorError, Sample, SampleBatch
-from .schema import (
-    insert_sql,
-    segment_spans,
-)
+from .schema import group_counters, insert_sql, segment_spans
 
 __all__ = ["Item", "Writer", "WriterTarget"]
 
@@ -316,21 +313,9 @@ class Writer:
         group_rows = []
         for gid, stats in target.stats.items():
             rows = self._buffers[gid].rows
-            group_rows.append(
-                (
-                    stats.samples_committed + committed.get(gid, 0),
-                    stats.samples_read,
-                    stats.missed_ticks,
-                    stats.failed_reads,
-                    stats.read_s_sum,
-                    stats.read_s_max,
-                    stats.lateness_max_s,
-                    rows[0][1] if rows else None,
-                    rows[-1][1] if rows else None,
-                    run_id,
-                    gid,
-                )
-            )
+            first, last = (rows[0][1], rows[-1][1]) if rows else (None, None)
+            samples = stats.samples_committed + committed.get(gid, 0)
+            group_rows.append(group_counters(run_id, gid, stats, samples, first, last))
         beat = (
             utc_iso(wall),
             wall,
