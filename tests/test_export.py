@@ -27,7 +27,7 @@ from trajmon.channels import decode_value
 from trajmon.cli import app
 from trajmon.config import ChannelSpec
 from trajmon.export import export_run, safe_filename
-from trajmon.export_sinks import Format
+from trajmon.export_sinks import Column, Format, open_sink
 from trajmon.queries import connect_readonly, resolve_run
 
 RUN = '../evil/"x" ü'
@@ -268,3 +268,22 @@ def test_parquet_int_column_beyond_int64_becomes_null(tmp_path: Path) -> None:
     table = pq.read_table(path)
     assert table.column("n").to_pylist() == [1, None, -(2**63), 7, 8, 9]
     assert table.column("x").to_pylist() == [0.5, 1.5, 2.5, 1.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "netcdf"])
+def test_a_file_appears_only_once_complete(fmt: Format, tmp_path: Path) -> None:
+    """Written under ``.partial`` and renamed at close; an abort (an export interrupted or
+    failing half-way) leaves neither the partial file nor one that looks finished."""
+    cols = [Column("dt_s", "float", "s", has_nulls=False), Column("I", "float", "A")]
+    for outcome in ("abort", "close"):
+        path = tmp_path / f"{outcome}.{fmt}"
+        sink = open_sink(fmt, path, cols, index="dt_s", metadata={"run": "r"})
+        sink.write([[0.0, 0.1], [1e-9, None]])
+        partial = path.with_name(path.name + ".partial")
+        assert partial.exists() and not path.exists()
+        if outcome == "abort":
+            sink.abort()
+            assert not partial.exists() and not path.exists()
+        else:
+            sink.close()
+            assert path.exists() and not partial.exists()

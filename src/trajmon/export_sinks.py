@@ -79,14 +79,22 @@ class Sink(Protocol):
 
 
 class _FileSink:
+    """Writes to ``<name>.partial`` and renames it into place only once complete, so an
+    interrupted export never leaves a file that looks finished."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self.partial = path.with_name(path.name + ".partial")
 
-    def _commit(self) -> None:
+    def _close_file(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._close_file()
         os.replace(self.partial, self.path)
 
     def abort(self) -> None:
+        self._close_file()
         self.partial.unlink(missing_ok=True)
 
 
@@ -111,13 +119,8 @@ class CsvSink(_FileSink):
                 cells.append([_csv_cell(v) for v in values])
         self._csv.writerows(zip(*cells, strict=True))
 
-    def close(self) -> None:
+    def _close_file(self) -> None:
         self._file.close()
-        self._commit()
-
-    def abort(self) -> None:
-        self._file.close()
-        super().abort()
 
 
 class ParquetSink(_FileSink):
@@ -159,13 +162,8 @@ class ParquetSink(_FileSink):
             arrays.append(pa.array(values, type=f.type))
         self._writer.write_table(self._pa.Table.from_arrays(arrays, schema=self._schema))
 
-    def close(self) -> None:
+    def _close_file(self) -> None:
         self._writer.close()
-        self._commit()
-
-    def abort(self) -> None:
-        self._writer.close()
-        super().abort()
 
 
 class NetcdfSink(_FileSink):
@@ -232,13 +230,8 @@ class NetcdfSink(_FileSink):
                 data = np.array([text_value(v) or "" for v in values], dtype=object)
             var[start:stop] = data
 
-    def close(self) -> None:
+    def _close_file(self) -> None:
         self._file.close()
-        self._commit()
-
-    def abort(self) -> None:
-        self._file.close()
-        super().abort()
 
 
 def _nc_name(name: str, taken: set[str]) -> str:
