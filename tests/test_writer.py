@@ -14,7 +14,7 @@ import pytest
 from trajmon.channels import Channel, PollGroup
 from trajmon.clock import FakeClock
 from trajmon.config import MonitorConfig
-from trajmon.connection import StorageError, open_connection
+from trajmon.connection import StorageError, immediate_transaction, open_connection
 from trajmon.records import ActionEvent, MonitorError, Sample, SampleBatch
 from trajmon.runstore import NewRun, create_run, finish_run
 from trajmon.schema import migrate
@@ -251,3 +251,39 @@ async def test_storage_fault_raises_storage_error(db_path: Path) -> None:
                     await clock.advance(0.25)
                     await anyio.sleep_forever()  # the writer's failure cancels this
     assert info.group_contains(StorageError)
+
+
+async def test_immediate_transaction_rolls_back_on_error_and_on_cancel(db_path: Path) -> None:
+    conn = await open_connection(db_path)
+    try:
+        await conn.execute("CREATE TABLE t (x)")
+        with pytest.raises(ValueError, match="boom"):
+            async with immediate_transaction(conn):
+                await conn.execute("INSERT INTO t VALUES (1)")
+                raise ValueError("boom")
+        assert not conn.in_transaction
+        with anyio.CancelScope() as scope:
+            async with immediate_transaction(conn):
+                await conn.execute("INSERT INTO t VALUES (2)")
+                scope.cancel()
+                await anyio.sleep_forever()
+        assert not conn.in_transaction, "left outside any transaction, even when cancelled"
+        async with immediate_transaction(conn):
+            await conn.execute("INSERT INTO t VALUES (3)")
+        rows = await conn.execute_fetchall("SELECT x FROM t")
+        assert [tuple(r) for r in rows] == [(3,)]
+    finally:
+        await conn.close()
+
+
+async def test_immediate_transaction_keeps_the_first_error(db_path: Path) -> None:
+    """The body ended the transaction itself, then failed: the ROLLBACK that follows fails too
+    ("no transaction is active"), and the body's error is still the one raised."""
+    conn = await open_connection(db_path)
+    try:
+        with pytest.raises(ValueError, match="first"):
+            async with immediate_transaction(conn):
+                await conn.execute("COMMIT")
+                raise ValueError("first")
+    finally:
+        await conn.close()

@@ -8,15 +8,22 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import aiosqlite
+import anyio
 
 from .schema import ACTION_INSERT, ERROR_INSERT, GROUP_UPDATE, RUN_BEAT, SEGMENT_UPSERT
 
-__all__ = ["StorageError", "on_connection_thread", "open_connection", "write_transaction"]
+__all__ = [
+    "StorageError",
+    "immediate_transaction",
+    "on_connection_thread",
+    "open_connection",
+    "write_transaction",
+]
 
 T = TypeVar("T")
 
@@ -50,6 +57,24 @@ def write_transaction(
     except BaseException:
         with contextlib.suppress(sqlite3.Error):
             db.execute("ROLLBACK")
+        raise
+
+
+@contextlib.asynccontextmanager
+async def immediate_transaction(conn: aiosqlite.Connection) -> AsyncIterator[None]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` for the run record's own writes (start, resume, end).
+
+    On any failure, cancellation included, the ``ROLLBACK`` is awaited in a shielded scope, so
+    the block is left with the connection outside any transaction, and a failing ``ROLLBACK``
+    (the connection already broken, say) never hides the error that caused it.
+    """
+    await conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        await conn.execute("COMMIT")
+    except BaseException:
+        with anyio.CancelScope(shield=True), contextlib.suppress(sqlite3.Error):
+            await conn.execute("ROLLBACK")
         raise
 
 

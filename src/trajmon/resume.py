@@ -22,6 +22,7 @@ import aiosqlite
 from .channels import PollGroup, decode_value
 from .clock import utc_iso
 from .config import ConfigError, MonitorConfig
+from .connection import immediate_transaction
 from .queries import effective_status
 from .records import GroupStats
 from .schema import quote_ident
@@ -148,8 +149,7 @@ async def resume_run(
         stats.samples_read = stats.samples_committed
     previous = "crashed" if run["status"] == "running" else str(run["status"])
     last_beat = run["heartbeat_dt_s"]
-    await conn.execute("BEGIN IMMEDIATE")
-    try:
+    async with immediate_transaction(conn):
         await conn.execute(
             "UPDATE sessions SET status = ?, end_dt_s = coalesce(end_dt_s, ?)"
             " WHERE run_id = ? AND session_idx = ?",
@@ -166,10 +166,6 @@ async def resume_run(
             " heartbeat_utc = ?, heartbeat_epoch = ?, heartbeat_dt_s = ? WHERE run_id = ?",
             (lost, os.getpid(), duration_s, utc_iso(now_wall), now_wall, start_dt, run_id),
         )
-        await conn.execute("COMMIT")
-    except BaseException:
-        await conn.execute("ROLLBACK")
-        raise
     return ResumeState(
         target=target,
         next_idx=next_idx,

@@ -19,6 +19,7 @@ from . import __version__
 from .channels import PollGroup
 from .clock import utc_iso
 from .config import MonitorConfig
+from .connection import immediate_transaction
 from .records import GroupStats
 from .schema import GROUP_UPDATE, group_counters, group_table_ddl, group_table_name
 from .writer import WriterTarget
@@ -49,8 +50,7 @@ async def create_run(conn: aiosqlite.Connection, new: NewRun) -> WriterTarget:
     cursor = await conn.execute("SELECT 1 FROM runs WHERE run_name = ?", (new.run_name,))
     if await cursor.fetchone() is not None:
         raise RunExistsError(f"run name {new.run_name!r} is already used in {cfg.db}")
-    await conn.execute("BEGIN IMMEDIATE")
-    try:
+    async with immediate_transaction(conn):
         try:
             cursor = await conn.execute(
                 "INSERT INTO runs (run_name, status, run_start_utc, run_start_epoch, duration_s,"
@@ -122,10 +122,6 @@ async def create_run(conn: aiosqlite.Connection, new: NewRun) -> WriterTarget:
             " VALUES (?, 0, ?, 0, 'running')",
             (run_id, utc_iso(new.run_start_epoch)),
         )
-        await conn.execute("COMMIT")
-    except BaseException:
-        await conn.execute("ROLLBACK")
-        raise
     return WriterTarget(
         run_id=run_id,
         t0_mono=new.t0_mono,
@@ -149,8 +145,7 @@ async def finish_run(
     session_idx: int = 0,
 ) -> None:
     """Record the run's final state; the last write of every run, whatever its outcome."""
-    await conn.execute("BEGIN IMMEDIATE")
-    try:
+    async with immediate_transaction(conn):
         await conn.execute(
             "UPDATE runs SET status = ?, ended_utc = ?, end_dt_s = ?,"
             " lost_samples = lost_samples + ?,"
@@ -181,7 +176,3 @@ async def finish_run(
             "UPDATE sessions SET end_dt_s = ?, status = ? WHERE run_id = ? AND session_idx = ?",
             (end_dt_s, status, target.run_id, session_idx),
         )
-        await conn.execute("COMMIT")
-    except BaseException:
-        await conn.execute("ROLLBACK")
-        raise
