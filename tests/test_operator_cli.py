@@ -12,11 +12,13 @@ from typing import Any
 
 import anyio
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from simulators.qcodes_sim import SimulatedSTM
 from trajmon import MonitorConfig, Recorder
 from trajmon.cli import app
+from trajmon.cli.runs_cmd import render_status
 from trajmon.queries import connect_readonly, resolve_run
 from trajmon.status import STATUS_SCHEMA, run_status
 
@@ -86,6 +88,13 @@ def test_status_json_shape(knob_db: Path) -> None:
     assert set(doc) == expected, "the documented, versioned shape"
     text = invoke("status", "--db", str(knob_db))  # most recent run by default
     assert text.exit_code == 0 and "interrupted" in text.stdout and "signals" in text.stdout
+    # An ended run says when it ended; a heartbeat's age means something only while it runs.
+    assert f"ended {doc['ended_utc']}" in text.stdout and "heartbeat" not in text.stdout
+    running = {**doc, "status": "running", "running": True, "ended_utc": None}
+    console = Console(record=True, width=200)
+    console.print(render_status(running))
+    live = console.export_text()
+    assert "last heartbeat" in live and "crashed if older than" in live and "ended" not in live
 
 
 def test_watch_on_a_finished_run_prints_the_final_state_and_exits_0(knob_db: Path) -> None:

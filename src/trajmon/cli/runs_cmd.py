@@ -88,10 +88,16 @@ def render_status(doc: dict[str, Any]) -> RenderableType:
         f"  elapsed {_num(doc['elapsed_s'], suffix=' s')}",
         f"  started {doc['run_start_utc']}",
     )
+    if doc["status"] in ("running", "crashed") or doc.get("ended_utc") is None:
+        # Liveness only means something for a run that has not recorded its end.
+        when = (
+            f"last heartbeat {_num(doc['heartbeat_age_s'], suffix=' s')} ago"
+            f" (crashed if older than {doc['stale_after_s']:g} s)"
+        )
+    else:
+        when = f"ended {doc['ended_utc']}"
     beat = Text(
-        f"last heartbeat {_num(doc['heartbeat_age_s'], suffix=' s')} ago"
-        f" (crashed if older than {doc['stale_after_s']:g} s)"
-        f"  actions {doc['actions']}  errors {doc['errors']}"
+        f"{when}  actions {doc['actions']}  errors {doc['errors']}"
         f"  lost samples {doc['lost_samples']}  sessions {doc['sessions']}"
     )
     table = Table(box=None, header_style="bold", pad_edge=False)
