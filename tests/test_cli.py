@@ -137,6 +137,23 @@ def test_run_sim_then_duplicate_name_is_refused(tmp_path: Path) -> None:
     assert db.read_bytes() == before
 
 
+def test_names_and_units_print_as_they_are(tmp_path: Path) -> None:
+    """Brackets in data are not markup: a run named like a closing tag used to crash the run's
+    summary (the data was recorded, the exit was a traceback), and "Z Position [m]" lost its
+    unit in the window table."""
+    db = tmp_path / "names.db"
+    name = "[/x] [bold]"
+    run = trajmon("run", "--run-name", name, "--sim", "--duration", "2.5", "--db", str(db))
+    assert run.returncode == 0, run.stderr
+    assert f"run {name!r}: completed" in run.stdout
+    for args in (("runs",), ("status", name), ("actions", "list", "--run", name)):
+        shown = trajmon(*args, "--db", str(db))
+        assert shown.returncode == 0 and name in shown.stdout, (args, shown.stderr)
+    window = trajmon("actions", "show", "0", "--run", name, "--db", str(db), "--with-signal-window")
+    assert window.returncode == 0, window.stderr
+    assert "Z Position [m]" in window.stdout and "Tunnel Current [A]" in window.stdout
+
+
 @pytest.mark.parametrize(
     "args",
     [

@@ -39,8 +39,11 @@ EXIT_USAGE = 2
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+# No markup: every string these print is data — run names, labels, units, values, paths — and
+# rich would read "[m]" in "Z [m]" as a style (dropping it) and fail on a stray "[/x]". Styling
+# is done with Text objects instead.
+console = Console(highlight=False, soft_wrap=True, markup=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 DbOption = Annotated[Path, typer.Option("--db", help="SQLite database file.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]

@@ -31,7 +31,7 @@ def _progress(total: int, label: str) -> Iterator[Callable[[int], None] | None]:
         yield None
         return
     columns = (
-        TextColumn(label),
+        TextColumn("{task.description}", markup=False),  # the label is data: no markup
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),

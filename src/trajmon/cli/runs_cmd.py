@@ -75,7 +75,9 @@ def _print_unwrapped(renderable: RenderableType) -> None:
         console.print(renderable)
         return
     width = Measurement.get(console, console.options.update(max_width=1000), renderable).maximum
-    Console(highlight=False, soft_wrap=True, width=max(width, console.width)).print(renderable)
+    Console(highlight=False, soft_wrap=True, markup=False, width=max(width, console.width)).print(
+        renderable
+    )
 
 
 def render_status(doc: dict[str, Any]) -> RenderableType:
