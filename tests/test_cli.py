@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from trajmon.cli import app
+from trajmon.cli.common import fail
 
 TRAJMON = [sys.executable, "-m", "trajmon"]
 runner = CliRunner()
@@ -188,3 +190,13 @@ def test_unreachable_instrument_is_exit_2_and_writes_nothing(tmp_path: Path) -> 
     assert result.returncode == 2
     assert "unreachable" in result.stderr
     assert not db.exists()
+
+
+def test_an_error_spanning_lines_is_printed_on_one(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(typer.Exit) as exit_info:
+        fail("cannot write p.png: \nrun 'p $\\frac$'\n       ^\nParseException: at char 7\n")
+    assert exit_info.value.exit_code == 2
+    err = capsys.readouterr().err
+    assert (
+        err == "trajmon: error: cannot write p.png: run 'p $\\frac$' ^ ParseException: at char 7\n"
+    )

@@ -19,6 +19,7 @@ from simulators.qcodes_sim import SimulatedSTM
 from trajmon import MonitorConfig, Recorder
 from trajmon.cli import app
 from trajmon.cli.runs_cmd import render_status
+from trajmon.plotting import plot_action_window
 from trajmon.queries import connect_readonly, resolve_run
 from trajmon.status import STATUS_SCHEMA, run_status
 
@@ -161,3 +162,28 @@ def test_actions_plot_writes_a_png(knob_db: Path, tmp_path: Path) -> None:
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(data) > 20_000, "two axes of signal traces, not an empty canvas"
+
+
+def test_plot_takes_dollars_in_names_and_units_literally(tmp_path: Path) -> None:
+    """``$`` starts matplotlib's math mode; in a run name, label or unit it is just a character,
+    and "$\\frac$" (invalid math) used to make the plot fail."""
+    action = {
+        "action_idx": 0,
+        "dt_s": 1.0,
+        "prev_dt_s": 0.9,
+        "window_start_s": 0.0,
+        "window_end_s": 2.0,
+        "spec_label": "Bias $\\frac$",
+        "old_value": 0.1,
+        "new_value": 0.2,
+    }
+    groups = [
+        {
+            "dt_s": [0.0, 0.5, 1.0, 1.5],
+            "channels": [{"label": "I $\\frac$", "unit": "$\\x$"}],
+            "columns": {"I $\\frac$": [1.0, 2.0, 3.0, 2.0]},
+        }
+    ]
+    out = tmp_path / "dollars.png"
+    axes = plot_action_window(action, groups, out, run_name="run $\\frac$", spec_unit="$\\y$")
+    assert axes == 1 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -77,16 +77,18 @@ def plot_action_window(
         )
     for ax, (label, unit, xs, ys) in zip(axes, series, strict=False):
         ax.plot(xs, ys, linewidth=0.9, marker="." if len(xs) < 200 else None, markersize=3)
-        ax.set_ylabel(f"{label} [{unit}]" if unit else label)
+        # Names and units are data: "$" in them is a dollar, not matplotlib's math mode.
+        ax.set_ylabel(f"{label} [{unit}]" if unit else label, parse_math=False)
         if unit:  # 200 pA rather than 2e-10 with an offset label
-            ax.yaxis.set_major_formatter(EngFormatter(unit=unit))
+            ax.yaxis.set_major_formatter(EngFormatter(unit=unit.replace("$", r"\$")))
     axes[0].legend(loc="upper right", fontsize="small")
     axes[-1].set_xlabel("dt_s [s] (since run start)")
     unit = f" {spec_unit}" if spec_unit else ""
     fig.suptitle(
         f"run {run_name!r} · action {action['action_idx']} at {t:.3f} s\n"
         f"{action['spec_label']}: {_fmt(action['old_value'])}{unit}"
-        f" → {_fmt(action['new_value'])}{unit}"
+        f" → {_fmt(action['new_value'])}{unit}",
+        parse_math=False,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)

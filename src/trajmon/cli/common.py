@@ -50,8 +50,10 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    """One line on stderr, a non-zero exit: what an operator (or a script) can act on."""
-    err_console.print(f"trajmon: error: {message}", markup=False)
+    """One line on stderr, a non-zero exit: what an operator (or a script) can act on. A message
+    carried over from a library may span lines; they are joined, so a log keeps it whole."""
+    line = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    err_console.print(f"trajmon: error: {line}", markup=False)
     raise typer.Exit(code)
 
 
