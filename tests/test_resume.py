@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -11,9 +12,11 @@ import anyio
 import pytest
 
 from simulators.qcodes_sim import SimulatedSTM
-from trajmon import ConfigError, MonitorConfig, Recorder
+from trajmon import ConfigError, MonitorConfig, Recorder, RunFailedError
+from trajmon.connection import open_connection
 from trajmon.queries import connect_readonly, list_actions, list_runs, resolve_run
-from trajmon.resume import load_resume_config
+from trajmon.resolve import build_groups
+from trajmon.resume import load_resume_config, resume_run
 
 
 @pytest.fixture
@@ -85,3 +88,94 @@ async def test_resume_refuses_completed_unknown_and_live_runs(
         load_resume_config(db_path, "done", now=2e9 + 1)
     # A running run whose heartbeat is stale has crashed: it may be resumed.
     assert load_resume_config(db_path, "done", now=2e9 + 60).run_name == "done"
+
+
+@pytest.mark.parametrize(
+    ("ended_as", "lost_after"),
+    [("failed", 5), ("interrupted", 5), ("running", 5 + 3)],  # "running", heartbeat old: crashed
+)
+async def test_resume_counts_lost_samples_once(
+    db_path: Path, stm: SimulatedSTM, ended_as: str, lost_after: int
+) -> None:
+    """A run that recorded its end counted its lost samples then (5 here); a crashed one never
+    did, so its read-but-uncommitted samples (3 here) are counted when it is resumed."""
+    config = MonitorConfig(run_name="lossy", db=db_path, interval_s=0.02)
+    await record_until(Recorder(config, {"stm": stm}), 5)
+    with closing(sqlite3.connect(db_path)) as conn:
+        # As finish_run leaves a run whose end was written, or a crash its last commit.
+        conn.execute(
+            "UPDATE runs SET status = ?, lost_samples = 5, heartbeat_epoch = 0", (ended_as,)
+        )
+        conn.execute("UPDATE poll_groups SET samples_read = samples + 3 WHERE group_id = 0")
+        conn.commit()
+    resumed = load_resume_config(db_path, "lossy").updated(duration_s=0.2)
+    await Recorder(resumed, {"stm": stm}, resume=True).run()
+    with closing(connect_readonly(db_path)) as conn:
+        (run,) = list_runs(conn)
+    assert run["lost_samples"] == lost_after
+
+
+async def test_two_resumes_of_one_run_one_is_refused(db_path: Path, stm: SimulatedSTM) -> None:
+    """The check and the claim are one write transaction: of two processes resuming the same
+    run at once, the second finds it running and is refused, instead of both recording."""
+    config = MonitorConfig(run_name="twice", db=db_path, interval_s=0.02)
+    await record_until(Recorder(config, {"stm": stm}), 5)
+    groups = build_groups(config, {"stm": stm})
+    outcomes: list[str] = []
+
+    async def resume() -> None:
+        conn = await open_connection(db_path)
+        try:
+            now = time.time()
+            await resume_run(conn, "twice", groups, now_mono=time.monotonic(), now_wall=now)
+            outcomes.append("resumed")
+        except ConfigError as exc:
+            outcomes.append(str(exc))
+        finally:
+            await conn.close()
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(resume)
+            tg.start_soon(resume)
+    assert sorted(outcomes)[1] == "resumed", outcomes
+    assert "it is still recording" in sorted(outcomes)[0], outcomes
+    with closing(sqlite3.connect(db_path)) as conn:
+        sessions = conn.execute("SELECT status FROM sessions ORDER BY session_idx").fetchall()
+    assert [s[0] for s in sessions] == ["interrupted", "running"]
+
+
+async def test_a_run_resumed_elsewhere_stops_the_old_writer_and_keeps_its_record(
+    db_path: Path, stm: SimulatedSTM
+) -> None:
+    """A recorder suspended past the stale limit, its run resumed by another process meanwhile:
+    when it wakes, its next commit finds a newer session and it stops — no duplicate indices,
+    no counters or end status written over the new owner's record."""
+    config = MonitorConfig(run_name="taken", db=db_path, interval_s=0.02)
+    recorder = Recorder(config, {"stm": stm})
+    failure: list[RunFailedError] = []
+
+    async def record() -> None:
+        try:
+            await recorder.run()
+        except RunFailedError as exc:
+            failure.append(exc)
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(record)
+            await recorder.wait_until(lambda: recorder.stats[1].samples_read >= 5)
+            conn = await open_connection(db_path)
+            try:  # an hour on, the run looks crashed: as after a suspend
+                groups = build_groups(config, {"stm": stm})
+                now = time.time() + 3600
+                await resume_run(conn, "taken", groups, now_mono=time.monotonic(), now_wall=now)
+            finally:
+                await conn.close()
+    (exc,) = failure
+    assert exc.summary.status == "failed" and "another process resumed this run" in str(exc)
+    with closing(sqlite3.connect(db_path)) as conn:
+        run = conn.execute("SELECT status, sessions, message FROM runs").fetchone()
+        sessions = conn.execute("SELECT status FROM sessions ORDER BY session_idx").fetchall()
+    assert run == ("running", 2, None), "the record is the resuming process's"
+    assert [s[0] for s in sessions] == ["crashed", "running"]

@@ -18,7 +18,9 @@ import anyio
 from .schema import ACTION_INSERT, ERROR_INSERT, GROUP_UPDATE, RUN_BEAT, SEGMENT_UPSERT
 
 __all__ = [
+    "RunTakenOverError",
     "StorageError",
+    "check_owner",
     "immediate_transaction",
     "on_connection_thread",
     "open_connection",
@@ -32,8 +34,26 @@ class StorageError(RuntimeError):
     """SQLite refused a write (disk full, read-only file, locked by another writer)."""
 
 
+class RunTakenOverError(StorageError):
+    """Another process resumed this run while this one was not heard from (suspended, say, past
+    ``stale_after_s``): the run's record is that process's now, and this one must not write to
+    it again — not its samples (their indices are taken), not its counters, not its end."""
+
+
+def check_owner(db: sqlite3.Connection, run_id: int, session_idx: int) -> None:
+    """Inside a write transaction: raise :class:`RunTakenOverError` unless ``session_idx`` is
+    still the run's newest session (every resume adds one, under the same write lock)."""
+    row = db.execute("SELECT sessions FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    if row is None or int(row[0]) != session_idx + 1:
+        raise RunTakenOverError(
+            "another process resumed this run while this one was not heard from"
+            f" (session {session_idx} of {'?' if row is None else row[0]}); stopped writing to it"
+        )
+
+
 def write_transaction(
     db: sqlite3.Connection,
+    owner: tuple[int, int],
     inserts: list[tuple[str, list[tuple[Any, ...]], list[tuple[Any, ...]]]],
     actions: list[tuple[Any, ...]],
     errors: list[tuple[Any, ...]],
@@ -41,9 +61,11 @@ def write_transaction(
     beat: tuple[Any, ...],
 ) -> None:
     """One commit, run on the connection's thread: every group's rows and segment spans, the
-    actions and errors, the live counters and the heartbeat — all or nothing."""
+    actions and errors, the live counters and the heartbeat — all or nothing, and only while
+    ``owner`` (run id, session index) is still the session recording the run."""
     db.execute("BEGIN IMMEDIATE")
     try:
+        check_owner(db, *owner)
         for sql, rows, spans in inserts:
             db.executemany(sql, rows)
             db.executemany(SEGMENT_UPSERT, spans)

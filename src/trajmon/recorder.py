@@ -21,7 +21,7 @@ import anyio
 from .channels import Channel, PollGroup
 from .clock import Clock, SystemClock
 from .config import ConfigError, MonitorConfig
-from .connection import StorageError, open_connection
+from .connection import RunTakenOverError, StorageError, open_connection
 from .detection import ChangeDetector
 from .gcpause import gc_recording
 from .records import ActionEvent, GroupStats
@@ -32,7 +32,7 @@ from .sampling import GroupReader, InstrumentWorker
 from .scheduling import Poller, Schedule
 from .schema import migrate
 from .sink import QueueSink, open_queue
-from .writer import Item, Writer
+from .writer import Item, Writer, WriterTarget
 
 __all__ = ["Recorder", "RunSummary"]
 
@@ -274,7 +274,7 @@ class Recorder:
         ]
         if self._stop_requested:
             self.request_stop()
-        status, message = "completed", None
+        status, message, taken_over = "completed", None, False
         self.started.set()
         try:
             async with anyio.create_task_group() as tg:
@@ -289,6 +289,7 @@ class Recorder:
                 sink.close()
         except* StorageError as failures:
             status, message = "failed", str(failures.exceptions[0])
+            taken_over = isinstance(failures.exceptions[0], RunTakenOverError)
         finally:
             sink.close()  # also when the writer failed: nothing may be left half-open
         if status != "failed" and self._stop_requested:
@@ -300,22 +301,8 @@ class Recorder:
         if end_at is not None and status == "completed":
             end_dt = min(end_dt, end_at - t0)
         lost = sum(s.samples_read - s.samples_committed for s in target.stats.values())
-        try:
-            with anyio.CancelScope(shield=True):
-                await finish_run(
-                    conn,
-                    target,
-                    status=status,
-                    end_dt_s=end_dt,
-                    end_epoch=clock.wall(),
-                    lost_samples=lost,
-                    message=message,
-                    session_idx=state.session_idx,
-                )
-        except Exception as exc:  # the file itself refuses writes: report, keep what is there
-            message = f"{message or 'run ended'}; could not record the final status: {exc}"
-            if status != "failed":
-                status, message = "failed", message
+        if not taken_over:  # else the run's record belongs to the process that resumed it
+            status, message = await self._finish(conn, target, state, status, message, end_dt, lost)
         summary = RunSummary(
             run_name=cfg.run_name or "",
             run_id=target.run_id,
@@ -344,6 +331,35 @@ class Recorder:
         if status == "failed":
             raise RunFailedError(summary)
         return summary
+
+    async def _finish(
+        self,
+        conn: Any,
+        target: WriterTarget,
+        state: ResumeState,
+        status: str,
+        message: str | None,
+        end_dt: float,
+        lost: int,
+    ) -> tuple[str, str | None]:
+        """Record the run's end; the status and message to report, changed if that failed."""
+        try:
+            with anyio.CancelScope(shield=True):
+                await finish_run(
+                    conn,
+                    target,
+                    status=status,
+                    end_dt_s=end_dt,
+                    end_epoch=self.clock.wall(),
+                    lost_samples=lost,
+                    message=message,
+                    session_idx=state.session_idx,
+                )
+        except RunTakenOverError as exc:  # resumed elsewhere while this one was suspended
+            return "failed", str(exc)
+        except Exception as exc:  # the file itself refuses writes: report, keep what is there
+            return "failed", f"{message or 'run ended'}; could not record the final status: {exc}"
+        return status, message
 
     async def _write(self, writer: Writer) -> None:
         try:

@@ -94,84 +94,123 @@ async def resume_run(
     now_wall: float,
     duration_s: float | None = None,
 ) -> ResumeState:
-    """Load a run's state and open a new session; raises ConfigError if it cannot continue."""
+    """Load a run's state and open a new session; raises ConfigError if it cannot continue.
+
+    The check and the claim are one write transaction: a second process resuming the same run
+    waits for this one's lock, then finds it running (a fresh heartbeat) and is refused.
+    """
     conn.row_factory = aiosqlite.Row
     try:
-        run = await _fetchone(conn, "SELECT * FROM runs WHERE run_name = ?", (run_name,))
-        _check_resumable(run, run_name, now_wall)
-        run_id = int(run["run_id"])
-        stored = await _fetchall(
-            conn,
-            "SELECT group_id, name, kind, interval_s, table_name, samples, samples_read,"
-            " missed_ticks, failed_reads, read_s_sum, read_s_max, lateness_max_s"
-            " FROM poll_groups WHERE run_id = ? ORDER BY group_id",
-            (run_id,),
-        )
-        labels = await _fetchall(
-            conn,
-            "SELECT channel_id, group_id, label, value_type FROM channels WHERE run_id = ?"
-            " ORDER BY group_id, position",
-            (run_id,),
-        )
-        planned = [(g.name, g.kind, [c.label for c in g.channels]) for g in groups]
-        recorded = [
-            (r["name"], r["kind"], [c["label"] for c in labels if c["group_id"] == r["group_id"]])
-            for r in stored
-        ]
-        if planned != recorded:
-            raise ConfigError(
-                f"cannot resume {run_name!r}: its channels differ from the configured ones"
-                " (a resumed run must record the same groups and labels)"
+        async with immediate_transaction(conn):
+            run = await _fetchone(conn, "SELECT * FROM runs WHERE run_name = ?", (run_name,))
+            _check_resumable(run, run_name, now_wall)
+            run_id = int(run["run_id"])
+            stored = await _fetchall(
+                conn,
+                "SELECT group_id, name, kind, interval_s, table_name, samples, samples_read,"
+                " missed_ticks, failed_reads, read_s_sum, read_s_max, lateness_max_s"
+                " FROM poll_groups WHERE run_id = ? ORDER BY group_id",
+                (run_id,),
             )
-        target, next_idx, last = await _load_groups(conn, run_id, groups, stored, labels)
-        action = await _fetchone(
-            conn, "SELECT coalesce(max(action_idx) + 1, 0) FROM actions WHERE run_id = ?", (run_id,)
-        )
-        error = await _fetchone(
-            conn,
-            "SELECT coalesce(max(error_idx) + 1, 0) FROM monitor_errors WHERE run_id = ?",
-            (run_id,),
-        )
-        session = await _fetchone(
-            conn,
-            "SELECT coalesce(max(session_idx) + 1, 1) FROM sessions WHERE run_id = ?",
-            (run_id,),
-        )
+            labels = await _fetchall(
+                conn,
+                "SELECT channel_id, group_id, label, value_type FROM channels WHERE run_id = ?"
+                " ORDER BY group_id, position",
+                (run_id,),
+            )
+            planned = [(g.name, g.kind, [c.label for c in g.channels]) for g in groups]
+            recorded = [
+                (
+                    r["name"],
+                    r["kind"],
+                    [c["label"] for c in labels if c["group_id"] == r["group_id"]],
+                )
+                for r in stored
+            ]
+            if planned != recorded:
+                raise ConfigError(
+                    f"cannot resume {run_name!r}: its channels differ from the configured ones"
+                    " (a resumed run must record the same groups and labels)"
+                )
+            target, next_idx, last = await _load_groups(conn, run_id, groups, stored, labels)
+            action = await _fetchone(
+                conn,
+                "SELECT coalesce(max(action_idx) + 1, 0) FROM actions WHERE run_id = ?",
+                (run_id,),
+            )
+            error = await _fetchone(
+                conn,
+                "SELECT coalesce(max(error_idx) + 1, 0) FROM monitor_errors WHERE run_id = ?",
+                (run_id,),
+            )
+            session = await _fetchone(
+                conn,
+                "SELECT coalesce(max(session_idx) + 1, 1) FROM sessions WHERE run_id = ?",
+                (run_id,),
+            )
+            target.actions, target.errors = int(run["actions"]), int(run["errors"])
+            target.next_error_idx = int(error[0])
+            start_dt = now_wall - float(run["run_start_epoch"])
+            target.t0_mono = now_mono - start_dt
+            target.session_idx = int(session[0])
+            await _open_session(conn, run, target, target.session_idx, now_wall, duration_s)
     finally:
         conn.row_factory = None
-    start_epoch = float(run["run_start_epoch"])
-    start_dt = now_wall - start_epoch
-    target.t0_mono = now_mono - start_dt
-    target.actions, target.errors = int(run["actions"]), int(run["errors"])
-    target.next_error_idx = int(error[0])
-    lost = sum(s.samples_read - s.samples_committed for s in target.stats.values())
-    for stats in target.stats.values():
-        stats.samples_read = stats.samples_committed
-    previous = "crashed" if run["status"] == "running" else str(run["status"])
-    last_beat = run["heartbeat_dt_s"]
-    async with immediate_transaction(conn):
-        await conn.execute(
-            "UPDATE sessions SET status = ?, end_dt_s = coalesce(end_dt_s, ?)"
-            " WHERE run_id = ? AND session_idx = ?",
-            (previous, last_beat, run_id, int(session[0]) - 1),
-        )
-        await conn.execute(
-            "INSERT INTO sessions (run_id, session_idx, started_utc, start_dt_s, status)"
-            " VALUES (?, ?, ?, ?, 'running')",
-            (run_id, int(session[0]), utc_iso(now_wall), start_dt),
-        )
-        await conn.execute(
-            "UPDATE runs SET status = 'running', ended_utc = NULL, end_dt_s = NULL, message = NULL,"
-            " sessions = sessions + 1, lost_samples = lost_samples + ?, pid = ?, duration_s = ?,"
-            " heartbeat_utc = ?, heartbeat_epoch = ?, heartbeat_dt_s = ? WHERE run_id = ?",
-            (lost, os.getpid(), duration_s, utc_iso(now_wall), now_wall, start_dt, run_id),
-        )
     return ResumeState(
         target=target,
         next_idx=next_idx,
         last_spec_values=last,
         next_action_idx=int(action[0]),
         session_idx=int(session[0]),
+    )
+
+
+async def _open_session(
+    conn: aiosqlite.Connection,
+    run: Any,
+    target: WriterTarget,
+    session_idx: int,
+    now_wall: float,
+    duration_s: float | None,
+) -> None:
+    """Close the previous session with how it ended, open this one, and mark the run running."""
+    run_id = target.run_id
+    start_dt = now_wall - float(run["run_start_epoch"])
+    # Samples read but never committed were lost. A run that recorded its end (interrupted,
+    # failed) counted them then; only a crashed one, whose end was never written, has them
+    # still to count.
+    crashed = run["status"] == "running"
+    lost = sum(s.samples_read - s.samples_committed for s in target.stats.values())
+    for stats in target.stats.values():
+        stats.samples_read = stats.samples_committed
+    await conn.execute(
+        "UPDATE sessions SET status = ?, end_dt_s = coalesce(end_dt_s, ?)"
+        " WHERE run_id = ? AND session_idx = ?",
+        (
+            "crashed" if crashed else str(run["status"]),
+            run["heartbeat_dt_s"],
+            run_id,
+            session_idx - 1,
+        ),
+    )
+    await conn.execute(
+        "INSERT INTO sessions (run_id, session_idx, started_utc, start_dt_s, status)"
+        " VALUES (?, ?, ?, ?, 'running')",
+        (run_id, session_idx, utc_iso(now_wall), start_dt),
+    )
+    await conn.execute(
+        "UPDATE runs SET status = 'running', ended_utc = NULL, end_dt_s = NULL, message = NULL,"
+        " sessions = sessions + 1, lost_samples = lost_samples + ?, pid = ?, duration_s = ?,"
+        " heartbeat_utc = ?, heartbeat_epoch = ?, heartbeat_dt_s = ? WHERE run_id = ?",
+        (
+            lost if crashed else 0,
+            os.getpid(),
+            duration_s,
+            utc_iso(now_wall),
+            now_wall,
+            start_dt,
+            run_id,
+        ),
     )
 
 

@@ -19,7 +19,7 @@ from . import __version__
 from .channels import PollGroup
 from .clock import utc_iso
 from .config import MonitorConfig
-from .connection import immediate_transaction
+from .connection import check_owner, immediate_transaction, on_connection_thread
 from .records import GroupStats
 from .schema import GROUP_UPDATE, group_counters, group_table_ddl, group_table_name
 from .writer import WriterTarget
@@ -144,8 +144,10 @@ async def finish_run(
     message: str | None,
     session_idx: int = 0,
 ) -> None:
-    """Record the run's final state; the last write of every run, whatever its outcome."""
+    """Record the run's final state; the last write of every run, whatever its outcome —
+    unless another process has resumed the run meanwhile (:class:`RunTakenOverError`)."""
     async with immediate_transaction(conn):
+        await on_connection_thread(conn, check_owner, target.run_id, session_idx)
         await conn.execute(
             "UPDATE runs SET status = ?, ended_utc = ?, end_dt_s = ?,"
             " lost_samples = lost_samples + ?,"

@@ -43,6 +43,8 @@ class WriterTarget:
     next_error_idx: int = 0
     actions: int = 0
     errors: int = 0
+    #: This process's session of the run (0 for a new run): commits stop if a newer one exists.
+    session_idx: int = 0
 
 
 class _GroupBuffer:
@@ -329,7 +331,14 @@ class Writer:
         # once submitted the transaction completes, and the counters below must match it.
         with anyio.CancelScope(shield=True):
             await on_connection_thread(
-                self._conn, write_transaction, inserts, actions, errors, group_rows, beat
+                self._conn,
+                write_transaction,
+                (run_id, target.session_idx),
+                inserts,
+                actions,
+                errors,
+                group_rows,
+                beat,
             )
         for gid, count in committed.items():
             target.stats[gid].samples_committed += count
