@@ -3,10 +3,12 @@ status through the run's whole life — running, interrupted by SIGINT, crashed 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +103,29 @@ def test_killed_run_becomes_crashed(tmp_path: Path) -> None:
     assert doc["signal_samples"] > 0 and doc["running"] is False
     runs = json.loads(runner.invoke(app, ["runs", "--db", str(db), "--json"]).stdout)
     assert runs["runs"][0]["status"] == "crashed"
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_impatient_signal_storm_keeps_the_summary_and_the_exit_code(
+    tmp_path: Path, sig: signal.Signals, code: int
+) -> None:
+    """Ctrl-C held down: the first signal stops the run; the rest, arriving while it drains,
+    closes the instrument, prints the summary and exits, must not cut any of that short."""
+    db = tmp_path / "storm.db"
+    rec = start_sim_run(db, "S", "--json")
+    try:
+        wait_for(lambda: committed_samples(db, "S") > 0, timeout=60, what="committed samples")
+        deadline = time.monotonic() + 20
+        while rec.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(ProcessLookupError):
+                rec.send_signal(sig)
+            time.sleep(0.01)
+        out, err = rec.communicate(timeout=30)
+    finally:
+        if rec.poll() is None:
+            rec.kill()
+            rec.communicate()
+    assert rec.returncode == code, err
+    assert "Traceback" not in err
+    summary = json.loads(out)
+    assert summary["status"] == "interrupted" and summary["lost_samples"] == 0

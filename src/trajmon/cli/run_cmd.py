@@ -45,7 +45,7 @@ from .config_cmd import (
     config_path_or_default,
     option_overrides,
 )
-from .runner import connect_nanonis, exit_code_for, record
+from .runner import connect_nanonis, exit_code_for, record, signals_restored
 from .sources import open_source, plan_run
 
 __all__ = ["check_run_name_free", "print_summary", "run", "sim_instruments"]
@@ -285,19 +285,20 @@ def _record_and_exit(plan: EffectiveConfig, *, quiet: bool, json_out: bool, resu
                 config, instruments, snapshot=snapshot, quiet=quiet or json_out, resume=resume
             )
 
-    with user_errors():
-        try:
-            outcome = anyio.run(main)
-        except RunFailedError as exc:
-            if json_out:
-                print_json(summary_dict(exc.summary))
-            else:
-                print_summary(exc.summary)
-            fail(str(exc), EXIT_FAILED)
-        except StorageError as exc:
-            fail(str(exc), EXIT_FAILED)
-    if json_out:
-        print_json(summary_dict(outcome.summary))
-    else:
-        print_summary(outcome.summary)
+    with signals_restored():
+        with user_errors():
+            try:
+                outcome = anyio.run(main)
+            except RunFailedError as exc:
+                if json_out:
+                    print_json(summary_dict(exc.summary))
+                else:
+                    print_summary(exc.summary)
+                fail(str(exc), EXIT_FAILED)
+            except StorageError as exc:
+                fail(str(exc), EXIT_FAILED)
+        if json_out:
+            print_json(summary_dict(outcome.summary))
+        else:
+            print_summary(outcome.summary)
     raise typer.Exit(exit_code_for(outcome))

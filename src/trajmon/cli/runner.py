@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -24,7 +25,7 @@ from ..live import progress_mode, run_live_view
 from ..recorder import Recorder, RunSummary
 from .common import console, err_console
 
-__all__ = ["RunOutcome", "connect_nanonis", "record", "stop_signals"]
+__all__ = ["RunOutcome", "connect_nanonis", "record", "signals_restored", "stop_signals"]
 
 
 @dataclass(slots=True)
@@ -33,27 +34,69 @@ class RunOutcome:
     signal: int | None
 
 
-@contextmanager
-def stop_signals(on_stop: Callable[[int], None]) -> Iterator[None]:
-    """Route SIGINT/SIGTERM/SIGBREAK to ``on_stop`` on the event loop for the block's duration."""
-    loop = asyncio.get_running_loop()
+def _stop_signal_numbers() -> list[int]:
     wanted: list[int] = [signal.SIGINT, signal.SIGTERM]
     if hasattr(signal, "SIGBREAK"):  # Windows console Ctrl-Break
         wanted.append(signal.SIGBREAK)
-    previous: dict[int, Any] = {}
+    return wanted
+
+
+#: Every stop signal this process received (the handlers below append to it).
+_received: list[int] = []
+
+
+def _note_late_signal(signum: int, _frame: object) -> None:
+    _received.append(signum)
+    # Plain write: this may interrupt any Python code, a rich print included.
+    os.write(2, b"trajmon: already stopping; finishing up\n")
+
+
+@contextmanager
+def stop_signals(on_stop: Callable[[int], None]) -> Iterator[None]:
+    """Route SIGINT/SIGTERM/SIGBREAK to ``on_stop`` on the event loop for the block's duration.
+
+    After it, until :func:`signals_restored` ends, they are only noted: the run has ended and
+    what is left — closing the instrument, printing the summary, the exit code — must happen
+    rather than give way to a KeyboardInterrupt (an impatient second Ctrl-C used to lose the
+    ``--json`` summary and the exit code).
+    """
+    loop = asyncio.get_running_loop()
 
     def handler(signum: int, _frame: object) -> None:
+        _received.append(signum)
         loop.call_soon_threadsafe(on_stop, signum)
 
-    for sig in wanted:
+    installed: list[int] = []
+    for sig in _stop_signal_numbers():
         # ValueError/OSError: not the main thread, or not supported on this platform.
         with contextlib.suppress(ValueError, OSError):
-            previous[sig] = signal.signal(sig, handler)
+            signal.signal(sig, handler)
+            installed.append(sig)
     try:
         yield
     finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+        for sig in installed:
+            signal.signal(sig, _note_late_signal)
+
+
+@contextmanager
+def signals_restored() -> Iterator[None]:
+    """Around a whole recording command: the signal handlers it found are put back when it
+    ends (see :func:`stop_signals`) — unless a signal stopped it. The process is then on its
+    way out, and a further Ctrl-C must not turn exit code 130 into death by SIGINT: they are
+    ignored (``SIG_IGN``, which Python's shutdown leaves alone, unlike a Python handler)."""
+    saved: dict[int, Any] = {}
+    for sig in _stop_signal_numbers():
+        with contextlib.suppress(ValueError, OSError):
+            saved[sig] = signal.getsignal(sig)
+    before = len(_received)
+    try:
+        yield
+    finally:
+        stopped = len(_received) > before
+        for sig, old in saved.items():
+            with contextlib.suppress(ValueError, OSError, TypeError):  # None: not from Python
+                signal.signal(sig, signal.SIG_IGN if stopped else old)
 
 
 async def _progress(recorder: Recorder, every_s: float) -> None:
