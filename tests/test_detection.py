@@ -362,9 +362,24 @@ def test_a_failed_read_of_one_spec_does_not_hide_a_change_of_another() -> None:
 def test_abs_tolerance_boundary() -> None:
     feed = one_channel(spec("Bias", tolerance_abs=0.5))
     feed(0.0, 1.0)
-    assert feed(0.1, 1.5) == []  # |Δ| == tolerance: not an action
-    (event,) = feed(0.2, 2.0000000000000004)  # |Δ| just above tolerance from 1.5
-    assert (event.old_value, event.new_value) == (1.5, 2.0000000000000004)
+    assert feed(0.1, 1.5) == []  # |Δ| == tolerance: not an action, 1.0 stays the known value
+    assert feed(0.2, 0.5) == []  # |Δ| == tolerance from 1.0, on the other side
+    (event,) = feed(0.3, 1.5000000000000002)  # |Δ| just above tolerance from 1.0
+    assert (event.old_value, event.new_value, event.prev_dt_s) == (1.0, 1.5000000000000002, 0.2)
+
+
+def test_a_slow_ramp_within_tolerance_per_read_is_an_action_once_it_has_moved_enough() -> None:
+    """Compared with the known value, not the previous read: a gate ramped by 0.25 V a read
+    with a 1 V tolerance is an action each time it has moved more than 1 V (binary-exact steps,
+    so the boundary is not decided by rounding)."""
+    feed = one_channel(spec("Bias", tolerance_abs=1.0))
+    events = [e for i in range(21) for e in feed(i * 0.1, i * 0.25)]
+    assert [(e.sample_idx, e.old_value, e.new_value) for e in events] == [
+        (5, 0.0, 1.25),
+        (10, 1.25, 2.5),
+        (15, 2.5, 3.75),
+        (20, 3.75, 5.0),
+    ]
 
 
 def test_abs_tolerance_just_above_is_an_action() -> None:

@@ -1,8 +1,11 @@
 """Turning spec samples into action events.
 
-An action is inferred, never observed: two consecutive successful reads of a spec differ by more
-than its tolerance. A failed read (``None``) is not a value, so it neither triggers an event nor
-replaces the last known value — the change is reported against the value before the gap.
+An action is inferred, never observed: a successful read of a spec differs from its known value
+by more than its tolerance. The known value is the first read, then the new value of each
+action; a read within the tolerance leaves it as it was, so a knob turned slowly — each step
+inside the tolerance — is an action once it has moved by more than the tolerance in all. A
+failed read (``None``) is not a value, so it neither triggers an event nor replaces the known
+value — the change is reported against the value before the gap.
 """
 
 from __future__ import annotations
@@ -105,11 +108,13 @@ class ChangeDetector:
                 continue
             if not state.seen:
                 state.seen = True
+                state.last = value
             elif not values_equal(
                 state.last, value, state.channel.tolerance_abs, state.channel.tolerance_rel
             ):
                 events.append(self._event(state, sample, value))
-            state.last = value
+                state.last = value
+            # else: equal, or within the tolerance of the known value, which stays as it was
             state.last_dt_s = sample.dt_s
         return events
 
