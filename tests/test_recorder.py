@@ -9,12 +9,14 @@ import tracemalloc
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
 from simulators.qcodes_sim import SimulatedSTM
-from trajmon import MonitorConfig, Recorder, RunExistsError
+from trajmon import MonitorConfig, Recorder, RunExistsError, RunFailedError
+from trajmon import writer as writer_module
 from trajmon.queries import connect_readonly, list_actions, list_runs, resolve_run
 
 
@@ -150,3 +152,32 @@ async def test_memory_does_not_grow_with_samples(db_path: Path, stm: SimulatedST
     assert late - early < allowed, (
         f"heap grew by {late - early} bytes ({early_in_flight} -> {late_in_flight} in flight)"
     )
+
+
+async def test_an_unexpected_error_still_records_the_run_as_failed(
+    db_path: Path, stm: SimulatedSTM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in the write path (here: the counters of the third commit cannot be built) ends
+    the run, but as a run: its end is recorded as failed with the error, not left 'running' to
+    be taken for a crash later."""
+    real = writer_module.group_counters
+    calls = 0
+
+    def flaky(*args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        nonlocal calls
+        calls += 1
+        if calls > 2 * 2:  # two groups: the first two commits go through
+            raise OverflowError("Python int too large to convert to SQLite INTEGER")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(writer_module, "group_counters", flaky)
+    config = MonitorConfig(run_name="bug", db=db_path, interval_s=0.02, duration_s=5.0)
+    with pytest.raises(RunFailedError) as info:
+        await Recorder(config, {"stm": stm}).run()
+    assert info.value.summary.status == "failed"
+    assert "unexpected error: OverflowError" in str(info.value)
+    with closing(connect_readonly(db_path)) as conn:
+        (run,) = list_runs(conn)
+        (message,) = conn.execute("SELECT message FROM runs").fetchone()
+    assert run["status"] == "failed" and "OverflowError" in message
+    assert run["signal_samples"] > 0, "what was committed before the error stays"

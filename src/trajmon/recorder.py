@@ -9,6 +9,7 @@ answered is a sample the database gets.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import sqlite3
 from collections import deque
@@ -33,6 +34,8 @@ from .scheduling import Poller, Schedule
 from .schema import migrate
 from .sink import QueueSink, open_queue
 from .writer import Item, Writer, WriterTarget
+
+_log = logging.getLogger(__name__)
 
 __all__ = ["Recorder", "RunSummary"]
 
@@ -290,6 +293,10 @@ class Recorder:
         except* StorageError as failures:
             status, message = "failed", str(failures.exceptions[0])
             taken_over = isinstance(failures.exceptions[0], RunTakenOverError)
+        except* Exception as failures:  # a bug: the run's end is still recorded, as failed
+            exc = failures.exceptions[0]
+            _log.error("recording stopped by an unexpected error", exc_info=exc)
+            status, message = "failed", f"unexpected error: {type(exc).__name__}: {exc}"
         finally:
             sink.close()  # also when the writer failed: nothing may be left half-open
         if status != "failed" and self._stop_requested:
