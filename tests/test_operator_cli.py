@@ -187,3 +187,31 @@ def test_plot_takes_dollars_in_names_and_units_literally(tmp_path: Path) -> None
     out = tmp_path / "dollars.png"
     axes = plot_action_window(action, groups, out, run_name="run $\\frac$", spec_unit="$\\y$")
     assert axes == 1 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_names_the_file_it_wrote_and_refuses_a_directory(
+    knob_db: Path, tmp_path: Path
+) -> None:
+    bare = tmp_path / "bias"
+    result = invoke("actions", "plot", "0", "--run", RUN, "--db", str(knob_db), "-o", str(bare))
+    assert result.exit_code == 0 and f"wrote {bare}.png" in result.stdout
+    assert (tmp_path / "bias.png").exists() and not bare.exists()
+    refused = invoke(
+        "actions", "plot", "0", "--run", RUN, "--db", str(knob_db), "-o", str(tmp_path)
+    )
+    assert refused.exit_code == 2 and "is a directory" in refused.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("actions", "show", str(2**63)),
+        ("actions", "plot", str(2**63), "-o", "x.png"),
+        ("actions", "list", "--limit", str(2**63)),
+        ("status", "--watch", "--interval", "inf"),
+    ],
+)
+def test_out_of_range_numbers_are_usage_errors(knob_db: Path, args: tuple[str, ...]) -> None:
+    """Beyond SQLite's integers (or an endless refresh): refused as usage, not a traceback."""
+    result = invoke(*args, "--db", str(knob_db))
+    assert result.exit_code == 2

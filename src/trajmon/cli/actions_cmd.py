@@ -23,6 +23,9 @@ __all__ = ["actions_app", "print_actions"]
 
 actions_app = typer.Typer(help="List and inspect detected operator actions.", no_args_is_help=True)
 
+#: SQLite's INTEGER range: a larger index or limit cannot be asked of the database.
+_INT64_MAX = 2**63 - 1
+
 RunOption = Annotated[
     str | None, typer.Option("--run", help="Run name (default: the most recent run).")
 ]
@@ -52,7 +55,9 @@ def list_cmd(
     spec: Annotated[str | None, typer.Option("--spec", help="Only this spec label.")] = None,
     since: Annotated[float | None, typer.Option("--since", help="Only dt_s >= S.")] = None,
     until: Annotated[float | None, typer.Option("--until", help="Only dt_s <= S.")] = None,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="At most N actions.")] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, max=_INT64_MAX, help="At most N actions.")
+    ] = None,
     json_out: JsonOption = False,
 ) -> None:
     """List the actions of a run."""
@@ -96,7 +101,9 @@ def _as_rows(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 @actions_app.command("show")
 def show_cmd(
-    idx: Annotated[int, typer.Argument(help="Action index (see `actions list`).")],
+    idx: Annotated[
+        int, typer.Argument(min=0, max=_INT64_MAX, help="Action index (see `actions list`).")
+    ],
     run: RunOption = None,
     db: DbOption = Path("trajmon.db"),
     with_signal_window: Annotated[
@@ -131,14 +138,23 @@ def show_cmd(
 
 @actions_app.command("plot")
 def plot_cmd(
-    idx: Annotated[int, typer.Argument(help="Action index (see `actions list`).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Image file (.png, .svg, .pdf).")],
+    idx: Annotated[
+        int, typer.Argument(min=0, max=_INT64_MAX, help="Action index (see `actions list`).")
+    ],
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="Image file (.png, .svg, .pdf; no extension: .png)."),
+    ],
     run: RunOption = None,
     db: DbOption = Path("trajmon.db"),
 ) -> None:
     """Plot the signals in an action's window, the action instant marked."""
     from ..plotting import plot_action_window
 
+    if out.is_dir():
+        fail(f"{out} is a directory; give an image file, e.g. {out / f'action-{idx}.png'}")
+    if not out.suffix:  # what matplotlib would write; the name printed must be the file's
+        out = out.with_suffix(".png")
     with user_errors(), closing(connect_readonly(db)) as conn:
         ref = resolve_run(conn, run)
         action = get_action(conn, ref, idx)

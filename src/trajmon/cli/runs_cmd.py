@@ -174,7 +174,10 @@ def status(
         bool, typer.Option("--watch", help="Refresh until the run is no longer running.")
     ] = False,
     interval: Annotated[
-        float, typer.Option("--interval", min=0.05, help="Seconds between refreshes (--watch).")
+        float,
+        typer.Option(
+            "--interval", min=0.05, max=3600.0, help="Seconds between refreshes (--watch)."
+        ),
     ] = 1.0,
 ) -> None:
     """Show how a run is doing; safe to use while it records (read-only, never locks)."""
