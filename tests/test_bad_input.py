@@ -58,6 +58,9 @@ def refused(*args: str) -> str:
         (("--run-name", "tab\there"), "control characters"),
         (("--resume", "keep"), "it is completed"),
         (("--resume", "missing"), "unknown run"),
+        (("--resume", "keep", "--interval-s", "0.5"), "keeps its stored configuration"),
+        (("--resume", "keep", "--run-name", "other"), "--run-name: a resumed run keeps"),
+        (("--resume", "keep", "--stale-after-s", "1"), "--stale-after-s: a resumed run"),
     ],
 )
 def test_bad_run_options_leave_the_database_untouched(

@@ -131,6 +131,10 @@ def print_summary(summary: RunSummary) -> None:
         console.print(f"note: {summary.message}", markup=False)
 
 
+_STALE_AFTER_S = 5.0
+_READ_TIMEOUT_S = 2.0
+
+
 def run(
     run_name: Annotated[
         str | None,
@@ -168,13 +172,13 @@ def run(
         typer.Option(
             "--stale-after-s", help="Heartbeat age after which the run counts as crashed."
         ),
-    ] = 5.0,
+    ] = _STALE_AFTER_S,
     read_timeout_s: Annotated[
         float,
         typer.Option(
             "--read-timeout-s", help="Give up on an instrument read after this many seconds."
         ),
-    ] = 2.0,
+    ] = _READ_TIMEOUT_S,
     config_path: ConfigPathOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress lines.")] = False,
     json_out: JsonOption = False,
@@ -186,6 +190,26 @@ def run(
     """
     path = config_path_or_default(config_path)
     if resume is not None:
+        fixed = {
+            "--run-name": run_name,
+            "--interval-s": interval_s,
+            "--signal-interval-s": signal_interval_s,
+            "--spec-interval-s": spec_interval_s,
+            "--rotate-entries": rotate_entries,
+            "--action-window-s": action_window_s,
+            "--window-before-s": window_before_s,
+            "--window-after-s": window_after_s,
+            "--signals": signals,
+            "--specs": specs,
+            "--stale-after-s": None if stale_after_s == _STALE_AFTER_S else stale_after_s,
+            "--read-timeout-s": None if read_timeout_s == _READ_TIMEOUT_S else read_timeout_s,
+        }
+        given = [name for name, value in fixed.items() if value is not None]
+        if given:  # silently recording with other settings than asked would be worse
+            fail(
+                f"{', '.join(given)}: a resumed run keeps its stored configuration;"
+                " only the instrument source, --duration and --db are taken on resume"
+            )
         with user_errors():
             resume_db = db or read_staged(path).db or Path("trajmon.db")
         with user_errors():
