@@ -215,3 +215,9 @@ def test_out_of_range_numbers_are_usage_errors(knob_db: Path, args: tuple[str, .
     """Beyond SQLite's integers (or an endless refresh): refused as usage, not a traceback."""
     result = invoke(*args, "--db", str(knob_db))
     assert result.exit_code == 2
+
+
+def test_a_run_is_found_by_its_name_as_given_with_spaces(knob_db: Path) -> None:
+    """New run names are stripped when stored; lookups strip them the same way."""
+    result = invoke("status", f"  {RUN} ", "--db", str(knob_db), "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["run_name"] == RUN

@@ -82,8 +82,9 @@ def resolve_run(conn: sqlite3.Connection, name: str | None) -> RunRef:
         if row is None:
             raise QueryError("the database has no runs yet")
     else:
+        # Stripped as a new run's name is (config.py), so a name is found as it was given.
         row = conn.execute(
-            "SELECT run_id, run_name FROM runs WHERE run_name = ?", (name,)
+            "SELECT run_id, run_name FROM runs WHERE run_name = ?", (name.strip(),)
         ).fetchone()
         if row is None:
             raise QueryError(f"unknown run {name!r}")

@@ -66,7 +66,9 @@ def load_resume_config(db: Path, run_name: str, now: float | None = None) -> Mon
     try:
         with closing(sqlite3.connect(uri, uri=True)) as conn:
             conn.row_factory = sqlite3.Row
-            row = conn.execute("SELECT * FROM runs WHERE run_name = ?", (run_name,)).fetchone()
+            row = conn.execute(
+                "SELECT * FROM runs WHERE run_name = ?", (run_name.strip(),)
+            ).fetchone()
     except sqlite3.Error as exc:
         raise ConfigError(f"cannot resume {run_name!r}: cannot read {db}: {exc}") from exc
     _check_resumable(row, run_name, time.time() if now is None else now)
@@ -102,7 +104,9 @@ async def resume_run(
     conn.row_factory = aiosqlite.Row
     try:
         async with immediate_transaction(conn):
-            run = await _fetchone(conn, "SELECT * FROM runs WHERE run_name = ?", (run_name,))
+            run = await _fetchone(
+                conn, "SELECT * FROM runs WHERE run_name = ?", (run_name.strip(),)
+            )
             _check_resumable(run, run_name, now_wall)
             run_id = int(run["run_id"])
             stored = await _fetchall(
