@@ -103,6 +103,8 @@ def test_malformed_files_are_refused(existing_db: Path, tmp_path: Path) -> None:
     plan = tmp_path / "faults.yaml"
     plan.write_text("faults:\n  - {at_s: 1, fault: meteor}\n")
     assert "fault must be one of" in refused("sim", "serve", "--faults", str(plan))
+    no_dir = tmp_path / "missing" / "truth.jsonl"  # the operator would fail to write it, silently
+    assert "truth log" in refused("sim", "serve", "--truth-log", str(no_dir))
     staged = tmp_path / "staged.json"
     staged.write_text("{not json", encoding="utf-8")
     refused("run", "--config-path", str(staged), "--sim", *db)

@@ -48,6 +48,11 @@ def serve_cmd(
             load_fault_plan(faults)
     except (ScenarioError, FaultPlanError) as exc:
         fail(str(exc))
+    if truth_log is not None:  # written by the operator once it plays: fail now, not silently then
+        try:
+            truth_log.open("w", encoding="utf-8").close()
+        except OSError as exc:
+            fail(f"cannot write the truth log {truth_log}: {exc}")
 
     async def main() -> None:
         await serve(
