@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import sqlite3
 import tracemalloc
 from collections.abc import Iterator
@@ -181,3 +182,17 @@ async def test_an_unexpected_error_still_records_the_run_as_failed(
         (message,) = conn.execute("SELECT message FROM runs").fetchone()
     assert run["status"] == "failed" and "OverflowError" in message
     assert run["signal_samples"] > 0, "what was committed before the error stays"
+
+
+async def test_snapshot_with_nan_and_infinity_is_strict_json(
+    db_path: Path, stm: SimulatedSTM
+) -> None:
+    snapshot = {"instruments": {"ls": {"parameters": {"T": {"value": math.nan}}}}, "r": [math.inf]}
+    config = MonitorConfig(run_name="snap", db=db_path, interval_s=0.05, duration_s=0.2)
+    await Recorder(config, {"stm": stm}, snapshot=snapshot).run()
+    with closing(sqlite3.connect(db_path)) as conn:
+        value, first = conn.execute(
+            "SELECT json_extract(snapshot_json, '$.instruments.ls.parameters.T.value'),"
+            " json_extract(snapshot_json, '$.r[0]') FROM runs"
+        ).fetchone()
+    assert (value, first) == ("NaN", "Infinity")

@@ -7,6 +7,7 @@ first session — so a database either knows a run completely or not at all.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 from collections.abc import Sequence
@@ -42,7 +43,20 @@ class NewRun:
 
 
 def _json(value: Any) -> str:
-    return json.dumps(value, default=str, allow_nan=True)
+    """Strict JSON: a snapshot's NaN or infinity (an instrument reporting one) is written as the
+    string "NaN", "Infinity" or "-Infinity" — bare ``NaN`` is not JSON, and SQLite's
+    ``json_extract`` refuses the whole document over it."""
+    return json.dumps(_finite(value), default=str, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 async def create_run(conn: aiosqlite.Connection, new: NewRun) -> WriterTarget:
