@@ -4,6 +4,7 @@ into a directory that a hostile run name cannot escape."""
 from __future__ import annotations
 
 import csv
+import errno
 import itertools
 import json
 import math
@@ -26,8 +27,8 @@ from trajmon import MonitorConfig, Recorder
 from trajmon.channels import decode_value
 from trajmon.cli import app
 from trajmon.config import ChannelSpec
-from trajmon.export import export_run, safe_filename
-from trajmon.export_sinks import Column, Format, open_sink
+from trajmon.export import MAX_CHUNK_ROWS, export_run, safe_filename
+from trajmon.export_sinks import EXTENSIONS, Column, Format, csv_headers, open_sink
 from trajmon.queries import connect_readonly, resolve_run
 
 RUN = '../evil/"x" ü'
@@ -287,3 +288,141 @@ def test_a_file_appears_only_once_complete(fmt: Format, tmp_path: Path) -> None:
         else:
             sink.close()
             assert path.exists() and not partial.exists()
+
+
+EDGE = [  # label, parameter, group: groups named like the catalog and like its rename
+    *[(k, p, "channels") for k, p in ((".", "f"), ("..", "g"), ("_nc4_non_coord_dt_s", "f"))],
+    *[(k, k, "channels") for k in ("big", "small")],
+    *[(k, p, "group0-channels") for k, p in (("x [V]", "u"), ("x", "g"), ("dt_s [s]", "u"))],
+]
+
+
+@pytest.fixture(scope="module")
+def edge_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Labels, groups and integers that once broke an export, with constant values."""
+    db = tmp_path_factory.mktemp("edge") / "edge.db"
+    edge = Instrument("edge")
+    units = {"f": "A", "g": "V"}
+    for p, x in {"f": 1.5, "g": 2.5, "u": 0.5, "big": 2**70, "small": 3}.items():
+        vals = v.Ints() if isinstance(x, int) else v.Numbers()
+        edge.add_parameter(p, unit=units.get(p, ""), vals=vals, get_cmd=lambda x=x: x)
+    channels = [
+        ChannelSpec(label=k, source=f"edge.{p}", kind="signal", group=g) for k, p, g in EDGE
+    ]
+    channels.append(ChannelSpec(label="Knob", source="edge.u", kind="spec"))
+    config = MonitorConfig(
+        run_name="edge", db=db, channels=channels, interval_s=0.02, duration_s=0.2
+    )
+    try:
+        assert anyio.run(Recorder(config, {"edge": edge}).run).status == "completed"
+    finally:
+        edge.close()
+    return db
+
+
+def export_edge(db: Path, out: Path, fmt: Format) -> list[Path]:
+    with closing(connect_readonly(db)) as conn:
+        return export_run(conn, resolve_run(conn, "edge"), fmt, out).files
+
+
+def disk_full(*_: Any) -> Any:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_netcdf_int_beyond_int64_without_nulls_gets_a_fill(edge_db: Path, tmp_path: Path) -> None:
+    """No NULL in the column, yet 2**70 cannot be an int64: it needs the fill value too."""
+    export_edge(edge_db, tmp_path, "netcdf")
+    with xr.open_dataset(tmp_path / "edge" / "group0-channels.nc", engine="h5netcdf") as ds:
+        assert np.isnan(ds["big"].values).all()  # the fill value, decoded as missing
+        assert ds["small"].dtype == np.int64 and set(ds["small"].values.tolist()) == {3}
+
+
+def test_netcdf_names_are_safe_and_unique(edge_db: Path, tmp_path: Path) -> None:
+    export_edge(edge_db, tmp_path, "netcdf")
+    with xr.open_dataset(tmp_path / "edge" / "group0-channels.nc", engine="h5netcdf") as ds:
+        assert ds["_."].attrs["label"] == "." and ds["_.."].attrs["label"] == ".."
+        assert ds["_nc4-non-coord_dt_s"].attrs["label"] == "_nc4_non_coord_dt_s"
+        assert list(ds.coords) == ["dt_s"] and ds["_."].values.tolist() == [1.5] * ds.sizes["dt_s"]
+    cols = [Column("dt_s ", "float"), Column("dt_s", "float", "s"), Column("-1", "int")]
+    sink = open_sink("netcdf", tmp_path / "t.nc", cols, index="dt_s", metadata={})
+    sink.write([[9.0], [0.5], [7]])
+    sink.close()
+    with xr.open_dataset(tmp_path / "t.nc", engine="h5netcdf") as ds:  # the index keeps its name
+        assert ds["dt_s"].values.tolist() == [0.5] and ds["dt_s_2"].values.tolist() == [9.0]
+        assert ds["_-1"].values.tolist() == [7]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "netcdf"])
+def test_every_exported_file_name_is_unique(edge_db: Path, tmp_path: Path, fmt: Format) -> None:
+    """Group 0 is `channels` (renamed `group0-channels`), group 1 is `group0-channels`."""
+    files = export_edge(edge_db, tmp_path, fmt)
+    names = [p.name.casefold() for p in files]
+    assert len(set(names)) == len(names) == 6
+    assert all(p.exists() for p in files) and len(list((tmp_path / "edge").iterdir())) == 6
+
+
+def test_csv_headers_are_unique(edge_db: Path, tmp_path: Path) -> None:
+    export_edge(edge_db, tmp_path, "csv")
+    with (tmp_path / "edge" / "group1-group0-channels.csv").open(encoding="utf-8") as f:
+        header = next(csv.reader(f))
+    assert header == [
+        "sample_idx", "dt_s [s]", "read_s [s]", "x [V]", "x [V] (2)", "dt_s [s] (2)"
+    ]  # fmt: skip
+    cols = [Column("a", "int", "V"), Column("a [V]", "int"), Column("a [V] (2)", "int")]
+    assert csv_headers(cols) == ["a [V]", "a [V] (3)", "a [V] (2)"]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "netcdf"])
+def test_failed_export_leaves_nothing_and_can_be_retried(
+    odd_db: Path, tmp_path: Path, fmt: Format, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Disk full at the third file: no partial file, no finished ones that stop a retry."""
+    from trajmon import export_sinks
+
+    real = export_sinks.os.replace
+    fail = lambda a, b: disk_full() if Path(b).name.startswith("signals") else real(a, b)  # noqa: E731
+    monkeypatch.setattr(export_sinks.os, "replace", fail)
+    with pytest.raises(OSError, match="No space"):
+        export(odd_db, tmp_path, fmt)
+    (directory,) = tmp_path.iterdir()
+    assert list(directory.iterdir()) == []
+    monkeypatch.setattr(export_sinks.os, "replace", real)
+    export(odd_db, tmp_path, fmt)  # no --overwrite needed
+    assert {p.suffix for p in directory.iterdir()} == {".json", f".{EXTENSIONS[fmt]}"}
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "netcdf"])
+@pytest.mark.parametrize("stage", ["open", "close"])
+def test_sink_failing_to_open_or_close_removes_its_partial_file(
+    fmt: Format, stage: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow.parquet
+
+    from trajmon import export_sinks as s
+
+    if stage == "close":  # the last buffer's flush fails
+        cls = {"csv": s.CsvSink, "parquet": s.ParquetSink, "netcdf": s.NetcdfSink}[fmt]
+        real = cls._close_file
+        monkeypatch.setattr(cls, "_close_file", lambda self: (real(self), disk_full()))
+    elif fmt == "csv":  # the header's write fails
+        monkeypatch.setattr(s, "csv_headers", disk_full)
+    elif fmt == "parquet":  # the file is created, its magic bytes are not written
+        touch = lambda p, _: (Path(p).touch(), disk_full())  # noqa: E731
+        monkeypatch.setattr(pyarrow.parquet, "ParquetWriter", touch)
+    else:  # a variable cannot be created
+        monkeypatch.setattr(s.NetcdfSink, "_add", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        path = tmp_path / f"x.{fmt}"
+        sink = open_sink(fmt, path, [Column("dt_s", "float")], index="dt_s", metadata={})
+        sink.write([[0.5]])
+        sink.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_chunk_rows_out_of_range_is_a_usage_error(odd_db: Path, tmp_path: Path) -> None:
+    args = ["export", RUN, "--db", str(odd_db), "--out", str(tmp_path)]
+    for n in (0, MAX_CHUNK_ROWS + 1, 2**31):
+        result = runner.invoke(app, [*args, "--chunk-rows", str(n)])
+        assert result.exit_code == 2 and "--chunk-rows" in result.stderr, n
+    assert list(tmp_path.iterdir()) == []
+    assert runner.invoke(app, [*args, "--chunk-rows", str(MAX_CHUNK_ROWS)]).exit_code == 0

@@ -34,9 +34,19 @@ from .gcpause import gc_paused
 from .queries import QueryError, RunRef
 from .schema import quote_ident
 
-__all__ = ["ExportError", "ExportResult", "count_rows", "export_run", "safe_filename"]
+__all__ = [
+    "DEFAULT_CHUNK_ROWS",
+    "MAX_CHUNK_ROWS",
+    "ExportError",
+    "ExportResult",
+    "count_rows",
+    "export_run",
+    "safe_filename",
+]
 
 DEFAULT_CHUNK_ROWS = 50_000
+#: Memory grows with the chunk; SQLite's fetchmany also takes no more than a C int.
+MAX_CHUNK_ROWS = 1_000_000
 _KINDS: dict[str, ColumnKind] = {
     "float": "float",
     "int": "int",
@@ -165,11 +175,21 @@ class _Exporter:
         return self.dir / f"{stem}.{self.ext}"
 
     def targets(self) -> dict[str, Path]:
+        """Every file of the export, each name used once: a group named ``channels``, or two
+        groups whose names sanitize alike, would otherwise overwrite another file. A group whose
+        name is taken (by the run's own files or an earlier group; compared case-insensitively,
+        as on macOS and Windows) gets ``group<id>-`` in front, then ``-2``, ``-3``… if needed."""
         stems = {"channels": self.path("channels"), "actions": self.path("actions")}
+        taken = {stem.casefold() for stem in _OWN_FILES}
         for gid, name in self.groups():
             stem = safe_filename(name)
-            if stem in _OWN_FILES or stem in stems:
-                stem = f"group{gid}-{stem}"
+            if stem.casefold() in taken:
+                stem = base = f"group{gid}-{stem}"
+                n = 1
+                while stem.casefold() in taken:
+                    n += 1
+                    stem = f"{base}-{n}"
+            taken.add(stem.casefold())
             stems[f"group:{gid}"] = self.path(stem)
         return stems
 
@@ -181,6 +201,8 @@ class _Exporter:
         return [(int(r[0]), str(r[1])) for r in rows]
 
     def stream(self, path: Path, cols: list[Column], index: str, chunks: Any, key: str) -> None:
+        # A sink that fails to open, or to close, removes its partial file itself; one that
+        # fails in between is aborted here. Nothing half-written is left for a retry to find.
         sink: Sink = open_sink(self.fmt, path, cols, index=index, metadata=self.meta)
         n = 0
         try:
@@ -268,8 +290,15 @@ class _Exporter:
         labels = [quote_ident(c["label"]) for c in chans]
         nulls = [True] * len(chans)
         if self.fmt == "netcdf" and chans:  # one scan: which columns need a fill value
+            # An int beyond int64 (stored as a blob) is written as the fill value too.
+            missing = [
+                f"{q} IS NULL OR typeof({q}) = 'blob'"
+                if c["value_type"] == "int"
+                else f"{q} IS NULL"
+                for q, c in zip(labels, chans, strict=True)
+            ]
             counts = self.conn.execute(
-                f"SELECT {', '.join(f'coalesce(sum({q} IS NULL), 0)' for q in labels)} FROM {table}"
+                f"SELECT {', '.join(f'coalesce(sum({m}), 0)' for m in missing)} FROM {table}"
             ).fetchone()
             nulls = [bool(n) for n in counts]
         cols = [
@@ -320,8 +349,8 @@ def export_run(
     progress: Callable[[int], None] | None = None,
 ) -> ExportResult:
     """Write the run's samples, actions, catalog and run document under ``out``."""
-    if chunk_rows < 1:
-        raise ValueError("chunk_rows must be >= 1")
+    if not 1 <= chunk_rows <= MAX_CHUNK_ROWS:
+        raise ValueError(f"chunk_rows must be between 1 and {MAX_CHUNK_ROWS}")
     directory = _run_dir(out, ref.run_name)
     conn.execute("BEGIN")  # one read transaction: a consistent snapshot of a live run
     try:
@@ -335,11 +364,18 @@ def export_run(
                 f"{existing[0]} already exists ({len(existing)} file(s)); use --overwrite"
             )
         directory.mkdir(parents=True, exist_ok=True)
-        ex.channels(targets.pop("channels"))
-        ex.actions(targets.pop("actions"))
-        with gc_paused():  # millions of row tuples, none in a cycle (see gcpause)
-            for key, path in targets.items():
-                ex.group(int(key.removeprefix("group:")), path)
+        try:
+            ex.channels(targets.pop("channels"))
+            ex.actions(targets.pop("actions"))
+            with gc_paused():  # millions of row tuples, none in a cycle (see gcpause)
+                for key, path in targets.items():
+                    ex.group(int(key.removeprefix("group:")), path)
+        except BaseException:
+            # A failed export (disk full) takes its finished files with it, so it can be
+            # retried as it was, without --overwrite.
+            for done in ex.result.files:
+                done.unlink(missing_ok=True)
+            raise
         doc = _run_doc(conn, ref)
         run_json.write_text(
             json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8"

@@ -15,6 +15,7 @@ interrupted export for a whole one.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -30,6 +31,7 @@ __all__ = ["Column", "Sink", "open_sink", "text_value"]
 #: Column kinds after decoding: numbers, flags, strings, and ``text`` (anything else, as JSON).
 ColumnKind = Literal["float", "int", "bool", "str", "text"]
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_NC4_HIDDEN = "_nc4_non_coord_"
 
 
 @dataclass(slots=True)
@@ -62,6 +64,23 @@ def text_value(value: Any) -> str | None:
     return str(value)
 
 
+def csv_headers(columns: list[Column]) -> list[str]:
+    """``label [unit]`` headers, made unique: a unitless label ``x [V]`` next to ``x`` in V,
+    or a label ``dt_s [s]``, would repeat a header, and most CSV readers then silently drop or
+    rename a column. A repeated header gets `` (2)``, `` (3)``… appended (never one another
+    column has); the exact labels and units are in the catalog."""
+    natural = [f"{c.name} [{c.unit}]" if c.unit else c.name for c in columns]
+    reserved, used, out = set(natural), set[str](), []
+    for header in natural:
+        unique, n = header, 1
+        while unique in used or (unique != header and unique in reserved):
+            n += 1
+            unique = f"{header} ({n})"
+        used.add(unique)
+        out.append(unique)
+    return out
+
+
 def _csv_cell(value: Any) -> Any:
     if value is None:
         return ""
@@ -90,12 +109,24 @@ class _FileSink:
         raise NotImplementedError
 
     def close(self) -> None:
-        self._close_file()
-        os.replace(self.partial, self.path)
+        """Finish the file and rename it into place; if that fails (a full disk often shows
+        only when the last buffer is flushed), the partial file goes, so a retry starts clean."""
+        try:
+            self._close_file()
+            os.replace(self.partial, self.path)
+        except BaseException:
+            self.partial.unlink(missing_ok=True)
+            raise
 
     def abort(self) -> None:
-        self._close_file()
-        self.partial.unlink(missing_ok=True)
+        """Remove the partial file. Also called from a constructor that failed half-way, and
+        while another error propagates: closing is best effort (a full disk can fail it too)
+        and that first error is the one worth reporting."""
+        try:
+            with contextlib.suppress(Exception):
+                self._close_file()
+        finally:
+            self.partial.unlink(missing_ok=True)
 
 
 class CsvSink(_FileSink):
@@ -103,10 +134,14 @@ class CsvSink(_FileSink):
 
     def __init__(self, path: Path, columns: list[Column]) -> None:
         super().__init__(path)
-        self._file = self.partial.open("w", newline="", encoding="utf-8")
-        self._csv = csv.writer(self._file)
-        self._csv.writerow([f"{c.name} [{c.unit}]" if c.unit else c.name for c in columns])
         self._kinds = [c.kind for c in columns]
+        try:
+            self._file = self.partial.open("w", newline="", encoding="utf-8")
+            self._csv = csv.writer(self._file)
+            self._csv.writerow(csv_headers(columns))
+        except BaseException:
+            self.abort()
+            raise
 
     def write(self, columns: list[list[Any]]) -> None:
         cells = []
@@ -145,7 +180,11 @@ class ParquetSink(_FileSink):
             fields.append(pa.field(c.name, types[c.kind], nullable=True, metadata=meta))
         self._kinds = [c.kind for c in columns]
         self._schema = pa.schema(fields, metadata=metadata)
-        self._writer = pq.ParquetWriter(self.partial, self._schema)
+        try:
+            self._writer = pq.ParquetWriter(self.partial, self._schema)
+        except BaseException:
+            self.abort()
+            raise
 
     def write(self, columns: list[list[Any]]) -> None:
         arrays = []
@@ -181,33 +220,40 @@ class NetcdfSink(_FileSink):
         import h5py  # type: ignore[import-untyped]
 
         super().__init__(path)
-        self._file = h5netcdf.File(self.partial, "w")
         self._dim = index
-        self._file.dimensions = {index: None}
-        self._file.attrs.update(attrs)
         self._vars: list[Any] = []
         self._kinds = [c.kind for c in columns]
         self._fills: list[Any] = []
-        names: set[str] = set()
-        for c in columns:
-            name = _nc_name(c.name, names)
-            fill: Any = None
-            if c.kind == "float":
-                dtype: Any = "f8"
-            elif c.kind == "int":
-                dtype, fill = "i8", (_INT64_MIN if c.has_nulls else None)
-            elif c.kind == "bool":
-                dtype, fill = "i1", (-1 if c.has_nulls else None)
-            else:
-                dtype = h5py.string_dtype()
-            var = self._file.create_variable(name, (index,), dtype, fillvalue=fill)
-            if c.unit:
-                var.attrs["units"] = c.unit
-            if c.kind == "bool" and not c.has_nulls:
-                var.attrs["dtype"] = "bool"
-            var.attrs.update({"long_name": c.name, **c.attrs})
-            self._vars.append(var)
-            self._fills.append(fill)
+        self._text_dtype = h5py.string_dtype()
+        try:
+            self._file = h5netcdf.File(self.partial, "w")
+            self._file.dimensions = {index: None}
+            self._file.attrs.update(attrs)
+            names = {index}  # the index column alone may have it: it is the coordinate
+            for c in columns:
+                self._add(c, index if c.name == index else _nc_name(c.name, names))
+        except BaseException:
+            self.abort()
+            raise
+
+    def _add(self, c: Column, name: str) -> None:
+        fill: Any = None
+        if c.kind == "float":
+            dtype: Any = "f8"
+        elif c.kind == "int":
+            dtype, fill = "i8", (_INT64_MIN if c.has_nulls else None)
+        elif c.kind == "bool":
+            dtype, fill = "i1", (-1 if c.has_nulls else None)
+        else:
+            dtype = self._text_dtype
+        var = self._file.create_variable(name, (self._dim,), dtype, fillvalue=fill)
+        if c.unit:
+            var.attrs["units"] = c.unit
+        if c.kind == "bool" and not c.has_nulls:
+            var.attrs["dtype"] = "bool"
+        var.attrs.update({"long_name": c.name, **c.attrs})
+        self._vars.append(var)
+        self._fills.append(fill)
 
     def write(self, columns: list[list[Any]]) -> None:
         if not columns or not columns[0]:
@@ -235,8 +281,21 @@ class NetcdfSink(_FileSink):
 
 
 def _nc_name(name: str, taken: set[str]) -> str:
-    """netCDF names may not contain ``/`` (HDF5 group separator) or end in a space."""
-    base = name.replace("/", "_").rstrip() or "_"
+    """A variable name every netCDF reader accepts, unique in the file.
+
+    netCDF names may not contain ``/`` (the HDF5 group separator) or end in a space, and must
+    start with a letter, digit, ``_`` or a non-ASCII character: HDF5 itself resolves ``.`` to
+    the file's root group (so creating it fails), and netCDF-C refuses ``..``, ``-1`` or
+    ``[A]``: such a name gets a leading ``_``. h5netcdf drops ``_nc4_non_coord_`` from any name
+    it reads, so that becomes ``_nc4-non-coord_``. A name already taken, the dimension's
+    included, gets ``_2``, ``_3``…; the ``label`` attribute keeps the original.
+    """
+    base = name.replace("/", "_").rstrip()
+    first = base[:1]
+    if not (first.isalnum() or first == "_" or not first.isascii()):
+        base = "_" + base
+    while _NC4_HIDDEN in base:  # a loop: replacing one occurrence can complete another
+        base = base.replace(_NC4_HIDDEN, "_nc4-non-coord_")
     out, n = base, 1
     while out in taken:
         n += 1

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from ..export import DEFAULT_CHUNK_ROWS, count_rows, export_run
+from ..export import DEFAULT_CHUNK_ROWS, MAX_CHUNK_ROWS, count_rows, export_run
 from ..queries import connect_readonly, resolve_run
 from .common import DbOption, JsonOption, console, err_console, fail, print_json, user_errors
 
@@ -54,7 +54,13 @@ def export(
         bool, typer.Option("--overwrite", help="Replace files of an earlier export.")
     ] = False,
     chunk_rows: Annotated[
-        int, typer.Option("--chunk-rows", min=1, help="Rows read and written per chunk.")
+        int,
+        typer.Option(
+            "--chunk-rows",
+            min=1,
+            max=MAX_CHUNK_ROWS,  # memory grows with it; a bound makes a typo a usage error
+            help="Rows read and written per chunk.",
+        ),
     ] = DEFAULT_CHUNK_ROWS,
     json_out: JsonOption = False,
 ) -> None:
