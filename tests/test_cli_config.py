@@ -101,6 +101,9 @@ def test_set_show_clear_round_trip(config: Path, tmp_path: Path) -> None:
         ("--host", "127.0.0.1"),
         ("--sim", "--station", "station.yaml"),
         ("--channels", "missing.yaml"),
+        ("--interval-s", "1e-19"),
+        ("--spec-interval-s", "1e5"),
+        ("--rotate-entries", "9223372036854775808"),
     ],
 )
 def test_set_refuses_bad_values_in_one_line_and_keeps_the_file(
@@ -256,3 +259,139 @@ def test_list_from_a_station_and_channels_file(config: Path, tmp_path: Path) -> 
     assert table.exit_code == 0 and "dac.ch2" in table.stdout
     no_channels = invoke("list-signals", "--station", str(station), "--config-path", str(config))
     assert no_channels.exit_code == 2 and "trajmon channels init" in no_channels.stderr
+
+
+def one_error_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("trajmon: error:"), stderr
+    return lines[0]
+
+
+def test_a_staged_file_that_is_not_utf8_is_one_line_and_clear_removes_it(
+    config: Path, tmp_path: Path
+) -> None:
+    config.write_bytes('{"run_name": "x"}'.encode("utf-16"))
+    db = tmp_path / "never.db"
+    for args in (
+        ("config", "show"),
+        ("config", "set", "--run-name", "y"),
+        ("config", "clear", "--field", "db"),
+        ("list-signals",),
+        ("run", "--sim", "--duration", "1", "--db", str(db)),
+    ):
+        proc = trajmon(config, *args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert "not UTF-8" in one_error_line(proc.stderr) and "config clear" in proc.stderr
+    assert not db.exists()
+    cleared = trajmon(config, "config", "clear")
+    assert cleared.returncode == 0, cleared.stderr
+    assert not config.exists()
+
+
+@pytest.mark.parametrize(
+    ("set_args", "fields"),
+    [
+        (("--host", "127.0.0.1", "--port", "6501"), ("host", "port")),
+        (("--host", "127.0.0.1", "--port", "6501"), ("port",)),
+        (("--station", "station.yaml"), ("station",)),
+    ],
+)
+def test_clearing_part_of_a_source_clears_the_source(
+    config: Path, tmp_path: Path, set_args: tuple[str, ...], fields: tuple[str, ...]
+) -> None:
+    (tmp_path / "station.yaml").write_text(
+        "instruments:\n  dac:\n    type: qcodes.instrument_drivers.mock_instruments."
+        "DummyInstrument\n",
+        encoding="utf-8",
+    )
+    args = [a if a != "station.yaml" else str(tmp_path / a) for a in set_args]
+    assert (
+        invoke("config", "set", "--config-path", str(config), "--db", "x.db", *args).exit_code == 0
+    )
+    clear_args = [arg for f in fields for arg in ("--field", f)]
+    assert invoke("config", "clear", "--config-path", str(config), *clear_args).exit_code == 0
+    left = staged(config)
+    assert not set(left) & {"source", "host", "port", "station"}, left
+    db = tmp_path / "never.db"
+    run = trajmon(config, "run", "--run-name", "t", "--duration", "1", "--db", str(db))
+    assert run.returncode == 2 and "choose one instrument source" in one_error_line(run.stderr)
+    assert not db.exists()
+    assert trajmon(config, "list-signals").returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"source": "tcp"}', "source 'tcp' has no --host H --port P"),
+        ('{"source": "station"}', "source 'station' has no --station FILE"),
+    ],
+)
+def test_a_source_without_its_fields_is_one_line_not_a_traceback(
+    config: Path, tmp_path: Path, text: str, message: str
+) -> None:
+    """A file edited by hand (or by an older trajmon) is checked like a staged change."""
+    config.write_text(text, encoding="utf-8")
+    db = tmp_path / "never.db"
+    for args in (("run", "--run-name", "t", "--duration", "1", "--db", str(db)), ("list-signals",)):
+        proc = trajmon(config, *args)
+        assert proc.returncode == 2, proc.stderr
+        assert message in one_error_line(proc.stderr)
+    assert not db.exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--rotate-entries", "9223372036854775808"),
+        ("--interval-s", "1e-300"),
+        ("--interval-s", "1e-19"),
+        ("--signal-interval-s", "1e-7"),
+        ("--read-timeout-s", "1e12"),
+        ("--stale-after-s", "1e9"),
+    ],
+)
+def test_run_refuses_values_that_would_overflow_before_writing(
+    config: Path, tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    db = tmp_path / "never.db"
+    proc = trajmon(
+        config, "run", "--sim", "--run-name", "x", "--duration", "1", "--db", str(db), *args
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert args[0].removeprefix("--").replace("-", "_") in one_error_line(proc.stderr)
+    assert not db.exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "channels:\n  - {parameter: stm.current, kind: signal}\n"
+            "  - {parameter: stm.nope, kind: signal}\n",
+            "entry 2 ('stm.nope'): stm has no parameter or submodule 'nope'",
+        ),
+        (
+            "channels:\n  - {parameter: stm.bias, kind: spec, group: g}\n"
+            "  - {parameter: stm.current, kind: signal, group: g}\n",
+            "entries 1 ('stm.bias') and 2 ('stm.current'): group 'g' mixes signals and specs",
+        ),
+    ],
+)
+def test_channels_file_errors_on_the_simulator_name_the_file_and_entry(
+    config: Path, tmp_path: Path, text: str, message: str
+) -> None:
+    channels = tmp_path / "channels.yaml"
+    channels.write_text(text, encoding="utf-8")
+    db = tmp_path / "never.db"
+    listed = invoke(
+        "list-signals", "--sim", "--channels", str(channels), "--config-path", str(config)
+    )
+    run = trajmon(
+        config, "run", "--sim", "--run-name", "x", "--channels", str(channels),
+        "--duration", "1", "--db", str(db),
+    )  # fmt: skip
+    for code, stderr in ((listed.exit_code, listed.stderr), (run.returncode, run.stderr)):
+        assert code == 2
+        line = one_error_line(stderr)
+        assert f"{channels}: " in line and message in line
+    assert not db.exists()

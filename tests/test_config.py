@@ -16,6 +16,7 @@ from trajmon.config import (
     check_run_name,
     format_validation_error,
 )
+from trajmon.resolve import build_groups
 
 
 def ch(label: str, kind: Any = "spec", **kw: Any) -> ChannelSpec:
@@ -312,10 +313,10 @@ def test_selected_channels_narrow_each_kind_independently() -> None:
 
 
 def test_group_interval_precedence() -> None:
-    own = ch("Own", interval_s=1.5)
+    own = ch("Own", interval_s=1.5, group="own-specs")
     spec = ch("Spec")
     signal = ch("Signal", "signal")
-    signal_own = ch("Signal Own", "signal", interval_s=0.01)
+    signal_own = ch("Signal Own", "signal", interval_s=0.01, group="fast")
     channels = [own, spec, signal, signal_own]
 
     cfg = MonitorConfig(channels=channels, interval_s=0.2)
@@ -329,6 +330,111 @@ def test_group_interval_precedence() -> None:
 
     cfg = MonitorConfig(channels=channels, spec_interval_s=0.5, signal_interval_s=0.05)
     assert [cfg.group_interval(c) for c in channels] == [1.5, 0.5, 0.05, 0.01]
+
+
+def test_a_groups_interval_may_be_on_any_of_its_entries() -> None:
+    """Entries without interval_s take their group's, wherever the entry carrying it is."""
+    for first, second in [({}, {"interval_s": 1.0}), ({"interval_s": 1.0}, {})]:
+        a = ch("a", "signal", group="temps", **first)
+        b = ch("b", "signal", group="temps", **second)
+        cfg = MonitorConfig(channels=[a, b])
+        assert [cfg.group_interval(c) for c in (a, b)] == [1.0, 1.0]
+
+
+def test_two_intervals_in_one_group_are_refused_naming_both_channels() -> None:
+    line = refusal(
+        channels=[
+            ch("a", "signal", group="temps", interval_s=0.5),
+            ch("b", "signal", group="temps"),
+            ch("c", "signal", group="temps", interval_s=1.0),
+        ]
+    )
+    assert "channels 'a' and 'c'" in line and "two intervals (0.5 s and 1.0 s)" in line
+    same = [
+        ch("a", "signal", group="t", interval_s=0.5),
+        ch("b", "signal", group="t", interval_s=0.5),
+    ]
+    assert MonitorConfig(channels=same).group_interval(same[1]) == 0.5
+
+
+class _Param:
+    unit = "K"
+    vals = None
+    gettable = True
+
+    def get(self) -> float:
+        return 4.2
+
+
+class _Instrument:
+    def __init__(self, *names: str) -> None:
+        self.parameters = {name: _Param() for name in names}
+        self.submodules: dict[str, Any] = {}
+
+
+def test_deselecting_the_entry_with_the_interval_keeps_the_groups_schedule() -> None:
+    """The docs' temperatures: selecting only Shield Temperature must still poll at 1 s."""
+    channels = [
+        ChannelSpec(
+            label="Sample Temperature", source="ls.a", kind="signal", group="temps", interval_s=1.0
+        ),
+        ChannelSpec(label="Shield Temperature", source="ls.b", kind="signal", group="temps"),
+    ]
+    cfg = MonitorConfig(channels=channels, signals=["Shield Temperature"])
+    (group,) = build_groups(cfg, {"ls": _Instrument("a", "b")})
+    assert [c.label for c in group.channels] == ["Shield Temperature"]
+    assert group.interval_s == 1.0
+
+
+def test_groups_differing_only_in_case_are_refused() -> None:
+    """Group names become SQLite table names, which compare case-insensitively."""
+    line = refusal(channels=[ch("a", "signal", group="temps"), ch("b", "signal", group="Temps")])
+    assert "'Temps'" in line and "'temps'" in line and "only in case" in line
+    # Labels are columns: two differing only in case are refused too (in any group).
+    assert "duplicate" in refusal(channels=[ch("Gap", group="g"), ch("gap", group="g")])
+
+
+def test_mixed_kinds_in_one_group_are_refused() -> None:
+    line = refusal(channels=[ch("a", "signal", group="g"), ch("b", "spec", group="g")])
+    assert "channels 'a' and 'b'" in line and "mixes signals and specs" in line
+
+
+@pytest.mark.parametrize(
+    ("fields", "where"),
+    [
+        ({"rotate_entries": 2**63}, "rotate_entries"),
+        ({"rotate_entries": 2**53 + 1}, "rotate_entries"),
+        ({"interval_s": 1e-19}, "interval_s"),
+        ({"interval_s": 1e-300}, "interval_s"),
+        ({"spec_interval_s": 1e-7}, "spec_interval_s"),
+        ({"signal_interval_s": 1e5}, "signal_interval_s"),
+        ({"read_timeout_s": 1e12}, "read_timeout_s"),
+        ({"commit_interval_s": 1e9}, "commit_interval_s"),
+        ({"heartbeat_s": 1e9}, "heartbeat_s"),
+        ({"stale_after_s": 1e9}, "stale_after_s"),
+        ({"commit_rows": 2**63}, "commit_rows"),
+        ({"queue_size": 2**63}, "queue_size"),
+        (
+            {"channels": [{"label": "X", "source": "s.x", "kind": "spec", "interval_s": 1e-19}]},
+            "interval_s",
+        ),
+    ],
+)
+def test_values_that_would_overflow_later_are_refused(fields: dict[str, Any], where: str) -> None:
+    """Finite and > 0 is not enough: these crashed with OverflowError after the run existed."""
+    assert where in refusal(**fields)
+
+
+def test_the_bounds_themselves_are_accepted() -> None:
+    cfg = MonitorConfig(
+        interval_s=1e-6,
+        spec_interval_s=86400.0,
+        rotate_entries=2**53,
+        read_timeout_s=86400.0,
+        commit_rows=2**53,
+        queue_size=2**53,
+    )
+    assert cfg.interval_s == 1e-6 and cfg.rotate_entries == 2**53
 
 
 def test_group_names() -> None:

@@ -7,7 +7,9 @@ instrument is QCoDeS's Lakeshore 336 driver on the pyvisa-sim file QCoDeS ships 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -234,6 +236,26 @@ BAD_CHANNELS = {
         "tolerances apply to specs only",
     ),
     "not a list": ("channels: dmm.v1\n", "expected a 'channels:' list"),
+    "two intervals in a group": (
+        "channels:\n  - {parameter: dmm.v1, label: a, kind: signal, group: t}\n"
+        "  - {parameter: dmm.v2, label: b, kind: signal, group: t, interval_s: 1.0}\n"
+        "  - {parameter: dac.ch1, label: c, kind: signal, group: t, interval_s: 0.5}\n",
+        "entries 2 ('b') and 3 ('c'): group 't' has two intervals (1.0 s and 0.5 s)",
+    ),
+    "groups differing only in case": (
+        "channels:\n  - {parameter: dmm.v1, label: a, kind: signal, group: temps}\n"
+        "  - {parameter: dmm.v2, label: b, kind: signal, group: Temps}\n",
+        "entries 1 ('a') and 2 ('b'): group 'Temps' differs from group 'temps' only in case",
+    ),
+    "signals and specs in one group": (
+        "channels:\n  - {parameter: dmm.v1, label: a, kind: signal, group: g}\n"
+        "  - {parameter: dac.ch1, label: b, kind: spec, group: g}\n",
+        "entries 1 ('a') and 2 ('b'): group 'g' mixes signals and specs",
+    ),
+    "interval too short": (
+        "channels:\n  - {parameter: dmm.v1, kind: signal, interval_s: 1.0e-19}\n",
+        "entry 1 (dmm.v1): interval_s must be at least 1e-06 s",
+    ),
 }
 
 
@@ -341,3 +363,146 @@ def test_cli_run_from_a_station_file(
     stored = json.loads(config_json)
     assert stored["source"] == "station"
     assert Path(stored["station"]) == station_file
+
+
+DAC_STATION = """\
+instruments:
+  dac:
+    type: qcodes.instrument_drivers.mock_instruments.DummyInstrument
+    init:
+      gates: ["ch1", "ch2"]
+"""
+
+
+def test_a_groups_interval_may_be_on_a_later_entry(tmp_path: Path) -> None:
+    """Entry order does not matter: the first entry takes the interval the second one gives."""
+    station_file = tmp_path / "station.yaml"
+    station_file.write_text(DAC_STATION, encoding="utf-8")
+    channels = tmp_path / "channels.yaml"
+    channels.write_text(
+        "channels:\n  - {parameter: dac.ch1, label: a, kind: signal, group: temps}\n"
+        "  - {parameter: dac.ch2, label: b, kind: signal, group: temps, interval_s: 1.0}\n",
+        encoding="utf-8",
+    )
+    result = invoke(
+        "list-signals", "--json", "--station", str(station_file), "--channels", str(channels)
+    )
+    assert result.exit_code == 0, result.stderr
+    rows = json.loads(result.stdout)["channels"]
+    assert [(r["label"], r["group"], r["interval_s"]) for r in rows] == [
+        ("a", "temps", 1.0),
+        ("b", "temps", 1.0),
+    ]
+
+
+def test_deselecting_the_entry_with_the_interval_keeps_the_groups_rate(tmp_path: Path) -> None:
+    """The docs' temperatures: recording only Shield Temperature still polls the group at 1 s."""
+    station_file = tmp_path / "station.yaml"
+    station_file.write_text(DAC_STATION, encoding="utf-8")
+    channels = tmp_path / "channels.yaml"
+    channels.write_text(
+        "channels:\n"
+        "  - {parameter: dac.ch1, label: Sample Temperature, kind: signal, group: temperatures,"
+        " interval_s: 1.0}\n"
+        "  - {parameter: dac.ch2, label: Shield Temperature, kind: signal, group: temperatures}\n",
+        encoding="utf-8",
+    )
+    db = tmp_path / "runs.db"
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "trajmon", "run", "--run-name", "shield", "--station",
+            str(station_file), "--channels", str(channels), "--signals", "Shield Temperature",
+            "--duration", "0.5", "--db", str(db), "--json",
+        ],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    groups = {g["name"]: g["interval_s"] for g in json.loads(proc.stdout)["groups"]}
+    assert groups["temperatures"] == 1.0
+
+
+def test_groups_differing_only_in_case_refuse_the_run_before_the_database(
+    tmp_path: Path,
+) -> None:
+    station_file = tmp_path / "station.yaml"
+    station_file.write_text(DAC_STATION, encoding="utf-8")
+    channels = tmp_path / "channels.yaml"
+    channels.write_text(
+        "channels:\n  - {parameter: dac.ch1, label: a, kind: signal, group: temps}\n"
+        "  - {parameter: dac.ch2, label: b, kind: signal, group: Temps}\n",
+        encoding="utf-8",
+    )
+    db = tmp_path / "never.db"
+    result = invoke(
+        "run", "--run-name", "x", "--station", str(station_file), "--channels", str(channels),
+        "--duration", "1", "--db", str(db),
+    )  # fmt: skip
+    assert result.exit_code == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(channels) in lines[0] and "only in case" in lines[0]
+    assert not db.exists()
+
+
+def test_channels_init_writes_through_a_symlink_to_its_target(tmp_path: Path) -> None:
+    station_file = tmp_path / "station.yaml"
+    station_file.write_text(DAC_STATION, encoding="utf-8")
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "channels.yaml"
+    target.write_text("old\n", encoding="utf-8")
+    link = tmp_path / "link.yaml"
+    link.symlink_to(target)
+    refused = invoke("channels", "init", "--station", str(station_file), "-o", str(link))
+    assert refused.exit_code == 2 and "--force" in refused.stderr
+    result = invoke("channels", "init", "--station", str(station_file), "-o", str(link), "--force")
+    assert result.exit_code == 0, result.stderr
+    assert link.is_symlink() and link.resolve() == target
+    assert load_channels_file(target)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["channels.yaml"]  # no temp left
+    dangling = tmp_path / "dangling.yaml"
+    dangling.symlink_to(tmp_path / "real" / "new.yaml")
+    made = invoke("channels", "init", "--station", str(station_file), "-o", str(dangling))
+    assert made.exit_code == 0, made.stderr
+    assert dangling.is_symlink() and load_channels_file(tmp_path / "real" / "new.yaml")
+
+
+def test_channels_init_refuses_an_output_that_is_not_a_regular_file(tmp_path: Path) -> None:
+    station_file = tmp_path / "station.yaml"
+    station_file.write_text(DAC_STATION, encoding="utf-8")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    link = tmp_path / "fifo-link.yaml"
+    link.symlink_to(fifo)
+    for output in (fifo, link):
+        result = invoke(
+            "channels", "init", "--station", str(station_file), "-o", str(output), "--force"
+        )
+        assert result.exit_code == 2
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "not a regular file" in lines[0]
+    assert stat.S_ISFIFO(fifo.lstat().st_mode) and link.is_symlink()
+
+
+def _docs_station_yaml() -> str:
+    """The station example of docs/drivers.md, as the operator would copy it."""
+    text = (Path(__file__).parents[1] / "docs" / "drivers.md").read_text(encoding="utf-8")
+    block = text.split("In a QCoDeS `station.yaml`:", 1)[1].split("```yaml\n", 1)[1]
+    return block.split("```", 1)[0]
+
+
+async def test_the_drivers_doc_station_example_loads(tmp_path: Path) -> None:
+    """QCoDeS's schema refuses unknown instrument-level keys (a bare ``timeout:``)."""
+    from simulators.serve import run_simulator
+
+    async with run_simulator(port=0, start_operator=False) as sim:
+        text = _docs_station_yaml()
+        assert "type: trajmon.drivers.nanonis.NanonisSTM" in text
+        text = text.replace("192.168.1.20", sim.host).replace("port: 6502", f"port: {sim.port}")
+        text = text.replace("timeout: 2.0", "timeout: 3.5")  # not the default: it reaches init
+        station_file = tmp_path / "station.yaml"
+        station_file.write_text(text, encoding="utf-8")
+        station, instruments = await anyio.to_thread.run_sync(load_station, station_file)
+        try:
+            assert instruments["stm"].timeout == 3.5
+            assert isinstance(await anyio.to_thread.run_sync(instruments["stm"].bias.get), float)
+        finally:
+            await anyio.to_thread.run_sync(close_station, station)

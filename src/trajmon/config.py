@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -17,11 +18,16 @@ from .channels import Kind, check_label
 
 __all__ = [
     "DEFAULT_CHANNELS",
+    "MAX_COUNT",
+    "MAX_INTERVAL_S",
+    "MAX_TIMEOUT_S",
+    "MIN_INTERVAL_S",
     "ChannelSpec",
     "ConfigError",
     "MonitorConfig",
     "check_run_name",
     "format_validation_error",
+    "group_conflict",
 ]
 
 
@@ -47,9 +53,29 @@ def check_run_name(name: str) -> str:
     return text
 
 
-def _positive_finite(name: str, value: float | None) -> None:
-    if value is not None and (not math.isfinite(value) or value <= 0):
+#: Poll intervals: 1 µs is the flat-out rate the benchmarks record at (every tick late); below
+#: it the missed-tick counts of a long run no longer fit SQLite's 64-bit INTEGER. A day is the
+#: slowest schedule that still makes sense for a monitor (and keeps timers in range).
+MIN_INTERVAL_S = 1e-6
+MAX_INTERVAL_S = 86400.0
+#: Timeouts and housekeeping periods: a day; socket and timer APIs overflow on larger values.
+MAX_TIMEOUT_S = 86400.0
+#: Counts (rotate_entries, commit_rows, queue_size): exact in JSON (2**53) and far inside SQLite's
+#: signed 64-bit INTEGER, which the run row and the generated segment column need.
+MAX_COUNT = 2**53
+
+
+def _positive_finite(name: str, value: float | None, high: float, low: float = 0.0) -> None:
+    """Finite, > 0, and within [low, high]: values outside break later (an OverflowError from
+    SQLite or a socket) after the run row exists, so they are refused before it does."""
+    if value is None:
+        return
+    if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    if value > high:
+        raise ValueError(f"{name} must be at most {high:g} s, got {value:g}")
+    if value < low:
+        raise ValueError(f"{name} must be at least {low:g} s, got {value:g}")
 
 
 class ChannelSpec(BaseModel):
@@ -87,7 +113,7 @@ class ChannelSpec(BaseModel):
 
     @model_validator(mode="after")
     def _checks(self) -> ChannelSpec:
-        _positive_finite("interval_s", self.interval_s)
+        _positive_finite("interval_s", self.interval_s, MAX_INTERVAL_S, MIN_INTERVAL_S)
         if self.kind == "signal" and (self.tolerance_abs or self.tolerance_rel):
             raise ValueError(f"{self.label!r}: tolerances apply to specs only")
         return self
@@ -152,19 +178,15 @@ class MonitorConfig(BaseModel):
 
     @model_validator(mode="after")
     def _checks(self) -> MonitorConfig:
-        for name in (
-            "interval_s",
-            "signal_interval_s",
-            "spec_interval_s",
-            "commit_interval_s",
-            "heartbeat_s",
-            "stale_after_s",
-            "read_timeout_s",
-            "duration_s",
-        ):
-            _positive_finite(name, getattr(self, name))
+        for name in ("interval_s", "signal_interval_s", "spec_interval_s"):
+            _positive_finite(name, getattr(self, name), MAX_INTERVAL_S, MIN_INTERVAL_S)
+        for name in ("commit_interval_s", "heartbeat_s", "stale_after_s", "read_timeout_s"):
+            _positive_finite(name, getattr(self, name), MAX_TIMEOUT_S)
+        _positive_finite("duration_s", self.duration_s, math.inf)
         if self.rotate_entries < 1:
             raise ValueError(f"rotate_entries must be >= 1, got {self.rotate_entries}")
+        if self.rotate_entries > MAX_COUNT:
+            raise ValueError(f"rotate_entries must be <= 2**53, got {self.rotate_entries}")
         for name in ("window_before_s", "window_after_s"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
@@ -174,14 +196,19 @@ class MonitorConfig(BaseModel):
                 f"stale_after_s ({self.stale_after_s}) must exceed two heartbeats"
                 f" ({2 * min(self.heartbeat_s, 1.0)} s), or live runs would look crashed"
             )
-        if self.commit_rows < 1 or self.queue_size < 1:
-            raise ValueError("commit_rows and queue_size must be >= 1")
+        if not (1 <= self.commit_rows <= MAX_COUNT and 1 <= self.queue_size <= MAX_COUNT):
+            raise ValueError("commit_rows and queue_size must be >= 1 and <= 2**53")
         seen: dict[str, str] = {}
         for spec in self.channels:
             key = spec.label.casefold()
             if key in seen:
                 raise ValueError(f"duplicate channel label {spec.label!r}")
             seen[key] = spec.label
+        conflict = group_conflict(self.channels)
+        if conflict is not None:
+            i, j, problem = conflict
+            first, second = self.channels[j].label, self.channels[i].label
+            raise ValueError(f"channels {first!r} and {second!r}: {problem}")
         for option, kind in (("signals", "signal"), ("specs", "spec")):
             for label in getattr(self, option) or []:
                 match = next((c for c in self.channels if c.label == label), None)
@@ -210,10 +237,47 @@ class MonitorConfig(BaseModel):
         return out
 
     def group_interval(self, spec: ChannelSpec) -> float:
+        """The poll interval of ``spec``'s group, decided by every configured channel, not only
+        the selected ones: deselecting the entry that carries ``interval_s`` must not change
+        how often the rest of its group is read."""
         if spec.interval_s is not None:
             return spec.interval_s
+        group = spec.group_name
+        for other in self.channels:
+            if other.group_name == group and other.interval_s is not None:
+                return other.interval_s
         per_kind = self.signal_interval_s if spec.kind == "signal" else self.spec_interval_s
         return per_kind if per_kind is not None else self.interval_s
+
+
+def group_conflict(specs: Sequence[ChannelSpec]) -> tuple[int, int, str] | None:
+    """The first entry that contradicts an earlier one of its group, as (index, earlier index,
+    problem), or None. A group is one table and one schedule, so: one kind, one explicit
+    interval (entries without one take it, wherever it is in the file), and one name up to case
+    — SQLite table names are case-insensitive, so ``temps`` and ``Temps`` would collide."""
+    first: dict[str, int] = {}
+    timed: dict[str, int] = {}
+    for i, spec in enumerate(specs):
+        name, key = spec.group_name, spec.group_name.casefold()
+        j = first.setdefault(key, i)
+        earlier = specs[j]
+        if earlier.group_name != name:
+            problem = (
+                f"group {name!r} differs from group {earlier.group_name!r} only in case"
+                " (table names are case-insensitive); use one spelling"
+            )
+            return i, j, problem
+        if earlier.kind != spec.kind:
+            return i, j, f"group {name!r} mixes signals and specs; give them separate groups"
+        if spec.interval_s is not None:
+            k = timed.setdefault(key, i)
+            if specs[k].interval_s != spec.interval_s:
+                problem = (
+                    f"group {name!r} has two intervals ({specs[k].interval_s} s and"
+                    f" {spec.interval_s} s); give interval_s once or the same everywhere"
+                )
+                return i, k, problem
+    return None
 
 
 def format_validation_error(exc: ValidationError) -> str:

@@ -90,13 +90,17 @@ class StagedConfig(BaseModel):
 
 def read_staged(path: Path) -> StagedConfig:
     """The staged configuration; an absent file stages nothing."""
+    hint = "fix it or run `trajmon config clear`"
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return StagedConfig()
     except OSError as exc:
         raise ConfigError(f"cannot read staged config {path}: {exc}") from exc
-    hint = "fix it or run `trajmon config clear`"
+    except UnicodeDecodeError as exc:  # written by another tool (UTF-16, Latin-1)
+        raise ConfigError(
+            f"staged config {path} is not UTF-8 text (byte {exc.start}: {exc.reason}); {hint}"
+        ) from exc
     try:
         data = json.loads(text)
         return StagedConfig.model_validate(data)
@@ -135,6 +139,10 @@ def clear_staged(path: Path, fields: list[str] | None = None) -> list[str]:
     if unknown:
         known = ", ".join(StagedConfig.model_fields)
         raise ConfigError(f"unknown config field(s) {', '.join(unknown)} (fields: {known})")
+    if set(fields) & set(SOURCE_FIELDS):
+        # host, port and station only make sense with the source they belong to: clearing any
+        # of them clears the whole source, never leaving "source: tcp" without a host.
+        fields = [*fields, *(f for f in SOURCE_FIELDS if f not in fields)]
     staged = read_staged(path)
     cleared = [f for f in fields if getattr(staged, f) is not None]
     if cleared:
@@ -218,6 +226,10 @@ def effective_config(
     """
     if staged.source == "tcp" and (staged.host is None) != (staged.port is None):
         raise ConfigError("--host and --port go together")
+    if staged.source == "tcp" and staged.host is None:
+        raise ConfigError("source 'tcp' has no --host H --port P; give them, or another source")
+    if staged.source == "station" and staged.station is None:
+        raise ConfigError("source 'station' has no --station FILE; give one, or another source")
     channels = _channels_for(staged)
     unchecked = staged.source == "station" and channels is None
     fields = {

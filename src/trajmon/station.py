@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from .config import ChannelSpec, ConfigError, format_validation_error
+from .config import ChannelSpec, ConfigError, format_validation_error, group_conflict
 from .resolve import resolve_parameter
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "iter_parameters",
     "load_channels_file",
     "load_station",
+    "output_target",
     "read_station_names",
     "starter_channels_yaml",
     "station_snapshot",
@@ -243,6 +244,13 @@ def load_channels_file(path: Path) -> list[ChannelSpec]:
             )
         seen[key] = i
         specs.append(spec)
+    conflict = group_conflict(specs)
+    if conflict is not None:
+        i, j, problem = conflict
+        raise ConfigError(
+            f"{path}: entries {j + 1} ({specs[j].label!r}) and {i + 1} ({specs[i].label!r}):"
+            f" {problem}"
+        )
     return specs
 
 
@@ -316,16 +324,33 @@ def starter_channels_yaml(instruments: Mapping[str, Any], station_file: Path) ->
     return "\n".join(lines) + "\n"
 
 
+def output_target(path: Path, *, force: bool) -> Path:
+    """The file that writing ``path`` replaces: a symlink's target (the operator named the link,
+    the link stays), which must be absent or a regular file — never a directory, a FIFO or a
+    device node — and is replaced only with ``force``."""
+    target = Path(os.path.realpath(path))
+    if target.is_symlink():  # realpath stops inside a symlink loop
+        raise ConfigError(f"{path} is a symlink loop; choose another output file")
+    if target.exists():
+        if not force:
+            raise ConfigError(f"{path} already exists; pass --force to overwrite it")
+        if target.is_dir():
+            raise ConfigError(f"{path} is a directory")
+        if not target.is_file():
+            raise ConfigError(f"{path} is not a regular file; choose another output file")
+    return target
+
+
 def write_new_file(path: Path, text: str, *, force: bool) -> None:
-    """Write ``text`` to ``path`` in one step; refuse to replace a file unless ``force``."""
-    if path.exists() and not force:
-        raise ConfigError(f"{path} already exists; pass --force to overwrite it")
-    if path.is_dir():
-        raise ConfigError(f"{path} is a directory")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    """Write ``text`` to ``path`` in one step; refuse to replace a file unless ``force``.
+
+    The new file is written next to the symlink target and renamed over it, so a link stays a
+    link and a crash never leaves half a file."""
+    target = output_target(path, force=force)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     try:
         tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise ConfigError(f"cannot write {path}: {exc}") from exc

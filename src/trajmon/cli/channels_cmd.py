@@ -16,7 +16,13 @@ from rich.table import Table
 from ..channels import Channel, Kind
 from ..config import ConfigError
 from ..staging import effective_config, merge_overrides, read_staged
-from ..station import close_station, load_station, starter_channels_yaml, write_new_file
+from ..station import (
+    close_station,
+    load_station,
+    output_target,
+    starter_channels_yaml,
+    write_new_file,
+)
 from .common import JsonOption, console, print_json, user_errors
 from .config_cmd import (
     ChannelsOption,
@@ -53,8 +59,7 @@ def init(
         station_file = station or read_staged(config_path_or_default(config_path)).station
         if station_file is None:
             raise ConfigError("no station file: pass --station station.yaml")
-        if output.exists() and not force:
-            raise ConfigError(f"{output} already exists; pass --force to overwrite it")
+        output_target(output, force=force)  # refuse before loading any instrument
         qc_station, instruments = load_station(station_file)
         try:
             text = starter_channels_yaml(instruments, station_file)

@@ -74,6 +74,20 @@ def _station_with_channels(
     return station, instruments, shot
 
 
+def _station_file(eff: EffectiveConfig) -> Path:
+    """The station file of a station source; a hand-edited staged config can lack it."""
+    if eff.station is None:
+        raise ConfigError("source 'station' has no --station FILE; give one, or another source")
+    return eff.station
+
+
+def _check_stm_channels(eff: EffectiveConfig, instruments: dict[str, Any]) -> None:
+    """A channels file on the simulator or a Nanonis controller is checked like a station's:
+    an unknown parameter is one line naming the file and the entry, before anything is written."""
+    if eff.channels_file is not None:
+        check_channels(eff.config.channels, instruments, eff.channels_file)
+
+
 @asynccontextmanager
 async def open_source(
     eff: EffectiveConfig, timeout: float
@@ -84,11 +98,10 @@ async def open_source(
     from .runner import connect_nanonis
 
     if eff.source == "station":
-        assert eff.station is not None
+        station_file = _station_file(eff)
 
         def load() -> tuple[Any, dict[str, Any], dict[str, Any] | None]:
-            assert eff.station is not None
-            return _station_with_channels(eff.station, eff.channels_file, snapshot=True)
+            return _station_with_channels(station_file, eff.channels_file, snapshot=True)
 
         station, instruments, shot = await anyio.to_thread.run_sync(load)
         try:
@@ -97,11 +110,14 @@ async def open_source(
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(close_station, station)
     elif eff.source == "tcp":
-        assert eff.host is not None and eff.port is not None
+        if eff.host is None or eff.port is None:
+            raise ConfigError("source 'tcp' has no --host H --port P; give them, or another source")
         async with connect_nanonis(eff.host, eff.port, timeout) as instruments:
+            _check_stm_channels(eff, instruments)
             yield instruments, None
     else:
         async with sim_instruments(timeout) as (_, instruments):
+            _check_stm_channels(eff, instruments)
             yield instruments, None
 
 
@@ -110,9 +126,8 @@ def static_instruments(eff: EffectiveConfig) -> Iterator[dict[str, Any]]:
     """Instruments to *list* channels from, without a server: the station's own, or the
     in-process simulated STM (same parameter names as the Nanonis driver) for sim and TCP."""
     if eff.source == "station":
-        assert eff.station is not None
         station, instruments, _ = _station_with_channels(
-            eff.station, eff.channels_file, snapshot=False
+            _station_file(eff), eff.channels_file, snapshot=False
         )
         try:
             yield instruments
@@ -123,6 +138,7 @@ def static_instruments(eff: EffectiveConfig) -> Iterator[dict[str, Any]]:
 
     stm = SimulatedSTM("stm")
     try:
+        _check_stm_channels(eff, {"stm": stm})
         yield {"stm": stm}
     finally:
         stm.close()
@@ -154,7 +170,6 @@ def plan_run(staged: StagedConfig, overrides: dict[str, Any], **fields: Any) -> 
         raise ConfigError(NO_SOURCE)
     if merged.run_name is None:
         raise ConfigError(NO_RUN_NAME)
-    if merged.source == "station" and merged.channels is None:
-        assert merged.station is not None
+    if merged.source == "station" and merged.channels is None and merged.station is not None:
         raise ConfigError(channels_init_hint(merged.station))
     return effective_config(merged, **fields)
