@@ -17,6 +17,7 @@ from trajmon.staging import (
     merge_overrides,
     read_staged,
     stage,
+    write_staged,
 )
 
 
@@ -152,3 +153,18 @@ def test_a_corrupt_file_is_one_line_and_clear_all_still_works(path: Path) -> Non
         read_staged(path)
     clear_staged(path)
     assert not path.exists()
+
+
+def test_an_unwritable_place_is_one_error_even_when_cleanup_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a read-only file system the write fails, and so does removing the temporary file; the
+    second failure must not replace the one-line error with a traceback."""
+
+    def read_only(*_args: object, **_kwargs: object) -> None:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(Path, "write_text", read_only)
+    monkeypatch.setattr(Path, "unlink", read_only)
+    with pytest.raises(ConfigError, match="cannot write staged config .*Read-only file system"):
+        write_staged(tmp_path / "config.json", StagedConfig(run_name="x"))

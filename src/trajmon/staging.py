@@ -12,6 +12,7 @@ The file is JSON, at ``$TRAJMON_CONFIG``, else ``$XDG_CONFIG_HOME/trajmon/config
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -119,7 +120,8 @@ def write_staged(path: Path, staged: StagedConfig) -> None:
         tmp.write_text(json.dumps(staged.values(), indent=2) + "\n", encoding="utf-8")
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # on a read-only file system this fails too
+            tmp.unlink(missing_ok=True)
         raise ConfigError(f"cannot write staged config {path}: {exc}") from exc
 
 
