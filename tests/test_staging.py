@@ -166,5 +166,5 @@ def test_an_unwritable_place_is_one_error_even_when_cleanup_fails(
 
     monkeypatch.setattr(Path, "write_text", read_only)
     monkeypatch.setattr(Path, "unlink", read_only)
-    with pytest.raises(ConfigError, match="cannot write staged config .*Read-only file system"):
+    with pytest.raises(ConfigError, match=r"cannot write staged config .*Read-only file system"):
         write_staged(tmp_path / "config.json", StagedConfig(run_name="x"))
