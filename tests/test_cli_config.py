@@ -104,6 +104,9 @@ def test_set_show_clear_round_trip(config: Path, tmp_path: Path) -> None:
         ("--interval-s", "1e-19"),
         ("--spec-interval-s", "1e5"),
         ("--rotate-entries", "9223372036854775808"),
+        ("--db", ""),  # the current directory: every later run would fail on it
+        ("--db", "."),
+        ("--station", "no-such-station.yaml"),
     ],
 )
 def test_set_refuses_bad_values_in_one_line_and_keeps_the_file(

@@ -183,6 +183,8 @@ class MonitorConfig(BaseModel):
         for name in ("commit_interval_s", "heartbeat_s", "stale_after_s", "read_timeout_s"):
             _positive_finite(name, getattr(self, name), MAX_TIMEOUT_S)
         _positive_finite("duration_s", self.duration_s, math.inf)
+        if self.db.is_dir():  # also --db '' (the current directory)
+            raise ValueError(f"db {str(self.db)!r} is a directory; give a database file")
         if self.rotate_entries < 1:
             raise ValueError(f"rotate_entries must be >= 1, got {self.rotate_entries}")
         if self.rotate_entries > MAX_COUNT:

@@ -232,6 +232,8 @@ def effective_config(
         raise ConfigError("source 'tcp' has no --host H --port P; give them, or another source")
     if staged.source == "station" and staged.station is None:
         raise ConfigError("source 'station' has no --station FILE; give one, or another source")
+    if staged.station is not None and not staged.station.is_file():
+        raise ConfigError(f"station file not found: {staged.station}")
     channels = _channels_for(staged)
     unchecked = staged.source == "station" and channels is None
     fields = {
