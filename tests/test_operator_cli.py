@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from typer.testing import CliRunner
 
 from simulators.qcodes_sim import SimulatedSTM
 from trajmon import MonitorConfig, Recorder
+from trajmon import queries as queries_module
 from trajmon.cli import app
 from trajmon.cli.runs_cmd import render_status
 from trajmon.plotting import plot_action_window
@@ -221,3 +223,46 @@ def test_a_run_is_found_by_its_name_as_given_with_spaces(knob_db: Path) -> None:
     """New run names are stripped when stored; lookups strip them the same way."""
     result = invoke("status", f"  {RUN} ", "--db", str(knob_db), "--json")
     assert result.exit_code == 0 and json.loads(result.stdout)["run_name"] == RUN
+
+
+def _read_only_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As on a read-only mount (checked by hand there): the directory is not writable, so
+    SQLite cannot create the -shm file a WAL database needs and refuses a plain read-only
+    open; an immutable open needs no -shm."""
+    real = sqlite3.connect
+
+    def connect(database: str, *args: Any, **kwargs: Any) -> sqlite3.Connection:
+        if "immutable=1" not in database:
+            raise sqlite3.OperationalError("unable to open database file")
+        return real(database, *args, **kwargs)
+
+    real_access = os.access
+    monkeypatch.setattr(
+        queries_module.os, "access", lambda path, mode: mode != os.W_OK and real_access(path, mode)
+    )
+    monkeypatch.setattr(queries_module.sqlite3, "connect", connect)
+
+
+def test_an_archived_database_in_a_read_only_place_can_be_read(
+    knob_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archived = tmp_path / "archived.db"
+    with closing(sqlite3.connect(knob_db)) as src, closing(sqlite3.connect(archived)) as dst:
+        src.backup(dst)
+    _read_only_place(monkeypatch)
+    result = invoke("runs", "--db", str(archived), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert [r["run_name"] for r in json.loads(result.stdout)["runs"]] == [RUN]
+
+
+def test_a_read_only_database_with_a_write_ahead_log_says_what_to_do(
+    knob_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its last commits may be only in the -wal file: reading it as immutable would miss them."""
+    archived = tmp_path / "archived.db"
+    with closing(sqlite3.connect(knob_db)) as src, closing(sqlite3.connect(archived)) as dst:
+        src.backup(dst)
+    (tmp_path / "archived.db-wal").write_bytes(b"\0" * 64)
+    _read_only_place(monkeypatch)
+    result = invoke("runs", "--db", str(archived))
+    assert result.exit_code == 2 and "copy it with its archived.db-wal file" in result.stderr

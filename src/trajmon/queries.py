@@ -7,6 +7,7 @@ time, from the dense sample tables; the segments index narrows the scan to a few
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -38,17 +39,47 @@ class QueryError(LookupError):
     """Unknown run, unknown action, missing database: one line for the operator."""
 
 
+def _open_readonly(path: Path, *, immutable: bool) -> tuple[sqlite3.Connection, set[str]]:
+    uri = f"{path.resolve().as_uri()}?mode=ro{'&immutable=1' if immutable else ''}"
+    conn = sqlite3.connect(uri, uri=True, timeout=5.0)
+    try:
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA query_only = ON")
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except BaseException:
+        conn.close()
+        raise
+    return conn, tables
+
+
+def _archived(path: Path) -> bool:
+    """A database in a place this process cannot write (a read-only share, an archive): WAL mode
+    needs to create ``-shm`` beside it, so SQLite refuses to open it at all. With no write-ahead
+    log left over, the file is the whole database and nothing can be writing it, so it can be
+    read as immutable."""
+    wal = path.with_name(path.name + "-wal")
+    return not os.access(path.parent, os.W_OK) and (not wal.exists() or wal.stat().st_size == 0)
+
+
 def connect_readonly(db: Path | str) -> sqlite3.Connection:
     path = Path(db)
     if not path.exists():
         raise QueryError(f"database not found: {path}")
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA query_only = ON")
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        try:
+            conn, tables = _open_readonly(path, immutable=False)
+        except sqlite3.OperationalError:
+            if not _archived(path):
+                raise
+            conn, tables = _open_readonly(path, immutable=True)
     except sqlite3.DatabaseError as exc:
-        raise QueryError(f"cannot read {path}: {exc}") from exc
+        hint = ""
+        if not os.access(path.parent, os.W_OK) and not _archived(path):
+            hint = (
+                f" (its directory is read-only and it has a write-ahead log: copy it with its"
+                f" {path.name}-wal file to a writable directory)"
+            )
+        raise QueryError(f"cannot read {path}: {exc}{hint}") from exc
     if "runs" not in tables:
         conn.close()
         raise QueryError(f"{path} is not a trajmon database (no runs table)")
