@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, closing
@@ -52,7 +53,11 @@ __all__ = ["check_run_name_free", "print_summary", "run", "sim_instruments"]
 
 
 def check_run_name_free(db: Path, run_name: str) -> None:
-    """Refuse a used name before any instrument is touched or any byte is written."""
+    """Refuse a used name — or a place no run can be written to — before any instrument is
+    touched or any byte is written."""
+    place = db.parent if not db.exists() else db
+    if not os.access(db.parent, os.W_OK) or not os.access(place, os.W_OK):
+        raise StorageError(f"cannot open database {db} for writing: {place} is not writable")
     if not db.exists():
         return
     try:
@@ -244,7 +249,10 @@ def run(
             read_timeout_s=read_timeout_s,
         )
         assert plan.config.run_name is not None
-        check_run_name_free(plan.config.db, plan.config.run_name)
+        try:
+            check_run_name_free(plan.config.db, plan.config.run_name)
+        except StorageError as exc:
+            fail(str(exc), EXIT_FAILED)
     try:
         _record_and_exit(plan, quiet=quiet, json_out=json_out, resume=False)
     finally:
