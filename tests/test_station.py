@@ -506,3 +506,23 @@ async def test_the_drivers_doc_station_example_loads(tmp_path: Path) -> None:
             assert isinstance(await anyio.to_thread.run_sync(instruments["stm"].bias.get), float)
         finally:
             await anyio.to_thread.run_sync(close_station, station)
+
+
+def test_a_delegate_instruments_parameters_can_be_recorded(tmp_path: Path) -> None:
+    """QCoDeS's DelegateInstrument (named in docs/drivers.md) exposes GroupedParameters, which
+    carry their sources in ``.parameters``: they are parameters, not containers."""
+    station_file = tmp_path / "station.yaml"
+    station_file.write_text(
+        DAC_STATION + "  field:\n    type: qcodes.instrument.delegate.DelegateInstrument\n"
+        "    init:\n      parameters: {X: dac.ch1}\n      set_initial_values_on_load: false\n",
+        encoding="utf-8",
+    )
+    starter = tmp_path / "starter.yaml"
+    made = invoke("channels", "init", "--station", str(station_file), "-o", str(starter))
+    assert made.exit_code == 0, made.stderr
+    assert '"field.X"' in starter.read_text(encoding="utf-8")
+    listed = invoke(
+        "list-specs", "--json", "--station", str(station_file), "--channels", str(starter)
+    )
+    assert listed.exit_code == 0, listed.stderr
+    assert "field.X" in [r["parameter"] for r in json.loads(listed.stdout)["channels"]]
