@@ -526,3 +526,21 @@ def test_a_delegate_instruments_parameters_can_be_recorded(tmp_path: Path) -> No
     )
     assert listed.exit_code == 0, listed.stderr
     assert "field.X" in [r["parameter"] for r in json.loads(listed.stdout)["channels"]]
+
+
+def test_starter_labels_stay_unique_when_parameter_names_differ_only_in_case(
+    tmp_path: Path,
+) -> None:
+    from qcodes.instrument_drivers.mock_instruments import DummyInstrument
+
+    dac = DummyInstrument("casedac", gates=["Gate", "gate"])
+    try:
+        path = tmp_path / "starter.yaml"
+        path.write_text(starter_channels_yaml({"casedac": dac}, Path("s.yaml")), encoding="utf-8")
+        specs = load_channels_file(path)
+        check_channels(specs, {"casedac": dac}, path)
+        MonitorConfig(channels=specs)  # labels unique up to case: loads back as it is
+    finally:
+        dac.close()
+    labels = {s.source: s.label for s in specs}
+    assert (labels["casedac.Gate"], labels["casedac.gate"]) == ("casedac.Gate", "casedac.gate (2)")

@@ -308,7 +308,15 @@ def starter_channels_yaml(instruments: Mapping[str, Any], station_file: Path) ->
         "# The kind below is a guess: settable -> spec, read-only -> signal.",
         "channels:",
     ]
+    taken: set[str] = set()
     for path, param in iter_parameters(instruments):
+        # Labels are column names, unique up to case: a driver with both "Gate" and "gate"
+        # gets "dac.gate (2)" for the second, so the file still loads back as it is.
+        label, n = path, 1
+        while label.casefold() in taken:
+            n += 1
+            label = f"{path} ({n})"
+        taken.add(label.casefold())
         settable = bool(getattr(param, "settable", False))
         notes = [f"unit: {_comment(getattr(param, 'unit', '') or '-')}"]
         vals = getattr(param, "vals", None)
@@ -319,7 +327,7 @@ def starter_channels_yaml(instruments: Mapping[str, Any], station_file: Path) ->
         notes.append("settable" if settable else "read-only")
         lines.append(f"  # {'; '.join(notes)}")
         lines.append(f"  - parameter: {json.dumps(path, ensure_ascii=False)}")
-        lines.append(f"    label: {json.dumps(path, ensure_ascii=False)}")
+        lines.append(f"    label: {json.dumps(label, ensure_ascii=False)}")
         lines.append(f"    kind: {'spec' if settable else 'signal'}")
     return "\n".join(lines) + "\n"
 
