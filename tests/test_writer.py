@@ -229,10 +229,13 @@ async def test_heartbeat_beats_without_data(db_path: Path) -> None:
         assert beat_dt >= 2.0, "the writer beats at least once a second even when idle"
 
 
-async def test_bad_value_becomes_gap_plus_error(db_path: Path) -> None:
+@pytest.mark.parametrize("text", ["not a number", "nan", "1.5", b"2.0"])
+async def test_bad_value_becomes_gap_plus_error(db_path: Path, text: Any) -> None:
+    """Text in a float channel is a fault, even text float() would parse: guessing a number
+    from a driver's string would hide the fault (and "nan" would read as a real NaN)."""
     clock = FakeClock()
     async with started_writer(db_path, clock) as (_, sink, _, _):
-        await sink.send(sample(0, 0, "not a number", 1.0))
+        await sink.send(sample(0, 0, text, 1.0))
     with closing(sqlite3.connect(db_path)) as conn:
         row = conn.execute('SELECT "Tunnel Current", "Z Position" FROM "w/signals"').fetchone()
         err = conn.execute("SELECT channel, error_type FROM monitor_errors").fetchone()

@@ -122,8 +122,16 @@ def _scalar(value: Any) -> Any:
     return value
 
 
+def _not_text(value: Any, kind: str) -> Any:
+    """float() and int() parse text ("nan", "5"): a driver answering a string for a numeric
+    channel is a fault to record (``bad_value``), not a number to guess."""
+    if isinstance(value, str | bytes):
+        raise TypeError(f"{value!r} is text, not {kind}")
+    return value
+
+
 def _encode_float(value: Any) -> Any:
-    number = float(_scalar(value))
+    number = float(_not_text(_scalar(value), "a number"))
     # SQLite stores NaN as NULL (and NULL means "read failed") and -0.0 as integer 0: keep the
     # exact bits of both instead.
     if number != number or (number == 0.0 and math.copysign(1.0, number) < 0):
@@ -132,7 +140,7 @@ def _encode_float(value: Any) -> Any:
 
 
 def _encode_int(value: Any) -> Any:
-    number = _scalar(value)
+    number = _not_text(_scalar(value), "an integer")
     if isinstance(number, float):
         if not number.is_integer():
             raise ValueError(f"{number!r} is not an integer")
