@@ -398,3 +398,10 @@ def test_channels_file_errors_on_the_simulator_name_the_file_and_entry(
         line = one_error_line(stderr)
         assert f"{channels}: " in line and message in line
     assert not db.exists()
+
+
+def test_channel_tables_are_not_squeezed_in_a_pipe(config: Path) -> None:
+    """Not a terminal (a pipe, a log): the table keeps its natural width, every path whole."""
+    result = invoke("list-specs", "--sim", "--config-path", str(config))
+    assert result.exit_code == 0, result.stderr
+    assert "stm.scan_frame_center_x" in result.stdout and "…" not in result.stdout

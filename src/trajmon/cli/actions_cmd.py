@@ -17,7 +17,16 @@ from ..queries import (
     rows_of,
     window_columns,
 )
-from .common import DbOption, JsonOption, console, fail, fmt_value, print_json, user_errors
+from .common import (
+    DbOption,
+    JsonOption,
+    console,
+    fail,
+    fmt_value,
+    print_json,
+    print_table,
+    user_errors,
+)
 
 __all__ = ["actions_app", "print_actions"]
 
@@ -45,7 +54,7 @@ def print_actions(actions: list[dict[str, Any]], title: str) -> None:
             "" if a["delta"] is None else f"{a['delta']:+.4g}",
             f"[{a['window_start_s']:.2f}, {a['window_end_s']:.2f}]",
         )
-    console.print(table)
+    print_table(table)
 
 
 @actions_app.command("list")
@@ -84,7 +93,7 @@ def _print_window(title: str, groups: list[dict[str, Any]]) -> None:
         columns = [[fmt_value(v) for v in col] for col in g["columns"].values()]
         for i, (idx, t) in enumerate(zip(g["sample_idx"], g["dt_s"], strict=True)):
             table.add_row(str(idx), f"{t:.3f}", *[col[i] for col in columns])
-        console.print(table)
+        print_table(table)
         if not g["complete"]:
             console.print(
                 f"  recorded data spans {g['recorded_from_s']} .. {g['recorded_to_s']} s;"

@@ -23,7 +23,7 @@ from ..station import (
     starter_channels_yaml,
     write_new_file,
 )
-from .common import JsonOption, console, print_json, user_errors
+from .common import JsonOption, console, print_json, print_table, user_errors
 from .config_cmd import (
     ChannelsOption,
     ConfigPathOption,
@@ -136,7 +136,7 @@ def _list(
             f"{r['interval_s']:g} s",
             "yes" if r["selected"] else "no",
         )
-    console.print(table)
+    print_table(table)
 
 
 def list_signals(

@@ -13,7 +13,8 @@ from typing import Annotated, Any, NoReturn
 import numpy as np
 import typer
 from pydantic import ValidationError
-from rich.console import Console
+from rich.console import Console, RenderableType
+from rich.measure import Measurement
 
 from ..config import ConfigError, format_validation_error
 from ..queries import QueryError
@@ -31,6 +32,7 @@ __all__ = [
     "err_console",
     "fail",
     "print_json",
+    "print_table",
     "user_errors",
 ]
 
@@ -99,3 +101,15 @@ def fmt_value(value: Any, fmt: Callable[[float], str] = lambda v: f"{v:.6g}") ->
     if isinstance(value, np.ndarray):
         return np.array2string(value, precision=4, threshold=8)
     return str(value)
+
+
+def print_table(renderable: RenderableType) -> None:
+    """On a terminal rich fits the table to the window; in a pipe or a log there is no window,
+    so print at the table's natural width rather than squeezing it into 80 columns."""
+    if console.is_terminal:
+        console.print(renderable)
+        return
+    width = Measurement.get(console, console.options.update(max_width=1000), renderable).maximum
+    Console(highlight=False, soft_wrap=True, markup=False, width=max(width, console.width)).print(
+        renderable
+    )

@@ -28,6 +28,7 @@ from .common import (
     err_console,
     fail,
     print_json,
+    print_table,
     user_errors,
 )
 from .config_cmd import (
@@ -126,7 +127,7 @@ def print_summary(summary: RunSummary) -> None:
             str(g.failed_reads),
             f"{g.mean_read_s * 1000:.2f} ms",
         )
-    console.print(table)
+    print_table(table)
     console.print(
         f"actions {summary.actions}  errors {summary.errors}  lost samples {summary.lost_samples}"
         f"  database {summary.db}",

@@ -15,15 +15,23 @@ from typing import Annotated, Any
 
 import typer
 from rich import box
-from rich.console import Console, Group, RenderableType
+from rich.console import Group, RenderableType
 from rich.live import Live
-from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
 from ..queries import connect_readonly, list_runs, resolve_run
 from ..status import run_status
-from .common import EXIT_SIGINT, DbOption, JsonOption, _jsonable, console, print_json, user_errors
+from .common import (
+    EXIT_SIGINT,
+    DbOption,
+    JsonOption,
+    _jsonable,
+    console,
+    print_json,
+    print_table,
+    user_errors,
+)
 
 __all__ = ["runs", "status"]
 
@@ -65,19 +73,7 @@ def runs(db: DbOption = Path("trajmon.db"), json_out: JsonOption = False) -> Non
             str(r["errors"]),
             str(r["lost_samples"]),
         )
-    _print_unwrapped(table)
-
-
-def _print_unwrapped(renderable: RenderableType) -> None:
-    """On a terminal rich fits the table to the window; in a pipe or a log there is no window,
-    so print at the table's natural width rather than squeezing it into 80 columns."""
-    if console.is_terminal:
-        console.print(renderable)
-        return
-    width = Measurement.get(console, console.options.update(max_width=1000), renderable).maximum
-    Console(highlight=False, soft_wrap=True, markup=False, width=max(width, console.width)).print(
-        renderable
-    )
+    print_table(table)
 
 
 def render_status(doc: dict[str, Any]) -> RenderableType:
@@ -154,7 +150,7 @@ def _watch(db: Path, run: str | None, interval: float, json_out: bool) -> dict[s
             )
             time.sleep(interval)
             doc = _read_status(db, name)
-        _print_unwrapped(render_status(doc))
+        print_table(render_status(doc))
         return doc
     with Live(render_status(doc), console=console, auto_refresh=False) as live:
         while doc["running"]:
@@ -186,7 +182,7 @@ def status(
         if json_out:
             print_json(doc)
         else:
-            _print_unwrapped(render_status(doc))
+            print_table(render_status(doc))
         return
     try:
         _watch(db, run, interval, json_out)
