@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from qcodes.parameters import ParameterBase
-
 from .channels import Channel, PollGroup, value_type_from_vals
 from .config import ChannelSpec, ConfigError, MonitorConfig
 
@@ -36,6 +34,10 @@ def resolve_parameter(source: str, instruments: Mapping[str, Any]) -> tuple[str,
             raise ConfigError(f"{where} has no parameter or submodule {part!r} (in {source!r})")
     # An instrument or channel has a get() too; a parameter that groups others (a delegate
     # instrument's GroupedParameter) has .parameters too — a ParameterBase is a parameter.
+    # Imported here: instruments exist by now, and `import trajmon` (queries, export) stays
+    # without QCoDeS's ~23 MB.
+    from qcodes.parameters import ParameterBase
+
     container = hasattr(node, "parameters") and not isinstance(node, ParameterBase)
     if not callable(getattr(node, "get", None)) or container:
         raise ConfigError(f"{source!r} is not a parameter")
