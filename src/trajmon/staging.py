@@ -12,7 +12,6 @@ The file is JSON, at ``$TRAJMON_CONFIG``, else ``$XDG_CONFIG_HOME/trajmon/config
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from .config import (
     MonitorConfig,
     check_run_name,
     format_validation_error,
+    replace_text_file,
 )
 
 __all__ = [
@@ -114,14 +114,10 @@ def read_staged(path: Path) -> StagedConfig:
 
 def write_staged(path: Path, staged: StagedConfig) -> None:
     """Replace the file in one step: a crash mid-write leaves the old file, never half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(staged.values(), indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        replace_text_file(path, json.dumps(staged.values(), indent=2) + "\n")
     except OSError as exc:
-        with contextlib.suppress(OSError):  # on a read-only file system this fails too
-            tmp.unlink(missing_ok=True)
         raise ConfigError(f"cannot write staged config {path}: {exc}") from exc
 
 

@@ -27,7 +27,13 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from .config import ChannelSpec, ConfigError, format_validation_error, group_conflict
+from .config import (
+    ChannelSpec,
+    ConfigError,
+    format_validation_error,
+    group_conflict,
+    replace_text_file,
+)
 from .resolve import resolve_parameter
 
 __all__ = [
@@ -355,10 +361,7 @@ def write_new_file(path: Path, text: str, *, force: bool) -> None:
     The new file is written next to the symlink target and renamed over it, so a link stays a
     link and a crash never leaves half a file."""
     target = output_target(path, force=force)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, target)
+        replace_text_file(target, text)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise ConfigError(f"cannot write {path}: {exc}") from exc
