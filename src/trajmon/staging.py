@@ -31,6 +31,8 @@ from .config import (
 )
 
 __all__ = [
+    "NO_STATION_FILE",
+    "NO_TCP_ADDRESS",
     "SOURCE_FIELDS",
     "EffectiveConfig",
     "StagedConfig",
@@ -56,6 +58,12 @@ def default_config_path() -> Path:
         return Path(explicit).expanduser()
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base).expanduser() / "trajmon" / "config.json"
+
+
+#: A source without what it needs (a hand-edited file, or one cleared half-way by an older
+#: trajmon): said the same wherever it is found.
+NO_TCP_ADDRESS = "source 'tcp' has no --host H --port P; give them, or another source"
+NO_STATION_FILE = "source 'station' has no --station FILE; give one, or another source"
 
 
 class StagedConfig(BaseModel):
@@ -225,9 +233,9 @@ def effective_config(
     if staged.source == "tcp" and (staged.host is None) != (staged.port is None):
         raise ConfigError("--host and --port go together")
     if staged.source == "tcp" and staged.host is None:
-        raise ConfigError("source 'tcp' has no --host H --port P; give them, or another source")
+        raise ConfigError(NO_TCP_ADDRESS)
     if staged.source == "station" and staged.station is None:
-        raise ConfigError("source 'station' has no --station FILE; give one, or another source")
+        raise ConfigError(NO_STATION_FILE)
     if staged.station is not None and not staged.station.is_file():
         raise ConfigError(f"station file not found: {staged.station}")
     channels = _channels_for(staged)

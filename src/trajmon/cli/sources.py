@@ -16,7 +16,14 @@ import anyio
 from ..channels import Channel
 from ..config import ConfigError, MonitorConfig
 from ..resolve import build_groups
-from ..staging import EffectiveConfig, StagedConfig, effective_config, merge_overrides
+from ..staging import (
+    NO_STATION_FILE,
+    NO_TCP_ADDRESS,
+    EffectiveConfig,
+    StagedConfig,
+    effective_config,
+    merge_overrides,
+)
 from ..station import (
     check_channels,
     close_station,
@@ -77,7 +84,7 @@ def _station_with_channels(
 def _station_file(eff: EffectiveConfig) -> Path:
     """The station file of a station source; a hand-edited staged config can lack it."""
     if eff.station is None:
-        raise ConfigError("source 'station' has no --station FILE; give one, or another source")
+        raise ConfigError(NO_STATION_FILE)
     return eff.station
 
 
@@ -111,7 +118,7 @@ async def open_source(
                 await anyio.to_thread.run_sync(close_station, station)
     elif eff.source == "tcp":
         if eff.host is None or eff.port is None:
-            raise ConfigError("source 'tcp' has no --host H --port P; give them, or another source")
+            raise ConfigError(NO_TCP_ADDRESS)
         async with connect_nanonis(eff.host, eff.port, timeout) as instruments:
             _check_stm_channels(eff, instruments)
             yield instruments, None
