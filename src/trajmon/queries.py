@@ -28,6 +28,7 @@ __all__ = [
     "get_action",
     "list_actions",
     "list_runs",
+    "open_readonly",
     "resolve_run",
     "rows_of",
     "window_columns",
@@ -39,7 +40,9 @@ class QueryError(LookupError):
     """Unknown run, unknown action, missing database: one line for the operator."""
 
 
-def _open_readonly(path: Path, *, immutable: bool) -> tuple[sqlite3.Connection, set[str]]:
+def open_readonly(path: Path, *, immutable: bool = False) -> tuple[sqlite3.Connection, set[str]]:
+    """A read-only connection that never writes (``query_only``) and the file's table names;
+    raises ``sqlite3.Error``. :func:`connect_readonly` adds the operator-facing checks."""
     uri = f"{path.resolve().as_uri()}?mode=ro{'&immutable=1' if immutable else ''}"
     conn = sqlite3.connect(uri, uri=True, timeout=5.0)
     try:
@@ -67,11 +70,11 @@ def connect_readonly(db: Path | str) -> sqlite3.Connection:
         raise QueryError(f"database not found: {path}")
     try:
         try:
-            conn, tables = _open_readonly(path, immutable=False)
+            conn, tables = open_readonly(path, immutable=False)
         except sqlite3.OperationalError:
             if not _archived(path):
                 raise
-            conn, tables = _open_readonly(path, immutable=True)
+            conn, tables = open_readonly(path, immutable=True)
     except sqlite3.DatabaseError as exc:
         hint = ""
         if not os.access(path.parent, os.W_OK) and not _archived(path):

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from ..config import ConfigError, MonitorConfig
 from ..connection import StorageError
-from ..queries import QueryError
+from ..queries import QueryError, open_readonly
 from ..recorder import RunFailedError, RunSummary
 from ..resume import load_resume_config
 from ..runstore import RunExistsError
@@ -56,16 +56,14 @@ __all__ = ["check_run_name_free", "print_summary", "run", "sim_instruments"]
 def check_run_name_free(db: Path, run_name: str) -> None:
     """Refuse a used name — or a place no run can be written to — before any instrument is
     touched or any byte is written."""
-    place = db.parent if not db.exists() else db
-    if not os.access(db.parent, os.W_OK) or not os.access(place, os.W_OK):
-        raise StorageError(f"cannot open database {db} for writing: {place} is not writable")
+    for place in (db.parent, db) if db.exists() else (db.parent,):
+        if not os.access(place, os.W_OK):
+            raise StorageError(f"cannot open database {db} for writing: {place} is not writable")
     if not db.exists():
         return
     try:
-        with closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)) as conn:
-            tables = {
-                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
-            }
+        conn, tables = open_readonly(db)
+        with closing(conn):
             if "runs" not in tables:
                 return
             row = conn.execute("SELECT 1 FROM runs WHERE run_name = ?", (run_name,)).fetchone()
