@@ -200,7 +200,7 @@ class Recorder:
                 else:
                     new = NewRun(cfg.run_name, now_wall, now, cfg, self.groups, self.snapshot)
                     target = await create_run(conn, new)
-                    state = ResumeState(target, dict.fromkeys(target.stats, 0), {}, 0, 0)
+                    state = ResumeState(target, dict.fromkeys(target.stats, 0), {}, 0)
             except sqlite3.Error as exc:
                 raise StorageError(f"cannot start the run in {cfg.db}: {exc}") from exc
             self.t0_mono = state.target.t0_mono
@@ -309,7 +309,7 @@ class Recorder:
             end_dt = min(end_dt, end_at - t0)
         lost = sum(s.samples_read - s.samples_committed for s in target.stats.values())
         if not taken_over:  # else the run's record belongs to the process that resumed it
-            status, message = await self._finish(conn, target, state, status, message, end_dt, lost)
+            status, message = await self._finish(conn, target, status, message, end_dt, lost)
         summary = RunSummary(
             run_name=cfg.run_name or "",
             run_id=target.run_id,
@@ -343,7 +343,6 @@ class Recorder:
         self,
         conn: Any,
         target: WriterTarget,
-        state: ResumeState,
         status: str,
         message: str | None,
         end_dt: float,
@@ -360,7 +359,6 @@ class Recorder:
                     end_epoch=self.clock.wall(),
                     lost_samples=lost,
                     message=message,
-                    session_idx=state.session_idx,
                 )
         except RunTakenOverError as exc:  # resumed elsewhere while this one was suspended
             return "failed", str(exc)

@@ -39,7 +39,6 @@ class ResumeState:
     next_idx: dict[int, int]
     last_spec_values: dict[str, tuple[float, Any]]
     next_action_idx: int
-    session_idx: int
 
 
 def _check_resumable(row: sqlite3.Row | None, name: str, now: float) -> None:
@@ -157,7 +156,7 @@ async def resume_run(
             start_dt = now_wall - float(run["run_start_epoch"])
             target.t0_mono = now_mono - start_dt
             target.session_idx = int(session[0])
-            await _open_session(conn, run, target, target.session_idx, now_wall, duration_s)
+            await _open_session(conn, run, target, start_dt, now_wall, duration_s)
     finally:
         conn.row_factory = None
     return ResumeState(
@@ -165,7 +164,6 @@ async def resume_run(
         next_idx=next_idx,
         last_spec_values=last,
         next_action_idx=int(action[0]),
-        session_idx=int(session[0]),
     )
 
 
@@ -173,13 +171,13 @@ async def _open_session(
     conn: aiosqlite.Connection,
     run: Any,
     target: WriterTarget,
-    session_idx: int,
+    start_dt: float,
     now_wall: float,
     duration_s: float | None,
 ) -> None:
-    """Close the previous session with how it ended, open this one, and mark the run running."""
-    run_id = target.run_id
-    start_dt = now_wall - float(run["run_start_epoch"])
+    """Close the previous session with how it ended, open ``target.session_idx`` starting at
+    ``start_dt`` on the run's timeline, and mark the run running."""
+    run_id, session_idx = target.run_id, target.session_idx
     # Samples read but never committed were lost. A run that recorded its end (interrupted,
     # failed) counted them then; only a crashed one, whose end was never written, has them
     # still to count.

@@ -156,12 +156,11 @@ async def finish_run(
     end_epoch: float,
     lost_samples: int,
     message: str | None,
-    session_idx: int = 0,
 ) -> None:
     """Record the run's final state; the last write of every run, whatever its outcome —
     unless another process has resumed the run meanwhile (:class:`RunTakenOverError`)."""
     async with immediate_transaction(conn):
-        await on_connection_thread(conn, check_owner, target.run_id, session_idx)
+        await on_connection_thread(conn, check_owner, target.run_id, target.session_idx)
         await conn.execute(
             "UPDATE runs SET status = ?, ended_utc = ?, end_dt_s = ?,"
             " lost_samples = lost_samples + ?,"
@@ -190,5 +189,5 @@ async def finish_run(
         )
         await conn.execute(
             "UPDATE sessions SET end_dt_s = ?, status = ? WHERE run_id = ? AND session_idx = ?",
-            (end_dt_s, status, target.run_id, session_idx),
+            (end_dt_s, status, target.run_id, target.session_idx),
         )
