@@ -243,12 +243,18 @@ def _read_only_place(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(queries_module.sqlite3, "connect", connect)
 
 
+def _archived_copy(db: Path, tmp_path: Path) -> Path:
+    """The bare database file, as an archive holds it: no -wal, no -shm beside it."""
+    archived = tmp_path / "archived.db"
+    with closing(sqlite3.connect(db)) as src, closing(sqlite3.connect(archived)) as dst:
+        src.backup(dst)
+    return archived
+
+
 def test_an_archived_database_in_a_read_only_place_can_be_read(
     knob_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    archived = tmp_path / "archived.db"
-    with closing(sqlite3.connect(knob_db)) as src, closing(sqlite3.connect(archived)) as dst:
-        src.backup(dst)
+    archived = _archived_copy(knob_db, tmp_path)
     _read_only_place(monkeypatch)
     result = invoke("runs", "--db", str(archived), "--json")
     assert result.exit_code == 0, result.stderr
@@ -259,9 +265,7 @@ def test_a_read_only_database_with_a_write_ahead_log_says_what_to_do(
     knob_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Its last commits may be only in the -wal file: reading it as immutable would miss them."""
-    archived = tmp_path / "archived.db"
-    with closing(sqlite3.connect(knob_db)) as src, closing(sqlite3.connect(archived)) as dst:
-        src.backup(dst)
+    archived = _archived_copy(knob_db, tmp_path)
     (tmp_path / "archived.db-wal").write_bytes(b"\0" * 64)
     _read_only_place(monkeypatch)
     result = invoke("runs", "--db", str(archived))

@@ -34,12 +34,18 @@ from trajmon.station import (
     starter_channels_yaml,
 )
 
-STATION_YAML = """\
+DAC_STATION = """\
 instruments:
   dac:
     type: qcodes.instrument_drivers.mock_instruments.DummyInstrument
     init:
       gates: ["ch1", "ch2"]
+"""
+
+
+STATION_YAML = (
+    DAC_STATION
+    + """\
   dmm:
     type: qcodes.instrument_drivers.mock_instruments.DummyInstrumentWithMeasurement
     init:
@@ -50,6 +56,7 @@ instruments:
     init:
       pyvisa_sim_file: "qcodes.instrument.sims:lakeshore_model336.yaml"
 """
+)
 
 CHANNELS_YAML = """\
 channels:
@@ -365,24 +372,27 @@ def test_cli_run_from_a_station_file(
     assert Path(stored["station"]) == station_file
 
 
-DAC_STATION = """\
-instruments:
-  dac:
-    type: qcodes.instrument_drivers.mock_instruments.DummyInstrument
-    init:
-      gates: ["ch1", "ch2"]
-"""
+def dac_station(tmp_path: Path, more: str = "") -> Path:
+    """station.yaml with the DAC (and ``more`` instruments after it) in ``tmp_path``."""
+    path = tmp_path / "station.yaml"
+    path.write_text(DAC_STATION + more, encoding="utf-8")
+    return path
+
+
+def channels_yaml(tmp_path: Path, entries: str) -> Path:
+    """channels.yaml in ``tmp_path`` with ``entries`` (YAML list items) under ``channels:``."""
+    path = tmp_path / "channels.yaml"
+    path.write_text("channels:\n" + entries, encoding="utf-8")
+    return path
 
 
 def test_a_groups_interval_may_be_on_a_later_entry(tmp_path: Path) -> None:
     """Entry order does not matter: the first entry takes the interval the second one gives."""
-    station_file = tmp_path / "station.yaml"
-    station_file.write_text(DAC_STATION, encoding="utf-8")
-    channels = tmp_path / "channels.yaml"
-    channels.write_text(
-        "channels:\n  - {parameter: dac.ch1, label: a, kind: signal, group: temps}\n"
+    station_file = dac_station(tmp_path)
+    channels = channels_yaml(
+        tmp_path,
+        "  - {parameter: dac.ch1, label: a, kind: signal, group: temps}\n"
         "  - {parameter: dac.ch2, label: b, kind: signal, group: temps, interval_s: 1.0}\n",
-        encoding="utf-8",
     )
     result = invoke(
         "list-signals", "--json", "--station", str(station_file), "--channels", str(channels)
@@ -397,15 +407,12 @@ def test_a_groups_interval_may_be_on_a_later_entry(tmp_path: Path) -> None:
 
 def test_deselecting_the_entry_with_the_interval_keeps_the_groups_rate(tmp_path: Path) -> None:
     """The docs' temperatures: recording only Shield Temperature still polls the group at 1 s."""
-    station_file = tmp_path / "station.yaml"
-    station_file.write_text(DAC_STATION, encoding="utf-8")
-    channels = tmp_path / "channels.yaml"
-    channels.write_text(
-        "channels:\n"
+    station_file = dac_station(tmp_path)
+    channels = channels_yaml(
+        tmp_path,
         "  - {parameter: dac.ch1, label: Sample Temperature, kind: signal, group: temperatures,"
         " interval_s: 1.0}\n"
         "  - {parameter: dac.ch2, label: Shield Temperature, kind: signal, group: temperatures}\n",
-        encoding="utf-8",
     )
     db = tmp_path / "runs.db"
     proc = subprocess.run(
@@ -424,13 +431,11 @@ def test_deselecting_the_entry_with_the_interval_keeps_the_groups_rate(tmp_path:
 def test_groups_differing_only_in_case_refuse_the_run_before_the_database(
     tmp_path: Path,
 ) -> None:
-    station_file = tmp_path / "station.yaml"
-    station_file.write_text(DAC_STATION, encoding="utf-8")
-    channels = tmp_path / "channels.yaml"
-    channels.write_text(
-        "channels:\n  - {parameter: dac.ch1, label: a, kind: signal, group: temps}\n"
+    station_file = dac_station(tmp_path)
+    channels = channels_yaml(
+        tmp_path,
+        "  - {parameter: dac.ch1, label: a, kind: signal, group: temps}\n"
         "  - {parameter: dac.ch2, label: b, kind: signal, group: Temps}\n",
-        encoding="utf-8",
     )
     db = tmp_path / "never.db"
     result = invoke(
@@ -444,8 +449,7 @@ def test_groups_differing_only_in_case_refuse_the_run_before_the_database(
 
 
 def test_channels_init_writes_through_a_symlink_to_its_target(tmp_path: Path) -> None:
-    station_file = tmp_path / "station.yaml"
-    station_file.write_text(DAC_STATION, encoding="utf-8")
+    station_file = dac_station(tmp_path)
     (tmp_path / "real").mkdir()
     target = tmp_path / "real" / "channels.yaml"
     target.write_text("old\n", encoding="utf-8")
@@ -466,8 +470,7 @@ def test_channels_init_writes_through_a_symlink_to_its_target(tmp_path: Path) ->
 
 
 def test_channels_init_refuses_an_output_that_is_not_a_regular_file(tmp_path: Path) -> None:
-    station_file = tmp_path / "station.yaml"
-    station_file.write_text(DAC_STATION, encoding="utf-8")
+    station_file = dac_station(tmp_path)
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     link = tmp_path / "fifo-link.yaml"
@@ -511,11 +514,10 @@ async def test_the_drivers_doc_station_example_loads(tmp_path: Path) -> None:
 def test_a_delegate_instruments_parameters_can_be_recorded(tmp_path: Path) -> None:
     """QCoDeS's DelegateInstrument (named in docs/drivers.md) exposes GroupedParameters, which
     carry their sources in ``.parameters``: they are parameters, not containers."""
-    station_file = tmp_path / "station.yaml"
-    station_file.write_text(
-        DAC_STATION + "  field:\n    type: qcodes.instrument.delegate.DelegateInstrument\n"
+    station_file = dac_station(
+        tmp_path,
+        "  field:\n    type: qcodes.instrument.delegate.DelegateInstrument\n"
         "    init:\n      parameters: {X: dac.ch1}\n      set_initial_values_on_load: false\n",
-        encoding="utf-8",
     )
     starter = tmp_path / "starter.yaml"
     made = invoke("channels", "init", "--station", str(station_file), "-o", str(starter))
