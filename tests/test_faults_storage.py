@@ -141,3 +141,24 @@ async def test_full_database_marks_the_run_failed(
         for table, samples in counts:
             assert conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0] == samples > 0
     assert status == "failed" and "full" in message
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "netcdf"])
+def test_export_to_a_full_disk_is_exit_1_and_leaves_no_partial_file(
+    small_fs: Path, tmp_path: Path, fmt: str
+) -> None:
+    """HDF5 retries its failed writes at close and, failing again, left h5py to crash the
+    interpreter at exit (exit 139 after the error line): every format ends with exit 1."""
+    db = tmp_path / "ok.db"
+    first = run_cli("run", "--run-name", "a", "--sim", "--duration", "0.5", "--db", str(db))
+    assert first.returncode == 0, first.stderr
+    before = group_rows(db, "a")
+    filler = small_fs / "filler"
+    with filler.open("wb") as f:  # leave a few kilobytes: the export runs out part way
+        f.write(b"\0" * (600 * 1024 - 12 * 1024))
+    result = run_cli("export", "a", "--db", str(db), "-f", fmt, "--out", str(small_fs))
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    assert "No space left" in one_line_error(result.stderr)
+    assert "Traceback" not in result.stderr
+    assert not list(small_fs.rglob("*.partial"))
+    assert group_rows(db, "a") == before

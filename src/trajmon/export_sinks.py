@@ -17,14 +17,18 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 __all__ = ["Column", "Sink", "open_sink", "text_value"]
 
@@ -205,6 +209,39 @@ class ParquetSink(_FileSink):
         self._writer.close()
 
 
+class _GuardedFile(io.FileIO):
+    """The netCDF file's bytes, handed to HDF5 as a Python file object.
+
+    HDF5 keeps data it could not write (a full disk) and tries again when the file closes; when
+    that fails too it is left with a file id nothing can close, and h5py crashes the interpreter
+    at exit (h5py issue 914) — after trajmon has printed its error. So the first failed write
+    is kept here and every later one dropped: HDF5 closes cleanly, and the sink raises the kept
+    error and removes the half-written file.
+    """
+
+    failure: OSError | None = None
+
+    def write(self, data: ReadableBuffer, /) -> int:
+        if self.failure is None:
+            try:
+                return super().write(data)
+            except OSError as exc:
+                self.failure = exc
+        return memoryview(data).nbytes
+
+    def truncate(self, size: int | None = None, /) -> int:
+        if self.failure is None:
+            try:
+                return super().truncate(size)
+            except OSError as exc:
+                self.failure = exc
+        return self.tell() if size is None else size
+
+    def check(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
+
 class NetcdfSink(_FileSink):
     """A netCDF-4 file whose unlimited dimension is the ``index`` column (its coordinate).
 
@@ -225,8 +262,10 @@ class NetcdfSink(_FileSink):
         self._kinds = [c.kind for c in columns]
         self._fills: list[Any] = []
         self._text_dtype = h5py.string_dtype()
+        self._io = _GuardedFile(self.partial, "w+")
+        self._file: Any = None
         try:
-            self._file = h5netcdf.File(self.partial, "w")
+            self._file = h5netcdf.File(self._io, "w")
             self._file.dimensions = {index: None}
             self._file.attrs.update(attrs)
             names = {index}  # the index column alone may have it: it is the coordinate
@@ -275,9 +314,15 @@ class NetcdfSink(_FileSink):
             else:
                 data = np.array([text_value(v) or "" for v in values], dtype=object)
             var[start:stop] = data
+        self._io.check()
 
     def _close_file(self) -> None:
-        self._file.close()
+        try:
+            if self._file is not None:
+                self._file.close()
+        finally:
+            self._io.close()
+        self._io.check()
 
 
 def _nc_name(name: str, taken: set[str]) -> str:
