@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import stat
 import subprocess
@@ -19,6 +20,7 @@ from typing import Any
 
 import anyio
 import pytest
+from procs import ENV, TRAJMON, committed_samples, query, run_cli, wait_for
 from typer.testing import CliRunner
 
 from trajmon import MonitorConfig, Recorder
@@ -546,3 +548,46 @@ def test_starter_labels_stay_unique_when_parameter_names_differ_only_in_case(
         dac.close()
     labels = {s.source: s.label for s in specs}
     assert (labels["casedac.Gate"], labels["casedac.gate"]) == ("casedac.Gate", "casedac.gate (2)")
+
+
+def _record_until_interrupted(db: Path, *args: str) -> None:
+    """A run (or resume) in its own process, stopped by Ctrl-C once samples are committed."""
+    before = committed_samples(db, "cut")
+    proc = subprocess.Popen(
+        [*TRAJMON, "run", *args, "--db", str(db), "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: committed_samples(db, "cut") >= before + 3, what="samples")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+
+
+def test_a_station_run_resumes_with_its_stored_channels_when_the_file_changed_or_moved(
+    tmp_path: Path,
+) -> None:
+    """The channels file was read again on resume: edited, it was checked and then ignored (a
+    bad entry refused the resume); moved, the resume failed. Now neither matters."""
+    station = dac_station(tmp_path)
+    channels = channels_yaml(tmp_path, "  - {parameter: dac.ch1, label: Gate, kind: signal}\n")
+    db = tmp_path / "runs.db"
+    _record_until_interrupted(
+        db, "--run-name", "cut", "--station", str(station), "--channels", str(channels)
+    )
+    channels.write_text("channels:\n  - {parameter: dac.nope, kind: signal}\n", encoding="utf-8")
+    _record_until_interrupted(db, "--resume", "cut")
+    channels.rename(tmp_path / "elsewhere.yaml")
+    moved = run_cli("run", "--resume", "cut", "--duration", "0.3", "--db", str(db), "--json")
+    assert moved.returncode == 0, moved.stderr
+    assert json.loads(moved.stdout)["status"] == "completed"
+    assert query(db, "SELECT sessions FROM runs WHERE run_name = 'cut'") == [(3,)]
+    assert query(db, 'SELECT count(DISTINCT "Gate") FROM "cut/signals"') == [(1,)]
+
+
+def test_resume_refuses_a_channels_file(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    refused = run_cli("run", "--resume", "cut", "--channels", "c.yaml", "--db", str(db))
+    assert refused.returncode == 2
+    assert "--channels: a resumed run keeps its stored configuration" in refused.stderr

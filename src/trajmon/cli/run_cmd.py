@@ -205,6 +205,7 @@ def run(
             "--window-after-s": window_after_s,
             "--signals": signals,
             "--specs": specs,
+            "--channels": channels,
             "--stale-after-s": None if stale_after_s == _STALE_AFTER_S else stale_after_s,
             "--read-timeout-s": None if read_timeout_s == _READ_TIMEOUT_S else read_timeout_s,
         }
@@ -218,7 +219,7 @@ def run(
             resume_db = db or read_staged(path).db or Path("trajmon.db")
         with user_errors():
             config = load_resume_config(resume_db, resume).updated(duration_s=duration)
-            source = _resume_source(config, sim, host, port, station, channels)
+            source = _resume_source(config, sim, host, port, station)
         _record_and_exit(source, quiet=quiet, json_out=json_out, resume=True)
         return
     with user_errors():
@@ -287,14 +288,12 @@ def _resume_source(
     host: str | None,
     port: int | None,
     station: Path | None,
-    channels: Path | None,
 ) -> EffectiveConfig:
     """Where a resumed run's instruments come from: the options given, else what the run
-    was recorded from (a station file, or the simulator). Channels always stay the stored ones."""
+    was recorded from (a station file, or the simulator). Channels always stay the stored ones:
+    the channels file they came from is not read again (it may have been moved or edited)."""
     if station is not None:
-        return EffectiveConfig(
-            config, "station", None, None, station, channels or config.channels_file
-        )
+        return EffectiveConfig(config, "station", None, None, station, config.channels_file)
     if sim or host is not None or port is not None:
         _check_source(sim, host, port)
         return EffectiveConfig(config, "sim" if sim else "tcp", host, port, None, None)

@@ -27,7 +27,6 @@ from ..staging import (
 from ..station import (
     check_channels,
     close_station,
-    load_channels_file,
     load_station,
     station_snapshot,
 )
@@ -57,15 +56,18 @@ def channels_init_hint(station: Path) -> str:
 
 
 def _station_with_channels(
-    station_file: Path, channels_file: Path | None, *, snapshot: bool
+    eff: EffectiveConfig, *, snapshot: bool
 ) -> tuple[Any, dict[str, Any], dict[str, Any] | None]:
-    """Load the station and check the channels file against it; close it again on error."""
-    if channels_file is None:
+    """Load the station and check the run's channels against it; close it again on error.
+
+    The channels are the configuration's (read from the file when the run was planned, or
+    stored with a resumed run), not the file again: what is checked is what gets recorded."""
+    station_file = _station_file(eff)
+    if eff.channels_file is None:
         raise ConfigError(channels_init_hint(station_file))
-    specs = load_channels_file(channels_file)
     station, instruments = load_station(station_file)
     try:
-        check_channels(specs, instruments, channels_file)
+        check_channels(eff.config.channels, instruments, eff.channels_file)
         shot = None
         if snapshot:
             shot, unread = station_snapshot(station)
@@ -105,10 +107,9 @@ async def open_source(
     from .runner import connect_nanonis
 
     if eff.source == "station":
-        station_file = _station_file(eff)
 
         def load() -> tuple[Any, dict[str, Any], dict[str, Any] | None]:
-            return _station_with_channels(station_file, eff.channels_file, snapshot=True)
+            return _station_with_channels(eff, snapshot=True)
 
         station, instruments, shot = await anyio.to_thread.run_sync(load)
         try:
@@ -133,9 +134,7 @@ def static_instruments(eff: EffectiveConfig) -> Iterator[dict[str, Any]]:
     """Instruments to *list* channels from, without a server: the station's own, or the
     in-process simulated STM (same parameter names as the Nanonis driver) for sim and TCP."""
     if eff.source == "station":
-        station, instruments, _ = _station_with_channels(
-            _station_file(eff), eff.channels_file, snapshot=False
-        )
+        station, instruments, _ = _station_with_channels(eff, snapshot=False)
         try:
             yield instruments
         finally:
