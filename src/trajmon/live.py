@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
+import numpy as np
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
@@ -143,13 +144,22 @@ def snapshot_of(
 
 
 def _fmt(value: Any) -> str:
+    """A latest value in one short line. Values are as the driver returned them, not yet
+    converted for storage: numpy scalars show as the number they hold (not ``np.float32(0.1)``),
+    arrays as their elements; text keeps one line (a newline would break the row)."""
     if value is None:
         return "—"
+    if isinstance(value, np.generic):
+        value = value.item()
     if isinstance(value, bool):
         return str(value)
     if isinstance(value, float):
         return f"{value:.6g}" if math.isfinite(value) else str(value)
-    text = repr(value) if not isinstance(value, str) else value
+    if isinstance(value, np.ndarray):
+        text = np.array2string(value, precision=4, threshold=6, separator=", ")
+    else:
+        text = value if isinstance(value, str) else repr(value)
+    text = " ".join(text.split()) if not text.isprintable() else text
     return text if len(text) <= 24 else text[:23] + "…"
 
 

@@ -13,16 +13,33 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["plot_action_window", "plottable"]
+__all__ = ["DRAWABLE_MAX", "plot_action_window", "plottable"]
+
+
+#: Largest magnitude drawn: matplotlib's autoscaling adds margins to the data limits, which
+#: overflows near the largest float (a RuntimeWarning, then no axis or a ValueError).
+DRAWABLE_MAX = 1e300
+
+#: Longest run name, label or value in the title and axis labels: a 200-character name would
+#: run off the figure; the start is what tells one from another.
+_TEXT_MAX = 40
 
 
 def plottable(value: Any) -> float | None:
-    """A number to draw for ``value``: floats and ints as is, booleans as 0/1, else nothing."""
+    """A number to draw for ``value``: floats and ints as is, booleans as 0/1, else nothing.
+    An integer too large for a float is an infinity (not drawable either)."""
     if isinstance(value, bool | np.bool_):
         return float(value)
     if isinstance(value, int | float | np.integer | np.floating):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            return math.inf if value > 0 else -math.inf
     return None
+
+
+def _short(text: str, limit: int = _TEXT_MAX) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _fmt(value: Any) -> str:
@@ -30,7 +47,23 @@ def _fmt(value: Any) -> str:
         return f"{value:.6g}"
     if isinstance(value, np.ndarray):
         return np.array2string(value, precision=4, threshold=6)
-    return str(value)
+    return _short(str(value), _TEXT_MAX // 2)
+
+
+def _drawn(values: list[Any]) -> tuple[list[float], int]:
+    """The values as y coordinates, NaN where nothing is drawn: a gap (no value, or not a
+    number), NaN itself, and infinities or magnitudes beyond :data:`DRAWABLE_MAX`, counted."""
+    ys: list[float] = []
+    hidden = 0
+    for y in map(plottable, values):
+        if y is None or math.isnan(y):
+            ys.append(math.nan)  # a gap stays a gap
+        elif abs(y) > DRAWABLE_MAX:
+            ys.append(math.nan)
+            hidden += 1
+        else:
+            ys.append(y)
+    return ys, hidden
 
 
 def plot_action_window(
@@ -49,16 +82,13 @@ def plot_action_window(
     from matplotlib.figure import Figure
     from matplotlib.ticker import EngFormatter
 
-    series: list[tuple[str, str, list[float], list[float]]] = []
+    series: list[tuple[str, str, list[float], list[float], int]] = []
     for g in groups:
         xs = [float(t) for t in g["dt_s"]]
         for ch in g["channels"]:
-            ys = [
-                math.nan if y is None else y  # a gap stays a gap
-                for y in map(plottable, g["columns"].get(ch["label"], [None] * len(xs)))
-            ]
-            if any(not math.isnan(y) for y in ys) or not ys:
-                series.append((ch["label"], ch["unit"], xs, ys))
+            ys, hidden = _drawn(g["columns"].get(ch["label"], [None] * len(xs)))
+            if any(not math.isnan(y) for y in ys) or not ys or hidden:
+                series.append((ch["label"], ch["unit"], xs, ys, hidden))
     n = max(len(series), 1)
     fig = Figure(figsize=(9, 1.2 + 2.0 * n), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
@@ -75,18 +105,29 @@ def plot_action_window(
         axes[0].text(
             0.5, 0.5, "no signal samples in this window", ha="center", transform=axes[0].transAxes
         )
-    for ax, (label, unit, xs, ys) in zip(axes, series, strict=False):
+    for ax, (label, unit, xs, ys, hidden) in zip(axes, series, strict=False):
         ax.plot(xs, ys, linewidth=0.9, marker="." if len(xs) < 200 else None, markersize=3)
         # Names and units are data: "$" in them is a dollar, not matplotlib's math mode.
+        label = _short(label, 30)
         ax.set_ylabel(f"{label} [{unit}]" if unit else label, parse_math=False)
+        if hidden:
+            ax.text(
+                0.01,
+                0.95,
+                f"{hidden} value(s) not drawn: infinite or beyond ±{DRAWABLE_MAX:g}",
+                va="top",
+                fontsize="small",
+                transform=ax.transAxes,
+                parse_math=False,
+            )
         if unit:  # 200 pA rather than 2e-10 with an offset label
             ax.yaxis.set_major_formatter(EngFormatter(unit=unit.replace("$", r"\$")))
     axes[0].legend(loc="upper right", fontsize="small")
     axes[-1].set_xlabel("dt_s [s] (since run start)")
     unit = f" {spec_unit}" if spec_unit else ""
     fig.suptitle(
-        f"run {run_name!r} · action {action['action_idx']} at {t:.3f} s\n"
-        f"{action['spec_label']}: {_fmt(action['old_value'])}{unit}"
+        f"run {_short(run_name)!r} · action {action['action_idx']} at {t:.3f} s\n"
+        f"{_short(action['spec_label'])}: {_fmt(action['old_value'])}{unit}"
         f" → {_fmt(action['new_value'])}{unit}",
         parse_math=False,
     )

@@ -18,7 +18,7 @@ import numpy as np
 
 from .channels import decode_value
 from .gcpause import gc_paused
-from .schema import quote_ident
+from .schema import SCHEMA_VERSION, quote_ident
 
 __all__ = [
     "QueryError",
@@ -64,10 +64,27 @@ def _archived(path: Path) -> bool:
     return not os.access(path.parent, os.W_OK) and (not wal.exists() or wal.stat().st_size == 0)
 
 
+#: The catalog tables every reader needs; a file without one of them is not a trajmon database.
+_CATALOG_TABLES = (
+    "runs",
+    "poll_groups",
+    "channels",
+    "segments",
+    "actions",
+    "monitor_errors",
+    "sessions",
+)
+
+
 def connect_readonly(db: Path | str) -> sqlite3.Connection:
+    """A read-only connection to a trajmon database, or a one-line :class:`QueryError`: a
+    missing file or a directory, a file SQLite cannot read, a database of another program, or
+    one written by a newer trajmon (its tables may mean something else)."""
     path = Path(db)
     if not path.exists():
         raise QueryError(f"database not found: {path}")
+    if path.is_dir():
+        raise QueryError(f"{path} is a directory, not a database file")
     try:
         try:
             conn, tables = open_readonly(path, immutable=False)
@@ -83,10 +100,24 @@ def connect_readonly(db: Path | str) -> sqlite3.Connection:
                 f" {path.name}-wal file to a writable directory)"
             )
         raise QueryError(f"cannot read {path}: {exc}{hint}") from exc
-    if "runs" not in tables:
+    try:
+        _check_catalog(conn, path, tables)
+    except BaseException:
         conn.close()
-        raise QueryError(f"{path} is not a trajmon database (no runs table)")
+        raise
     return conn
+
+
+def _check_catalog(conn: sqlite3.Connection, path: Path, tables: set[str]) -> None:
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version > SCHEMA_VERSION:  # the writer's refusal (schema.migrate), for readers too
+        raise QueryError(
+            f"{path}: database schema version {version} is newer than this trajmon"
+            f" ({SCHEMA_VERSION}); upgrade trajmon"
+        )
+    missing = [t for t in _CATALOG_TABLES if t not in tables]
+    if missing:
+        raise QueryError(f"{path} is not a trajmon database (no {missing[0]} table)")
 
 
 def effective_status(row: sqlite3.Row | dict[str, Any], now: float | None = None) -> str:
@@ -179,6 +210,27 @@ def _action_dict(row: sqlite3.Row, types: dict[int, str]) -> dict[str, Any]:
     }
 
 
+def _spec_label(conn: sqlite3.Connection, run: RunRef, spec: str) -> str:
+    """The run's spec label ``spec`` names, compared as labels are kept unique (ASCII letters
+    case-insensitively); a name that is no spec of the run is an error, not an empty list."""
+    row = conn.execute(
+        "SELECT label FROM channels WHERE run_id = ? AND kind = 'spec' AND label = ?"
+        " COLLATE NOCASE",
+        (run.run_id, spec),
+    ).fetchone()
+    if row is not None:
+        return str(row[0])
+    specs = [
+        str(r[0])
+        for r in conn.execute(
+            "SELECT label FROM channels WHERE run_id = ? AND kind = 'spec' ORDER BY channel_id",
+            (run.run_id,),
+        )
+    ]
+    known = ", ".join(specs[:12]) + (", …" if len(specs) > 12 else "") if specs else "none"
+    raise QueryError(f"run {run.run_name!r} has no spec {spec!r}; its specs: {known}")
+
+
 def list_actions(
     conn: sqlite3.Connection,
     run: RunRef,
@@ -192,7 +244,7 @@ def list_actions(
     args: list[Any] = [run.run_id]
     if spec is not None:
         sql += " AND spec_label = ?"
-        args.append(spec)
+        args.append(_spec_label(conn, run, spec))
     if since is not None:
         sql += " AND dt_s >= ?"
         args.append(since)
@@ -282,6 +334,15 @@ def _gaps(dts: list[Any], limit: float) -> list[tuple[float, float]]:
     return [(dts[i], dts[i + 1]) for i in where.tolist()]
 
 
+def _edges_covered(dts: list[Any], start_s: float, end_s: float, limit: float) -> bool:
+    """Whether the window's own samples reach to within ``limit`` of both its edges. The
+    group's recorded span can cover a window that still has no samples at one end: a resumed
+    run's outage, or rows missing there."""
+    if not dts:
+        return end_s - start_s <= limit
+    return bool(min(dts) - start_s <= limit and end_s - max(dts) <= limit)
+
+
 def window_columns(
     conn: sqlite3.Connection, run: RunRef, kind: str, start_s: float, end_s: float
 ) -> list[dict[str, Any]]:
@@ -339,6 +400,7 @@ def _window_columns(
             first is not None
             and first <= start_s + interval
             and last >= end_s - interval
+            and _edges_covered(dts, start_s, end_s, 2 * interval)
             and not gaps
         )
         out.append(

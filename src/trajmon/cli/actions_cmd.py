@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contextlib import closing
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,7 +10,6 @@ import typer
 from rich.table import Table
 
 from ..queries import (
-    connect_readonly,
     get_action,
     list_actions,
     resolve_run,
@@ -25,7 +24,7 @@ from .common import (
     fmt_value,
     print_json,
     print_table,
-    user_errors,
+    reading,
 )
 
 __all__ = ["actions_app", "print_actions"]
@@ -70,7 +69,10 @@ def list_cmd(
     json_out: JsonOption = False,
 ) -> None:
     """List the actions of a run."""
-    with user_errors(), closing(connect_readonly(db)) as conn:
+    for option, value in (("--since", since), ("--until", until)):
+        if value is not None and math.isnan(value):
+            fail(f"{option} must be a number of seconds, got {value}")
+    with reading(db) as conn:
         ref = resolve_run(conn, run)
         actions = list_actions(conn, ref, spec=spec, since=since, until=until, limit=limit)
     if json_out:
@@ -124,7 +126,7 @@ def show_cmd(
     json_out: JsonOption = False,
 ) -> None:
     """Show one action, optionally with the samples in its window."""
-    with user_errors(), closing(connect_readonly(db)) as conn:
+    with reading(db) as conn:
         ref = resolve_run(conn, run)
         action = get_action(conn, ref, idx)
         start, end = action["window_start_s"], action["window_end_s"]
@@ -164,7 +166,7 @@ def plot_cmd(
         fail(f"{out} is a directory; give an image file, e.g. {out / f'action-{idx}.png'}")
     if not out.suffix:  # what matplotlib would write; the name printed must be the file's
         out = out.with_suffix(".png")
-    with user_errors(), closing(connect_readonly(db)) as conn:
+    with reading(db) as conn:
         ref = resolve_run(conn, run)
         action = get_action(conn, ref, idx)
         start, end = action["window_start_s"], action["window_end_s"]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -17,7 +18,7 @@ from rich.console import Console, RenderableType
 from rich.measure import Measurement
 
 from ..config import ConfigError, format_validation_error
-from ..queries import QueryError
+from ..queries import QueryError, connect_readonly
 from ..runstore import RunExistsError
 from ..schema import SchemaError
 
@@ -33,6 +34,7 @@ __all__ = [
     "fail",
     "print_json",
     "print_table",
+    "reading",
     "user_errors",
 ]
 
@@ -68,6 +70,23 @@ def user_errors() -> Iterator[None]:
         fail(format_validation_error(exc))
     except (ConfigError, QueryError, RunExistsError, SchemaError) as exc:
         fail(str(exc))
+
+
+@contextmanager
+def reading(db: Path) -> Iterator[sqlite3.Connection]:
+    """The read-only connection of a query command, its errors as one line and exit code 2
+    (missing, foreign, newer or damaged database; unknown run or action).
+
+    All of the command's queries run in one read transaction: one consistent snapshot of a run
+    that is recording (its counters, samples and segments as of one commit), and with WAL a
+    snapshot makes no writer wait."""
+    with user_errors():
+        try:
+            with closing(connect_readonly(db)) as conn:
+                conn.execute("BEGIN")
+                yield conn
+        except sqlite3.DatabaseError as exc:  # a damaged file shows only when its pages are read
+            fail(f"cannot read {db}: {exc}")
 
 
 def _jsonable(value: Any) -> Any:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from contextlib import closing
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,7 +19,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from ..queries import connect_readonly, list_runs, resolve_run
+from ..queries import list_runs, resolve_run
 from ..status import run_status
 from .common import (
     EXIT_SIGINT,
@@ -30,7 +29,7 @@ from .common import (
     console,
     print_json,
     print_table,
-    user_errors,
+    reading,
 )
 
 __all__ = ["runs", "status"]
@@ -50,7 +49,7 @@ def _num(value: float | None, fmt: str = ".1f", suffix: str = "") -> str:
 
 def runs(db: DbOption = Path("trajmon.db"), json_out: JsonOption = False) -> None:
     """List every run in the database with its status, start, duration and counts."""
-    with user_errors(), closing(connect_readonly(db)) as conn:
+    with reading(db) as conn:
         rows = list_runs(conn)
     if json_out:
         print_json({"db": str(db), "runs": rows})
@@ -102,7 +101,8 @@ def render_status(doc: dict[str, Any]) -> RenderableType:
     for col in ("group", "target Hz", "achieved Hz", "samples", "missed", "failed", "read ms"):
         table.add_column(col, justify="left" if col == "group" else "right")
     for g in doc["groups"]:
-        mean = g["read_mean_s"]
+        mean = g["read_mean_s"]  # None before the first read: then there is no maximum either
+        most = None if mean is None else g["read_max_s"] * 1000
         table.add_row(
             f"{g['name']} ({g['kind']})",
             f"{g['target_rate_hz']:.4g}",
@@ -110,7 +110,7 @@ def render_status(doc: dict[str, Any]) -> RenderableType:
             str(g["samples"]),
             str(g["missed_ticks"]),
             str(g["failed_reads"]),
-            f"{_num(None if mean is None else mean * 1000, '.2f')} / {g['read_max_s'] * 1000:.2f}",
+            f"{_num(None if mean is None else mean * 1000, '.2f')} / {_num(most, '.2f')}",
         )
     parts: list[RenderableType] = [head, beat, table]
     if doc["last_error"] is not None:
@@ -124,7 +124,7 @@ def render_status(doc: dict[str, Any]) -> RenderableType:
 
 
 def _read_status(db: Path, run: str | None) -> dict[str, Any]:
-    with user_errors(), closing(connect_readonly(db)) as conn:
+    with reading(db) as conn:
         return run_status(conn, resolve_run(conn, run))
 
 
