@@ -1,7 +1,7 @@
 """Reading a long run: action window query (11) and Parquet export (12) on 10M signal samples.
 
 Both use the fixture of :mod:`benchmarks.fixture` (built once per invocation, in its own
-process). The window query goes through ``trajmon.queries.window_columns`` — what ``trajmon
+process). The window query goes through ``trajmon.windows.window_columns`` — what ``trajmon
 actions show`` runs — and is compared with the same window selected by ``dt_s`` alone, which
 SQLite can only answer with a full scan. The export goes through ``trajmon.export.export_run``
 and is compared with a plain sqlite3 read of the same rows; its peak RSS is this process's.
@@ -19,8 +19,9 @@ from benchmarks.baselines import bare_sqlite_read
 from benchmarks.common import Ctx, peak_rss_mb
 from benchmarks.fixture import RUN, SIGNALS, SPECS, ensure_fixture
 from benchmarks.report import Baseline, Condition, Result, not_measured
-from trajmon.queries import connect_readonly, resolve_run, window_columns
+from trajmon.queries import connect_readonly, resolve_run
 from trajmon.schema import quote_ident
+from trajmon.windows import window_columns
 
 __all__ = ["export", "window_query"]
 
@@ -74,7 +75,7 @@ def window_query(ctx: Ctx) -> list[dict[str, Any]]:
                 "windows": len(picks),
                 "rows_per_window": got / max(1, len(picks)),
                 "p90_ms": sorted(times)[int(0.9 * (len(times) - 1))] * 1e3,
-                "query": "trajmon.queries.window_columns(conn, run, 'signal', t-2.5, t+2.5)",
+                "query": "trajmon.windows.window_columns(conn, run, 'signal', t-2.5, t+2.5)",
             },
         ).to_json()
     ]

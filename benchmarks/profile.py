@@ -49,7 +49,8 @@ def _fixture(work: Path) -> Path:
 
 
 def _window(work: Path) -> Callable[[], None]:
-    from trajmon.queries import connect_readonly, resolve_run, window_columns
+    from trajmon.queries import connect_readonly, resolve_run
+    from trajmon.windows import window_columns
 
     conn = connect_readonly(_fixture(work))
     ref = resolve_run(conn, "big")

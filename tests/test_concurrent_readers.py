@@ -26,7 +26,8 @@ def stm() -> Iterator[SimulatedSTM]:
 READER = """
 import sys, pathlib, time
 from contextlib import closing
-from trajmon.queries import connect_readonly, list_actions, list_runs, resolve_run, window_rows
+from trajmon.queries import connect_readonly, list_actions, list_runs, resolve_run
+from trajmon.windows import window_rows
 db, stop = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
 count = 0
 while not stop.exists():

@@ -2,8 +2,8 @@
 
 - the writer's whole-row float fast path still stores NaN, -0.0, numpy scalars and junk exactly as
   the per-value encoders do;
-- ``queries.window_rows`` (plain tuples, decoding only where needed) returns what the previous
-  per-value implementation returned, blobs and bools included, and ``queries.window_columns``
+- ``windows.window_rows`` (plain tuples, decoding only where needed) returns what the previous
+  per-value implementation returned, blobs and bools included, and ``windows.window_columns``
   holds the same values column-wise;
 - the poller's handoff to a thread clock keeps ``dt_s`` = the instant the read began, and the
   instrument worker's timer-based timeout still abandons a late call;
@@ -32,7 +32,7 @@ from trajmon.channels import Channel, PollGroup, decode_value
 from trajmon.clock import FakeClock, SystemClock, ThreadClock
 from trajmon.config import MonitorConfig
 from trajmon.connection import open_connection
-from trajmon.queries import RunRef, connect_readonly, rows_of, window_columns, window_rows
+from trajmon.queries import RunRef, connect_readonly
 from trajmon.records import GroupStats, Sample
 from trajmon.runstore import NewRun, create_run
 from trajmon.sampling import GroupReader, InstrumentWorker, ReadFailure
@@ -40,6 +40,7 @@ from trajmon.scheduling import Poller, Schedule
 from trajmon.schema import migrate, quote_ident
 from trajmon.sink import open_queue
 from trajmon.threaded import ThreadedGroup
+from trajmon.windows import rows_of, window_columns, window_rows
 
 FLOATS = PollGroup(
     "signals",

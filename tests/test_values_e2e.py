@@ -17,7 +17,8 @@ from qcodes.instrument import Instrument
 from qcodes.validators import Arrays, Bool, Enum, Ints, Numbers, Strings
 
 from trajmon import ChannelSpec, MonitorConfig, Recorder
-from trajmon.queries import connect_readonly, list_actions, resolve_run, window_rows
+from trajmon.queries import connect_readonly, list_actions, resolve_run
+from trajmon.windows import window_rows
 
 NAN_PAYLOAD = struct.unpack(">d", bytes.fromhex("7ff8000000c0ffee"))[0]
 SEQUENCES: dict[str, tuple[Any, Any, list[Any]]] = {

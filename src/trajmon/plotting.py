@@ -75,7 +75,7 @@ def plot_action_window(
     spec_unit: str = "",
     dpi: int = 110,
 ) -> int:
-    """Draw every numeric signal channel of ``groups`` (from :func:`queries.window_columns`)
+    """Draw every numeric signal channel of ``groups`` (from :func:`windows.window_columns`)
     against ``dt_s``, one axis per channel, with the action instant marked; returns the axes
     count."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg

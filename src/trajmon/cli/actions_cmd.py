@@ -9,13 +9,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from ..queries import (
-    get_action,
-    list_actions,
-    resolve_run,
-    rows_of,
-    window_columns,
-)
+from ..queries import get_action, list_actions, resolve_run
+from ..windows import rows_of, window_columns
 from .common import (
     DbOption,
     JsonOption,
