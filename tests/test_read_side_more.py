@@ -33,6 +33,7 @@ READERS = [
     ("actions", "list"),
     ("actions", "show", "0", "--with-signal-window"),
     ("actions", "plot", "0", "-o", "{tmp}/never.png"),
+    ("export", RUN, "-o", "{tmp}/export"),
 ]
 
 
@@ -60,7 +61,7 @@ def test_a_database_from_a_newer_trajmon_is_refused(
         conn.commit()
     result = invoke(*reader_args(args, tmp_path), "--db", str(db))
     _assert_one_line_error(result, "schema version 2 is newer than this trajmon (1)")
-    assert not (tmp_path / "never.png").exists()
+    assert not (tmp_path / "never.png").exists() and not (tmp_path / "export").exists()
 
 
 def _other_app(path: Path) -> None:
@@ -110,7 +111,7 @@ def test_a_file_that_is_not_a_readable_trajmon_database_is_one_line_exit_2(
         message = "is a directory, not a database file"
     result = invoke(*reader_args(args, tmp_path), "--db", str(db))
     _assert_one_line_error(result, message)
-    assert not (tmp_path / "never.png").exists()
+    assert not (tmp_path / "never.png").exists() and not (tmp_path / "export").exists()
 
 
 def test_a_window_without_samples_at_its_start_is_incomplete(knob_db: Path, tmp_path: Path) -> None:

@@ -352,7 +352,11 @@ def export_run(
     if not 1 <= chunk_rows <= MAX_CHUNK_ROWS:
         raise ValueError(f"chunk_rows must be between 1 and {MAX_CHUNK_ROWS}")
     directory = _run_dir(out, ref.run_name)
-    conn.execute("BEGIN")  # one read transaction: a consistent snapshot of a live run
+    # One read transaction: a consistent snapshot of a live run (the caller's, if it has one:
+    # the CLI looks the run up and counts its rows in the same snapshot).
+    own_snapshot = not conn.in_transaction
+    if own_snapshot:
+        conn.execute("BEGIN")
     try:
         ex = _Exporter(conn, ref, fmt, directory, chunk_rows, progress)
         targets = ex.targets()
@@ -382,5 +386,6 @@ def export_run(
         )
         ex.result.files.insert(0, run_json)
     finally:
-        conn.execute("ROLLBACK")
+        if own_snapshot:
+            conn.execute("ROLLBACK")
     return ex.result

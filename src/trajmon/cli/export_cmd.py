@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -12,8 +12,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..export import DEFAULT_CHUNK_ROWS, MAX_CHUNK_ROWS, count_rows, export_run
-from ..queries import connect_readonly, resolve_run
-from .common import DbOption, JsonOption, console, err_console, fail, print_json, user_errors
+from ..queries import resolve_run
+from .common import DbOption, JsonOption, console, err_console, fail, print_json, reading
 
 __all__ = ["export"]
 
@@ -67,7 +67,7 @@ def export(
     """Export a run's samples, actions and channel catalog, with units."""
     if out.exists() and not out.is_dir():
         fail(f"--out {out} is not a directory")
-    with user_errors(), closing(connect_readonly(db)) as conn:
+    with reading(db) as conn:
         ref = resolve_run(conn, run)
         total = count_rows(conn, ref)
         with _progress(total, f"exporting {ref.run_name}") as progress:
