@@ -4,10 +4,8 @@ everything committed before the fault."""
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 import subprocess
-from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
@@ -24,26 +22,6 @@ def one_line_error(stderr: str) -> str:
     lines = [line for line in stderr.strip().splitlines() if line.startswith("trajmon: error:")]
     assert len(lines) == 1, stderr
     return lines[0]
-
-
-@pytest.fixture
-def small_fs(tmp_path: Path) -> Iterator[Path]:
-    """A tiny tmpfs: a disk that really fills (needs root and mount; skipped otherwise)."""
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    if shutil.which("mount") is None:
-        pytest.skip("no mount command")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mnt)],
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_unwritable_path_is_exit_1_with_one_line(tmp_path: Path) -> None:

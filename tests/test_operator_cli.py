@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -202,6 +203,24 @@ def test_plot_names_the_file_it_wrote_and_refuses_a_directory(
         "actions", "plot", "0", "--run", RUN, "--db", str(knob_db), "-o", str(tmp_path)
     )
     assert refused.exit_code == 2 and "is a directory" in refused.stderr
+    (tmp_path / "afile").touch()
+    below_a_file = tmp_path / "afile" / "sub" / "x.png"
+    refused = invoke(
+        "actions", "plot", "0", "--run", RUN, "--db", str(knob_db), "-o", str(below_a_file)
+    )
+    assert refused.exit_code == 2 and f"Not a directory: '{tmp_path / 'afile'}'" in refused.stderr
+
+
+def test_a_plot_that_cannot_be_saved_leaves_no_partial_image(knob_db: Path, small_fs: Path) -> None:
+    """The image was written in place: a full disk left a truncated file under the name."""
+    out = small_fs / "bias.png"
+    out.write_bytes(b"earlier")
+    with (small_fs / "filler").open("wb", buffering=0) as f, contextlib.suppress(OSError):
+        f.write(b"\0" * 600 * 1024)  # fills the disk
+    result = invoke("actions", "plot", "0", "--run", RUN, "--db", str(knob_db), "-o", str(out))
+    assert result.exit_code == 2 and "No space left" in result.stderr
+    assert sorted(p.name for p in small_fs.iterdir()) == ["bias.png", "filler"]
+    assert out.read_bytes() == b"earlier"
 
 
 @pytest.mark.parametrize(

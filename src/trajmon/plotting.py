@@ -7,7 +7,9 @@ display, and a program that imports trajmon keeps whatever backend it chose.
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +133,23 @@ def plot_action_window(
         f" → {_fmt(action['new_value'])}{unit}",
         parse_math=False,
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
+    _save(fig, out)
     return len(series)
+
+
+def _save(fig: Any, out: Path) -> None:
+    """Save into ``<out>.partial`` and rename: a failed save (a full disk) leaves no half-written
+    image under the name asked for, and no earlier image is lost to it."""
+    for parent in out.parents:  # mkdir would say "File exists" about a file on the way
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(parent))
+            break
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    try:
+        fig.savefig(partial, format=out.suffix.removeprefix(".").lower())
+        os.replace(partial, out)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
