@@ -308,3 +308,32 @@ def test_status_of_a_run_without_samples_shows_no_read_time(knob_db: Path) -> No
     console.print(render_status(doc))
     rows = [line for line in console.export_text().splitlines() if "(signal)" in line]
     assert rows and rows[0].split()[-3:] == ["—", "/", "—"]
+
+
+@pytest.mark.parametrize(
+    ("span", "line"),
+    [
+        ((None, None), "no samples recorded in this group; gaps: 0"),
+        ((0.0045530001, 7.25), "recorded data spans 0.005 .. 7.250 s; gaps: 0"),
+    ],
+)
+def test_an_incomplete_window_says_what_was_recorded(
+    span: tuple[float | None, float | None], line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A group without samples printed "recorded data spans None .. None"; spans printed every
+    digit of the float."""
+    from trajmon.cli.actions_cmd import _print_window
+
+    group = {
+        "group": "signals",
+        "complete": False,
+        "channels": [],
+        "columns": {},
+        "sample_idx": [],
+        "dt_s": [],
+        "gaps": [],
+        "recorded_from_s": span[0],
+        "recorded_to_s": span[1],
+    }
+    _print_window("signal window", [group])
+    assert line in capsys.readouterr().out

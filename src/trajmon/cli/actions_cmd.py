@@ -92,11 +92,13 @@ def _print_window(title: str, groups: list[dict[str, Any]]) -> None:
             table.add_row(str(idx), f"{t:.3f}", *[col[i] for col in columns])
         print_table(table)
         if not g["complete"]:
-            console.print(
-                f"  recorded data spans {g['recorded_from_s']} .. {g['recorded_to_s']} s;"
-                f" gaps: {len(g['gaps'])}",
-                markup=False,
+            first, last = g["recorded_from_s"], g["recorded_to_s"]
+            span = (
+                "no samples recorded in this group"
+                if first is None
+                else f"recorded data spans {first:.3f} .. {last:.3f} s"
             )
+            console.print(f"  {span}; gaps: {len(g['gaps'])}", markup=False)
 
 
 def _as_rows(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
