@@ -15,6 +15,7 @@ Times count from when the server starts listening.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +23,13 @@ from pathlib import Path
 import yaml
 
 from simulators.nanonis_server import NanonisServer
+from trajmon.drivers.nanonis_protocol import COMMANDS
 
 __all__ = ["FaultPlanError", "FaultStep", "load_fault_plan", "play_faults"]
 
 _KINDS = ("drop", "error", "hang", "outage")
 _KEYS = {"at_s", "fault", "n", "command", "seconds", "message"}
+_REQUIRED = {"at_s", "fault"}
 
 
 class FaultPlanError(ValueError):
@@ -55,25 +58,42 @@ def load_fault_plan(path: str | Path) -> list[FaultStep]:
     steps: list[FaultStep] = []
     for idx, entry in enumerate(data["faults"]):
         where = f"{path}: faults[{idx}]"
-        if not isinstance(entry, dict) or not _KEYS.issuperset(entry) or "fault" not in entry:
+        if not isinstance(entry, dict) or not _REQUIRED <= entry.keys() <= _KEYS:
             raise FaultPlanError(f"{where}: needs 'at_s' and 'fault', may have {sorted(_KEYS)}")
         if entry["fault"] not in _KINDS:
             raise FaultPlanError(f"{where}: fault must be one of {', '.join(_KINDS)}")
-        try:
-            step = FaultStep(
-                at_s=float(entry["at_s"]),
-                fault=str(entry["fault"]),
-                n=int(entry.get("n", 1)),
-                command=entry.get("command"),
-                seconds=float(entry.get("seconds", 5.0)),
-                message=str(entry.get("message", "injected error")),
+        command = entry.get("command")
+        if command is not None and (not isinstance(command, str) or command not in COMMANDS):
+            # A typo would otherwise be a fault that silently never fires.
+            raise FaultPlanError(
+                f"{where}: unknown command {command!r} (known: {', '.join(COMMANDS)})"
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise FaultPlanError(f"{where}: {exc}") from exc
-        if step.at_s < 0 or step.n < 1 or step.seconds < 0:
-            raise FaultPlanError(f"{where}: at_s and seconds must be >= 0 and n >= 1")
+        step = FaultStep(
+            at_s=_seconds(where, "at_s", entry["at_s"]),
+            fault=entry["fault"],
+            n=_count(where, entry.get("n", 1)),
+            command=command,
+            seconds=_seconds(where, "seconds", entry.get("seconds", 5.0)),
+            message=str(entry.get("message", "injected error")),
+        )
         steps.append(step)
     return sorted(steps, key=lambda s: s.at_s)
+
+
+def _seconds(where: str, key: str, value: object) -> float:
+    """A finite number >= 0: NaN or infinity would hang the server (or the plan) for ever."""
+    bad = FaultPlanError(f"{where}: {key} must be a finite number >= 0, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise bad
+    if not (math.isfinite(value) and value >= 0):
+        raise bad
+    return float(value)
+
+
+def _count(where: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise FaultPlanError(f"{where}: n must be a whole number >= 1, got {value!r}")
+    return value
 
 
 async def play_faults(server: NanonisServer, steps: list[FaultStep]) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import threading
 import time
 from collections import Counter
@@ -53,6 +54,12 @@ class _Rule:
     seconds: float = 0.0
 
 
+def _check_delay(name: str, seconds: float) -> None:
+    """NaN or infinity would withhold every reply for ever (``asyncio.sleep(nan)`` never ends)."""
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {seconds!r}")
+
+
 class FaultInjector:
     """Faults armed by tests, consumed by the next matching requests (first armed, first used).
 
@@ -75,6 +82,7 @@ class FaultInjector:
 
     def hang_next(self, n: int = 1, seconds: float = 30.0, command: str | None = None) -> None:
         """Withhold the reply for ``seconds``; afterwards the (late) reply is sent."""
+        _check_delay("seconds", seconds)
         self._arm(_Rule("hang", n, command, seconds=seconds))
 
     def clear(self) -> None:
@@ -140,6 +148,8 @@ class NanonisServer:
         seed: int = 0,
         log_path: str | Path | None = None,
     ) -> None:
+        _check_delay("latency_s", latency_s)
+        _check_delay("jitter_s", jitter_s)
         self.model = model if model is not None else STMModel(seed=seed)
         self.host = HOST
         self.port = port

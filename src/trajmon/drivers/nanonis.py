@@ -13,6 +13,7 @@ parameter.
 
 from __future__ import annotations
 
+import math
 import socket
 import threading
 import time
@@ -28,11 +29,10 @@ from trajmon.drivers.nanonis_protocol import (
     HEADER_SIZE,
     NanonisError,
     ProtocolError,
-    decode_error,
     decode_header,
+    decode_reply,
     encode_header,
     pack_body,
-    unpack_body,
 )
 
 __all__ = ["SIGNAL_CHANNELS", "NanonisError", "NanonisSTM", "ProtocolError"]
@@ -89,8 +89,11 @@ class NanonisSTM(Instrument):
         **kwargs: Unpack[InstrumentBaseKWArgs],
     ) -> None:
         first, cap = reconnect_backoff
-        if timeout <= 0 or not 0 < first <= cap:
-            raise ValueError("need timeout > 0 and 0 < initial backoff <= maximum backoff")
+        if not (math.isfinite(timeout) and timeout > 0 and 0 < first <= cap < math.inf):
+            raise ValueError(
+                "need a finite timeout > 0 and 0 < initial backoff <= maximum backoff, got "
+                f"timeout={timeout!r}, reconnect_backoff={reconnect_backoff!r}"
+            )
         super().__init__(name, **kwargs)
         self.address = address
         self.port = port
@@ -272,9 +275,15 @@ class NanonisSTM(Instrument):
         """Open the socket and fetch the signal list; any failure leaves us disconnected."""
         sock: socket.socket | None = None
         try:
-            sock = socket.create_connection((self.address, self.port), timeout=self.timeout)
+            try:
+                sock = socket.create_connection((self.address, self.port), timeout=self.timeout)
+            except TimeoutError as exc:
+                raise TimeoutError(f"no connection within {self.timeout} s") from exc
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            names = tuple(self._exchange(sock, "Signals.NamesGet", ())[0])
+            try:
+                names = tuple(self._exchange(sock, "Signals.NamesGet", ())[0])
+            except TimeoutError as exc:  # accepted, but nobody answers on this port
+                raise TimeoutError(f"no reply to Signals.NamesGet within {self.timeout} s") from exc
         except (OSError, NanonisError, ProtocolError) as exc:
             if sock is not None:
                 sock.close()
@@ -350,28 +359,30 @@ class NanonisSTM(Instrument):
         finally:
             if sock.gettimeout() != self.timeout:
                 sock.settimeout(self.timeout)
-        values, offset = unpack_body(spec.returns, payload)
-        status, message = decode_error(payload, offset)
+        values, status, message = decode_reply(spec.returns, payload)
         if status or message:
             raise NanonisError(command, status, message)
         return values
 
     @staticmethod
     def _recv_exact(sock: socket.socket, size: int, deadline: float) -> bytes:
-        """TCP may split a reply anywhere; loop until ``size`` bytes arrived or the deadline."""
+        """TCP may split a reply anywhere; loop until ``size`` bytes arrived or the deadline.
+
+        Every ``recv`` waits only for what is left until ``deadline``, so header and body
+        together never take longer than the request's timeout.
+        """
         buf = bytearray(size)
         view = memoryview(buf)
         got = 0
         while got < size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("reply incomplete at the deadline")
+            sock.settimeout(remaining)
             n = sock.recv_into(view[got:])
             if n == 0:
                 raise ConnectionError("connection closed by the controller")
             got += n
-            if got < size:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError("reply incomplete at the deadline")
-                sock.settimeout(remaining)
         return bytes(buf)
 
     @staticmethod

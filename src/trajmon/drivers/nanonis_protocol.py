@@ -30,6 +30,7 @@ __all__ = [
     "ProtocolError",
     "decode_error",
     "decode_header",
+    "decode_reply",
     "encode_error",
     "encode_header",
     "pack_body",
@@ -197,3 +198,22 @@ def decode_error(body: bytes, offset: int) -> tuple[int, str]:
     status, length = _ERROR_HEAD.unpack_from(body, offset)
     stop = _take(body, end, length)
     return status, body[end:stop].decode("utf-8", errors="replace")
+
+
+def decode_reply(returns: Sequence[str], body: bytes) -> tuple[list[Any], int, str]:
+    """Return values, error status and error description of a whole reply body.
+
+    A reply that is only an error section (non-zero status or a description, nothing before
+    it: what a controller answers to a command it does not know) gives no values and its error,
+    rather than a misleading "body truncated" from reading the error section as return values.
+    """
+    try:
+        values, offset = unpack_body(returns, body)
+        status, message = decode_error(body, offset)
+    except ProtocolError:
+        if len(body) >= _ERROR_HEAD.size:
+            status, length = _ERROR_HEAD.unpack_from(body, 0)
+            if (status or length) and _ERROR_HEAD.size + length == len(body):
+                return [], status, body[_ERROR_HEAD.size :].decode("utf-8", errors="replace")
+        raise
+    return values, status, message
