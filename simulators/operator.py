@@ -149,8 +149,8 @@ def load_scenario(path: str | Path) -> Scenario:
         raise ScenarioError(f"{path}: 'name' must be a non-empty string")
     if not isinstance(description, str):
         raise ScenarioError(f"{path}: 'description' must be a string")
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-        raise ScenarioError(f"{path}: 'seed' must be an integer")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
+        raise ScenarioError(f"{path}: 'seed' must be a whole number >= 0")
     raw = data.get("changes")
     if not isinstance(raw, list) or not raw:
         raise ScenarioError(f"{path}: 'changes' must be a non-empty list")

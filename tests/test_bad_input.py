@@ -157,3 +157,22 @@ def test_hostile_names_are_just_names(tmp_path: Path) -> None:
     assert exported.returncode == 0, exported.stderr
     written = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix == ".csv"]
     assert written and all(out.resolve() in p.resolve().parents for p in written)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("--seed", "-1"), ("--latency-ms", "inf"), ("--jitter-ms", "nan"), ("--latency-ms", "1e300")],
+)
+def test_sim_serve_refuses_seeds_and_delays_it_cannot_use(args: tuple[str, ...]) -> None:
+    """A negative seed was a numpy traceback at start; an infinite delay a traceback per
+    request (or a server that never answers): usage errors now, before listening."""
+    result = runner.invoke(app, ["sim", "serve", "--port", "0", *args], catch_exceptions=False)
+    assert result.exit_code == 2 and "Invalid value" in result.stderr
+
+
+def test_scenario_seed_must_be_a_whole_number_of_at_least_0(tmp_path: Path) -> None:
+    scenario = tmp_path / "scenario.yaml"
+    scenario.write_text("name: s\nseed: -1\nchanges:\n  - {at_s: 1, spec: Bias, value: 0.2}\n")
+    assert "'seed' must be a whole number >= 0" in refused(
+        "sim", "serve", "--port", "0", "--scenario", str(scenario)
+    )

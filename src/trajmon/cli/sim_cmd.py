@@ -14,18 +14,27 @@ __all__ = ["sim_app"]
 
 sim_app = typer.Typer(help="Run the bundled instrument simulators.", no_args_is_help=True)
 
+#: An hour per reply is already no instrument; beyond it (infinity) the server's sleeps overflow
+#: or never end.
+_MAX_DELAY_MS = 3_600_000.0
+
 
 @sim_app.command("serve")
 def serve_cmd(
     port: Annotated[
         int, typer.Option("--port", min=0, max=65535, help="0 picks a free port.")
     ] = 6501,
-    latency_ms: Annotated[float, typer.Option("--latency-ms", min=0.0)] = 0.0,
-    jitter_ms: Annotated[float, typer.Option("--jitter-ms", min=0.0)] = 0.0,
+    latency_ms: Annotated[
+        float, typer.Option("--latency-ms", min=0.0, max=_MAX_DELAY_MS, help="Delay per reply.")
+    ] = 0.0,
+    jitter_ms: Annotated[
+        float,
+        typer.Option("--jitter-ms", min=0.0, max=_MAX_DELAY_MS, help="Random extra delay, up to."),
+    ] = 0.0,
     scenario: Annotated[
         Path | None, typer.Option("--scenario", help="Scenario YAML to play as the operator.")
     ] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Model seed.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", min=0, help="Model seed (>= 0).")] = None,
     truth_log: Annotated[
         Path | None, typer.Option("--truth-log", help="Write the operator's ground truth (JSONL).")
     ] = None,
