@@ -23,6 +23,7 @@ __all__ = [
     "Kind",
     "PollGroup",
     "ValueType",
+    "canonical_for",
     "decode_value",
     "encoder_for",
     "sql_type",
@@ -52,6 +53,8 @@ _BIGINT_PREFIX = b"int:"
 # with the float blobs above.
 _BOOL_TRUE, _BOOL_FALSE = b"bool:1", b"bool:0"
 _BYTES_PREFIX = b"bytes:"
+# A tuple of arrays of different shapes (a QCoDeS MultiParameter) is one .npz archive.
+_NPZ_MAGIC = b"PK\x03\x04"
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,13 +161,37 @@ def _encode_bool(value: Any) -> Any:
     return 1 if flag else 0
 
 
+def _utf8(text: str) -> str:
+    """SQLite text is UTF-8: a string with unpaired surrogates (bytes decoded with
+    ``errors="surrogateescape"``) cannot be bound and would fail the whole commit."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"not valid Unicode text ({exc.reason} at {exc.start})") from None
+    return text
+
+
 def _encode_str(value: Any) -> Any:
-    return str(_scalar(value))
+    value = _scalar(value)
+    if isinstance(value, bytes):  # a raw instrument answer: UTF-8 text, or not text at all
+        return value.decode("utf-8")
+    return _utf8(str(value))
 
 
 def _encode_array(value: Any) -> Any:
     buffer = BytesIO()
     np.save(buffer, np.asarray(value), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _encode_arrays(values: list[Any] | tuple[Any, ...]) -> bytes:
+    """Arrays of different shapes (``MultiParameter``) as one ``.npz`` archive, no pickles."""
+    arrays = [np.asarray(v) for v in values]
+    if any(a.dtype.hasobject for a in arrays):
+        raise ValueError("object arrays cannot be stored without pickling")
+    buffer = BytesIO()
+    np.savez(buffer, *arrays)
     return buffer.getvalue()
 
 
@@ -177,12 +204,21 @@ def _encode_any(value: Any) -> Any:
     if isinstance(value, int):
         return _encode_int(value)
     if isinstance(value, str):
-        return value
+        return _utf8(value)
     if isinstance(value, bytes):
         return _BYTES_PREFIX + value
+    if (
+        isinstance(value, list | tuple)
+        and value
+        and all(isinstance(v, np.ndarray | list | tuple) for v in value)
+    ):
+        try:
+            return _encode_array(value)
+        except ValueError:  # "inhomogeneous shape": one array per element instead
+            return _encode_arrays(value)
     if isinstance(value, np.ndarray | list | tuple):
         return _encode_array(value)
-    return str(value)
+    return _utf8(str(value))
 
 
 _ENCODERS: dict[str, Callable[[Any], Any]] = {
@@ -203,6 +239,9 @@ def encoder_for(value_type: ValueType) -> Callable[[Any], Any]:
 def _decode_blob(value_type: str, data: bytes) -> Any:
     if data.startswith(b"\x93NUMPY") and value_type in ("array", "any"):
         return np.load(BytesIO(data), allow_pickle=False)
+    if value_type == "any" and data.startswith(_NPZ_MAGIC) and len(data) > _NAN.size:
+        with np.load(BytesIO(data), allow_pickle=False) as archive:
+            return tuple(archive[f"arr_{i}"] for i in range(len(archive.files)))
     if value_type == "any" and data in (_BOOL_TRUE, _BOOL_FALSE):
         return data == _BOOL_TRUE
     if value_type == "any" and data.startswith(_BYTES_PREFIX):
@@ -227,14 +266,38 @@ def decode_value(value_type: ValueType | str, stored: Any) -> Any:
     return stored
 
 
-_LABEL_OK = re.compile(r"^[^\x00-\x1f\x7f-\x9f]+$")
+def canonical_for(value_type: ValueType) -> Callable[[Any], Any]:
+    """The value a read becomes once stored and read back (``decode_value`` of the encoding):
+    what change detection compares, so an action is a change of the stored value — never of a
+    value's Python type (``5`` then ``"5"`` in a text column), and never from a read the column
+    cannot hold (stored as NULL, a gap). Raises like the encoder on such a value. Objects an
+    untyped column stores as text stay themselves."""
+    encode = _ENCODERS[value_type]
+
+    def canonical(value: Any) -> Any:
+        stored = encode(value)
+        if type(stored) is str and value_type == "any" and not isinstance(value, str):
+            # Stored as its str() (a dict, a complex): compared as the object it is, so a
+            # dict that lists the same items in another order is not an action.
+            return _scalar(value)
+        return decode_value(value_type, stored)
+
+    return canonical
+
+
+# No control characters, no line/paragraph separators (they break tables and CSV headers), no
+# unpaired surrogates (not UTF-8: SQLite cannot take them as a column name).
+_LABEL_OK = re.compile(r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]+$")
 
 
 def check_label(label: str) -> str:
     """Labels become column names; refuse what cannot be one, accept any printable text."""
     text = label.strip()
     if not text or not _LABEL_OK.match(text):
-        raise ValueError(f"invalid channel label {label!r}: empty or has control characters")
+        raise ValueError(
+            f"invalid channel label {label!r}: empty, or has control characters, line"
+            " separators or unpaired surrogates"
+        )
     if len(text) > 200:
         raise ValueError(f"invalid channel label {label!r}: longer than 200 characters")
     if text.lower() in RESERVED_COLUMNS:
@@ -249,8 +312,14 @@ def is_number(value: Any) -> bool:
 
 
 def numeric_delta(old: Any, new: Any) -> float | None:
-    """new - old where both are plain numbers (booleans excluded: their change has no size)."""
+    """new - old where both are plain numbers (booleans excluded: their change has no size).
+
+    Ints are subtracted exactly, then rounded (``2**60 + 1`` after ``2**60`` is 1.0); a
+    difference beyond every float (ints past 1.8e308) has no delta."""
     if is_number(old) and is_number(new):
-        delta = float(new) - float(old)
+        try:
+            delta = float(_scalar(new) - _scalar(old))
+        except OverflowError:
+            return None
         return delta if not math.isnan(delta) else None
     return None

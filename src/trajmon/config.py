@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -91,8 +91,16 @@ class ChannelSpec(BaseModel):
     kind: Kind
     group: str | None = None
     interval_s: float | None = None
-    tolerance_abs: float | None = Field(default=None, ge=0)
-    tolerance_rel: float | None = Field(default=None, ge=0)
+    # Finite: an infinite tolerance would make every change of the spec "within tolerance".
+    tolerance_abs: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    tolerance_rel: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+
+    @field_validator("tolerance_abs", "tolerance_rel", mode="before")
+    @classmethod
+    def _tolerance(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # YAML `true` is not a size (pydantic would take it as 1.0)
+            raise ValueError(f"expected a number, got {value!r}")
+        return value
 
     @field_validator("label")
     @classmethod

@@ -6,6 +6,10 @@ action; a read within the tolerance leaves it as it was, so a knob turned slowly
 inside the tolerance — is an action once it has moved by more than the tolerance in all. A
 failed read (``None``) is not a value, so it neither triggers an event nor replaces the known
 value — the change is reported against the value before the gap.
+
+Values are compared as they are stored (:func:`~trajmon.channels.canonical_for` of the spec's
+value type): a read its column cannot hold is stored as NULL, so it is a gap here too, and a
+value that only changed its Python type (``5`` then ``"5"`` in a text column) is no action.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .channels import Channel, numeric_delta
+from .channels import Channel, canonical_for, numeric_delta
 from .clock import utc_iso
 from .records import ActionEvent, Sample
 
@@ -37,8 +41,15 @@ def values_equal(
             return bool(np.array_equal(np.asarray(old), np.asarray(new), equal_nan=True))
         except TypeError:
             return bool(np.array_equal(np.asarray(old), np.asarray(new)))
+    if isinstance(old, tuple) and isinstance(new, tuple):  # a MultiParameter's arrays
+        return len(old) == len(new) and all(map(values_equal, old, new))
+    if isinstance(old, int) and isinstance(new, int) and _is_plain_number(old, new):
+        return old == new or _ints_within(old, new, tolerance_abs, tolerance_rel)
     if isinstance(old, float) != isinstance(new, float) and _is_plain_number(old, new):
-        old, new = float(old), float(new)  # a float spec read once as 0 instead of 0.0
+        try:
+            old, new = float(old), float(new)  # a float spec read once as 0 instead of 0.0
+        except OverflowError:  # an int beyond every float equals none of them
+            return False
     if isinstance(old, float) and isinstance(new, float):
         if math.isnan(old) or math.isnan(new):
             return math.isnan(old) and math.isnan(new)
@@ -55,16 +66,26 @@ def values_equal(
         return False
 
 
+def _ints_within(old: int, new: int, tol_abs: float | None, tol_rel: float | None) -> bool:
+    """``math.isclose`` for ints, exact at any size (floats would round beyond 2**53)."""
+    diff = abs(new - old)
+    if tol_abs is not None and diff <= tol_abs:
+        return True
+    # int / int is correctly rounded at any size (old != new, so the divisor is not 0)
+    return tol_rel is not None and diff / max(abs(old), abs(new)) <= tol_rel
+
+
 def _is_plain_number(*values: Any) -> bool:
     return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
 
 
 class _SpecState:
-    __slots__ = ("channel", "channel_id", "last", "last_dt_s", "seen")
+    __slots__ = ("canonical", "channel", "channel_id", "last", "last_dt_s", "seen")
 
     def __init__(self, channel: Channel, channel_id: int) -> None:
         self.channel = channel
         self.channel_id = channel_id
+        self.canonical = canonical_for(channel.value_type)
         self.seen = False
         self.last: Any = None
         self.last_dt_s = 0.0
@@ -106,6 +127,10 @@ class ChangeDetector:
         for state, value in zip(states, sample.values, strict=True):
             if value is None:
                 continue
+            try:
+                value = state.canonical(value)
+            except (TypeError, ValueError, OverflowError):
+                continue  # stored as NULL with a bad_value error: a gap, like a failed read
             if not state.seen:
                 state.seen = True
                 state.last = value

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .channels import Channel, PollGroup, value_type_from_vals
+from .channels import Channel, PollGroup, ValueType, value_type_from_vals
 from .config import ChannelSpec, ConfigError, MonitorConfig
 
-__all__ = ["build_groups", "resolve_parameter"]
+__all__ = ["build_groups", "resolve_parameter", "value_type_of"]
 
 
 def resolve_parameter(source: str, instruments: Mapping[str, Any]) -> tuple[str, Any]:
@@ -46,6 +46,21 @@ def resolve_parameter(source: str, instruments: Mapping[str, Any]) -> tuple[str,
     return name, node
 
 
+def value_type_of(param: Any) -> ValueType:
+    """The storage type of a parameter's values: from its validator, except that a parameter
+    with ``scale`` or ``offset`` returns ``(raw - offset) / scale`` — a fraction even when its
+    validator (which checks what is *set*) says ``Ints``; also through a ``DelegateParameter``'s
+    source."""
+    value_type = value_type_from_vals(getattr(param, "vals", None))
+    node, seen = param, set()
+    while node is not None and id(node) not in seen:  # a DelegateParameter scales its source's
+        seen.add(id(node))
+        if getattr(node, "scale", None) is not None or getattr(node, "offset", None) is not None:
+            return "float" if value_type == "int" else value_type
+        node = getattr(node, "source", None)
+    return value_type
+
+
 def _channel(spec: ChannelSpec, instruments: Mapping[str, Any]) -> Channel:
     instrument, param = resolve_parameter(spec.source, instruments)
     vals = getattr(param, "vals", None)
@@ -56,7 +71,7 @@ def _channel(spec: ChannelSpec, instruments: Mapping[str, Any]) -> Channel:
         instrument=instrument,
         group=spec.group_name,
         unit=str(getattr(param, "unit", "") or ""),
-        value_type=value_type_from_vals(vals),
+        value_type=value_type_of(param),
         vals=None if vals is None else repr(vals),
         tolerance_abs=spec.tolerance_abs,
         tolerance_rel=spec.tolerance_rel,
