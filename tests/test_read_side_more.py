@@ -337,3 +337,20 @@ def test_an_incomplete_window_says_what_was_recorded(
     }
     _print_window("signal window", [group])
     assert line in capsys.readouterr().out
+
+
+def test_json_output_takes_complex_values_and_other_objects(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A channel of complex values (QCoDeS's dummy_parameter_with_setpoints_complex) made
+    every --json output that held one a TypeError traceback."""
+    from trajmon.cli.common import print_json
+
+    print_json({"v": 1 + 2j, "a": np.array([1j, 2.0]), "p": Path("x"), "n": None, "b": True})
+    assert json.loads(capsys.readouterr().out) == {
+        "v": "(1+2j)",
+        "a": ["1j", "(2+0j)"],
+        "p": "x",
+        "n": None,
+        "b": True,
+    }

@@ -102,9 +102,9 @@ def _jsonable(value: Any) -> Any:
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
+    if value is None or isinstance(value, str | int | float):
+        return value
+    return str(value)  # a complex, a Path, an object an untyped channel held: its text
 
 
 def print_json(data: Any) -> None:
