@@ -312,3 +312,12 @@ async def test_an_offset_ints_spec_records_every_read_and_its_actions(
         (14.5, 19.5),
         (19.5, 14.5),
     }
+
+
+def test_export_writes_arrays_of_different_shapes_as_a_json_list() -> None:
+    """They were numpy's printed form: "(array([[0., …]]), array(…))" with line breaks."""
+    from trajmon.export_sinks import text_value
+
+    value = (np.zeros((2, 2)), np.arange(3.0))
+    assert json.loads(text_value(value) or "") == [[[0.0, 0.0], [0.0, 0.0]], [0.0, 1.0, 2.0]]
+    assert text_value(np.array([1j])) == "[1j]"  # complex: no JSON, still one line

@@ -51,14 +51,14 @@ class Column:
 
 def text_value(value: Any) -> str | None:
     """Values without a natural column type (arrays, mixed ``any`` channels) as text: JSON for
-    arrays (shape kept as nested lists), ``repr``-exact numbers, hex for raw bytes."""
+    arrays (shape kept as nested lists; a MultiParameter's arrays of different shapes as a list
+    of them), ``repr``-exact numbers, hex for raw bytes."""
     if value is None:
         return None
     if isinstance(value, np.ndarray):
-        try:
-            return json.dumps(value.tolist())
-        except (TypeError, ValueError):
-            return str(value.tolist())
+        return _json_text(value.tolist())
+    if isinstance(value, tuple) and value and all(isinstance(v, np.ndarray) for v in value):
+        return _json_text([v.tolist() for v in value])
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, bytes):
@@ -66,6 +66,13 @@ def text_value(value: Any) -> str | None:
     if isinstance(value, float):
         return repr(value)
     return str(value)
+
+
+def _json_text(nested: Any) -> str:
+    try:
+        return json.dumps(nested)
+    except (TypeError, ValueError):  # complex elements: no JSON for them
+        return str(nested)
 
 
 def csv_headers(columns: list[Column]) -> list[str]:
