@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -38,21 +39,26 @@ def test_progress_mode(quiet: bool, terminal: bool, mode: str) -> None:
     assert progress_mode(quiet=quiet, is_terminal=terminal) == mode
 
 
+def group_view(latest: list[tuple[str, str, Any]], **fields: Any) -> GroupView:
+    """A signal group's view at 100 Hz after 12.3 s, with ``latest`` and any other fields."""
+    values: dict[str, Any] = {
+        "name": "signals",
+        "kind": "signal",
+        "interval_s": 0.01,
+        "achieved_hz": 99.5,
+        "samples_read": 1234,
+        "samples_committed": 1200,
+        "missed_ticks": 3,
+        "failed_reads": 1,
+        "read_mean_s": 0.0021,
+        "read_max_s": 0.0153,
+        "last_dt_s": 12.3,
+    }
+    return GroupView(**{**values, **fields}, latest=latest)
+
+
 def test_render_shows_rates_latency_queue_values_and_actions() -> None:
-    group = GroupView(
-        name="signals",
-        kind="signal",
-        interval_s=0.01,
-        achieved_hz=99.5,
-        samples_read=1234,
-        samples_committed=1200,
-        missed_ticks=3,
-        failed_reads=1,
-        read_mean_s=0.0021,
-        read_max_s=0.0153,
-        last_dt_s=12.3,
-        latest=[("Tunnel Current", "A", 1.25e-10), ("Z Position", "m", None)],
-    )
+    group = group_view([("Tunnel Current", "A", 1.25e-10), ("Z Position", "m", None)])
     action = ActionEvent(7, 11.9, 119, 11.8, "t", "Bias", 2, 0.1, 0.25, 0.15, 9.4, 14.4)
     out = text_of(LiveSnapshot("my run", 12.4, 17, 20000, 8, [group], [action]))
     for expected in (

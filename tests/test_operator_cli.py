@@ -167,19 +167,25 @@ def test_actions_plot_writes_a_png(knob_db: Path, tmp_path: Path) -> None:
     assert len(data) > 20_000, "two axes of signal traces, not an empty canvas"
 
 
-def test_plot_takes_dollars_in_names_and_units_literally(tmp_path: Path) -> None:
-    """``$`` starts matplotlib's math mode; in a run name, label or unit it is just a character,
-    and "$\\frac$" (invalid math) used to make the plot fail."""
-    action = {
+def plot_action(**fields: Any) -> dict[str, Any]:
+    """An action as ``actions plot`` gets it: Bias 0.1 -> 0.2 at 1 s, window 0-2 s."""
+    action: dict[str, Any] = {
         "action_idx": 0,
         "dt_s": 1.0,
         "prev_dt_s": 0.9,
         "window_start_s": 0.0,
         "window_end_s": 2.0,
-        "spec_label": "Bias $\\frac$",
+        "spec_label": "Bias",
         "old_value": 0.1,
         "new_value": 0.2,
     }
+    return {**action, **fields}
+
+
+def test_plot_takes_dollars_in_names_and_units_literally(tmp_path: Path) -> None:
+    """``$`` starts matplotlib's math mode; in a run name, label or unit it is just a character,
+    and "$\\frac$" (invalid math) used to make the plot fail."""
+    action = plot_action(spec_label="Bias $\\frac$")
     groups = [
         {
             "dt_s": [0.0, 0.5, 1.0, 1.5],

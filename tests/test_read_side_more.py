@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 from rich.console import Console
-from test_live import text_of
-from test_operator_cli import RUN, _archived_copy, invoke, knob_db
+from test_live import group_view, text_of
+from test_operator_cli import RUN, _archived_copy, invoke, knob_db, plot_action
 
 from trajmon import status as status_module
 from trajmon.cli.runs_cmd import render_status
-from trajmon.live import GroupView, LiveSnapshot
+from trajmon.live import LiveSnapshot
 from trajmon.plotting import plot_action_window, plottable
 from trajmon.records import ActionEvent
 
@@ -150,16 +150,7 @@ def test_values_a_plot_cannot_draw_are_left_out_and_counted(tmp_path: Path) -> N
     for ±max even a ValueError reported as "cannot write"), and an int beyond float range made
     ``float()`` raise OverflowError: a traceback."""
     huge = 1.7976931348623157e308
-    action = {
-        "action_idx": 0,
-        "dt_s": 1.0,
-        "prev_dt_s": 0.9,
-        "window_start_s": 0.0,
-        "window_end_s": 2.0,
-        "spec_label": "Bias",
-        "old_value": 0.1,
-        "new_value": 0.2,
-    }
+    action = plot_action()
     groups = [
         {
             "dt_s": [0.0, 0.5, 1.0, 1.5],
@@ -195,16 +186,7 @@ def test_long_names_are_shortened_in_the_plot(
         real(self, *args, **kwargs)
 
     monkeypatch.setattr(Figure, "savefig", savefig)
-    action = {
-        "action_idx": 3,
-        "dt_s": 1.0,
-        "prev_dt_s": 0.9,
-        "window_start_s": 0.0,
-        "window_end_s": 2.0,
-        "spec_label": "S" * 200,
-        "old_value": "x" * 200,
-        "new_value": "y",
-    }
+    action = plot_action(action_idx=3, spec_label="S" * 200, old_value="x" * 200, new_value="y")
     groups = [
         {"dt_s": [0.0, 1.0], "channels": [{"label": "L" * 200, "unit": "A"}],
          "columns": {"L" * 200: [1.0, 2.0]}}
@@ -220,25 +202,14 @@ def test_long_names_are_shortened_in_the_plot(
 def test_the_live_view_shows_numpy_values_as_numbers() -> None:
     """The view shows values as the driver returned them: numpy scalars were their repr
     (``np.float32(0.1)``, ``np.True_``) and a newline in text broke the row."""
-    group = GroupView(
-        name="signals",
-        kind="signal",
-        interval_s=0.1,
-        achieved_hz=10.0,
-        samples_read=10,
-        samples_committed=10,
-        missed_ticks=0,
-        failed_reads=0,
-        read_mean_s=0.001,
-        read_max_s=0.002,
-        last_dt_s=1.0,
-        latest=[
+    group = group_view(
+        [
             ("f32", "V", np.float32(0.1)),
             ("flag", "", np.bool_(True)),
             ("count", "", np.int64(7)),
             ("arr", "", np.array([1.0, 2.0])),
             ("text", "", "two\nlines"),
-        ],
+        ]
     )
     action = ActionEvent(0, 0.5, 5, 0.4, "t", "Bias", 0, 0.1, 0.25, 0.15, 0.0, 1.0)
     out = text_of(LiveSnapshot("r", 1.0, 0, 10, 1, [group], [action]))
