@@ -106,6 +106,30 @@ def test_a_new_source_replaces_the_old_one_and_its_channels(path: Path, tmp_path
     assert (staged.station, staged.channels, staged.specs) == (None, None, None)
 
 
+def test_a_new_channels_file_drops_the_selections_made_from_the_old_one(
+    path: Path, tmp_path: Path
+) -> None:
+    """The station stayed the same kind, so the selection of the old file's labels stayed and
+    every later `config set` or `run --channels NEW` failed on a label the new file lacks."""
+    station = tmp_path / "station.yaml"
+    station.write_text(
+        "instruments:\n  dac:\n    type: qcodes.instrument_drivers.mock_instruments."
+        "DummyInstrument\n",
+        encoding="utf-8",
+    )
+    old, new = tmp_path / "old.yaml", tmp_path / "new.yaml"
+    old.write_text("channels:\n  - {parameter: dac.ch1, label: Gate 1, kind: spec}\n")
+    new.write_text("channels:\n  - {parameter: dac.ch2, label: G, kind: spec}\n")
+    stage(path, {"station": station, "channels": old, "specs": ["Gate 1"]})
+    staged = stage(path, {"channels": new})
+    assert (staged.channels, staged.specs) == (new, None)
+    assert merge_overrides(read_staged(path), {"channels": new}).specs is None
+    staged = stage(path, {"channels": old, "specs": ["Gate 1"]})  # given together: kept
+    assert staged.specs == ["Gate 1"]
+    assert merge_overrides(staged, {"channels": new}).specs is None
+    assert stage(path, {"channels": old}).specs == ["Gate 1"], "the same file keeps them"
+
+
 def test_channels_must_name_instruments_of_the_staged_station(path: Path, tmp_path: Path) -> None:
     station = tmp_path / "station.yaml"
     station.write_text(

@@ -168,7 +168,8 @@ def _absolute(value: Path | None) -> Path | None:
 
 
 def _with_source(staged: StagedConfig, changes: dict[str, Any]) -> dict[str, Any]:
-    """Apply changes; a newly chosen source replaces the old one's fields as a whole."""
+    """Apply changes; a newly chosen source replaces the old one's fields as a whole, and a
+    new channels file the selections made from the previous one's labels."""
     new = {k: v for k, v in changes.items() if v is not None}
     for key in ("db", "station", "channels"):
         if key in new:
@@ -187,6 +188,10 @@ def _with_source(staged: StagedConfig, changes: dict[str, Any]) -> dict[str, Any
             for key in ("channels", "signals", "specs"):  # they named the old source's channels
                 if key not in new:
                     merged[key] = None
+    if "channels" in new and new["channels"] != merged.get("channels"):
+        for key in ("signals", "specs"):  # labels of the previous channels file
+            if key not in new:
+                merged[key] = None
     merged.update(new)
     return merged
 
