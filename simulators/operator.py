@@ -166,9 +166,11 @@ def load_scenario(path: str | Path) -> Scenario:
             raise ScenarioError(f"{where}: at_s must be a non-negative number, got {at_s!r}")
         if at_s < previous:
             raise ScenarioError(f"{where}: at_s {at_s} is before the previous entry ({previous})")
-        checked = _check_value(str(entry["spec"]), entry["value"])
+        spec = str(entry["spec"])
+        checked = _check_value(spec, entry["value"])
         if isinstance(checked, str):
-            raise ScenarioError(f"{where}: {checked}, got {entry['value']!r}")
+            got = f", got {entry['value']!r}" if spec in SPEC_LABELS else ""  # a value problem
+            raise ScenarioError(f"{where}: {checked}{got}")
         changes.append(Change(float(at_s), checked.spec, checked.value))
         previous = float(at_s)
     return Scenario(name.strip(), description, seed, tuple(changes))

@@ -99,7 +99,8 @@ def test_malformed_files_are_refused(existing_db: Path, tmp_path: Path) -> None:
     )
     scenario = tmp_path / "scenario.yaml"
     scenario.write_text("name: s\nchanges:\n  - {at_s: 1, spec: Warp Drive, value: 9}\n")
-    assert "Warp Drive" in refused("sim", "serve", "--scenario", str(scenario))
+    unknown = refused("sim", "serve", "--scenario", str(scenario))
+    assert "unknown spec 'Warp Drive'" in unknown and not unknown.endswith("got 9")
     plan = tmp_path / "faults.yaml"
     plan.write_text("faults:\n  - {at_s: 1, fault: meteor}\n")
     assert "fault must be one of" in refused("sim", "serve", "--faults", str(plan))
@@ -176,3 +177,16 @@ def test_scenario_seed_must_be_a_whole_number_of_at_least_0(tmp_path: Path) -> N
     assert "'seed' must be a whole number >= 0" in refused(
         "sim", "serve", "--port", "0", "--scenario", str(scenario)
     )
+
+
+def test_a_selection_from_channels_without_specs_says_so() -> None:
+    """The list of known labels was empty: "(known: )"."""
+    from pydantic import ValidationError
+
+    from trajmon import ChannelSpec, MonitorConfig
+
+    only_signals = [ChannelSpec(label="I", source="stm.current", kind="signal")]
+    with pytest.raises(
+        ValidationError, match=r"unknown spec label 'Bias' \(the channels have no specs\)"
+    ):
+        MonitorConfig(run_name="x", channels=only_signals, specs=["Bias"])

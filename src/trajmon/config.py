@@ -227,7 +227,8 @@ class MonitorConfig(BaseModel):
                 match = next((c for c in self.channels if c.label == label), None)
                 if match is None:
                     known = ", ".join(c.label for c in self.channels if c.kind == kind)
-                    raise ValueError(f"unknown {kind} label {label!r} (known: {known})")
+                    hint = f"known: {known}" if known else f"the channels have no {kind}s"
+                    raise ValueError(f"unknown {kind} label {label!r} ({hint})")
                 if match.kind != kind:
                     raise ValueError(f"label {label!r} is a {match.kind}, not a {kind}")
             chosen = getattr(self, option)
