@@ -38,7 +38,8 @@ ConfigPathOption = Annotated[
     Path | None,
     typer.Option(
         "--config-path",
-        help="Staged config file (default: $TRAJMON_CONFIG, else ~/.config/trajmon/config.json).",
+        help="Staged config file (default: $TRAJMON_CONFIG, else"
+        " $XDG_CONFIG_HOME/trajmon/config.json, else ~/.config/trajmon/config.json).",
     ),
 ]
 RunNameOption = Annotated[str | None, typer.Option("--run-name", help="Name of the next run.")]
