@@ -47,6 +47,12 @@ def _check_resumable(row: sqlite3.Row | None, name: str, now: float) -> None:
     status = effective_status(row, now)
     if status == "running":
         age = now - float(row["heartbeat_epoch"])
+        if age < -float(row["stale_after_s"]):  # no recorder on this computer beats ahead of it
+            raise ConfigError(
+                f"cannot resume {name!r}: its last heartbeat is {-age:.1f} s in the future by"
+                " this computer's clock (set back since, or behind the clock of the computer"
+                " that recorded it); correct the clock, or resume it from that computer"
+            )
         raise ConfigError(
             f"cannot resume {name!r}: it is still recording (heartbeat {age:.1f} s ago)"
         )
@@ -111,7 +117,7 @@ async def resume_run(
             stored = await _fetchall(
                 conn,
                 "SELECT group_id, name, kind, interval_s, table_name, samples, samples_read,"
-                " missed_ticks, failed_reads, read_s_sum, read_s_max, lateness_max_s"
+                " missed_ticks, failed_reads, read_s_sum, read_s_max, lateness_max_s, last_dt_s"
                 " FROM poll_groups WHERE run_id = ? ORDER BY group_id",
                 (run_id,),
             )
@@ -153,7 +159,7 @@ async def resume_run(
             )
             target.actions, target.errors = int(run["actions"]), int(run["errors"])
             target.next_error_idx = int(error[0])
-            start_dt = now_wall - float(run["run_start_epoch"])
+            start_dt = _session_start_dt(run, stored, now_wall)
             target.t0_mono = now_mono - start_dt
             target.session_idx = int(session[0])
             await _open_session(conn, run, target, start_dt, now_wall, duration_s)
@@ -165,6 +171,17 @@ async def resume_run(
         last_spec_values=last,
         next_action_idx=int(action[0]),
     )
+
+
+def _session_start_dt(run: Any, stored: Sequence[Any], now_wall: float) -> float:
+    """Where the new session starts on the run's timeline: the wall-clock time since the run's
+    start — but never before what the run has already recorded. A wall clock set back while
+    the run recorded (an NTP step, a PC that lost its time in the crash) would otherwise put the
+    new session before the old one, or before the run's start: its first tick then lies in the
+    future (a resume with --duration recorded nothing) and its dt_s overlap the recorded ones."""
+    recorded = [float(run["heartbeat_dt_s"] or 0.0)]
+    recorded += [float(g["last_dt_s"]) for g in stored if g["last_dt_s"] is not None]
+    return max(now_wall - float(run["run_start_epoch"]), *recorded)
 
 
 async def _open_session(
@@ -200,6 +217,10 @@ async def _open_session(
         " VALUES (?, ?, ?, ?, 'running')",
         (run_id, session_idx, utc_iso(now_wall), start_dt),
     )
+    # Counted once: from now on they are part of lost_samples, not still pending. Written in
+    # this transaction, not left to the new session's first commit — a session killed before
+    # that commit would otherwise have them counted again by the next resume.
+    await conn.execute("UPDATE poll_groups SET samples_read = samples WHERE run_id = ?", (run_id,))
     await conn.execute(
         "UPDATE runs SET status = 'running', ended_utc = NULL, end_dt_s = NULL, message = NULL,"
         " sessions = sessions + 1, lost_samples = lost_samples + ?, pid = ?, duration_s = ?,"

@@ -201,6 +201,11 @@ def migrate(conn: sqlite3.Connection) -> int:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if tables and "runs" not in tables:
             raise SchemaError("not a trajmon database (it has tables but no 'runs' table)")
+        # WAL before the catalog's transaction, not after it: a process killed inside that
+        # transaction then leaves uncommitted WAL frames, which every reader ignores, rather
+        # than a hot rollback journal, which read-only connections cannot roll back — each
+        # `trajmon runs`, `status` or `run` pre-check refused the file until a writer came.
+        conn.execute("PRAGMA journal_mode = WAL")
         conn.executescript("BEGIN;" + _CATALOG + f"PRAGMA user_version = {SCHEMA_VERSION};COMMIT;")
     return int(version)
 

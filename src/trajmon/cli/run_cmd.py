@@ -47,7 +47,13 @@ from .config_cmd import (
     config_path_or_default,
     option_overrides,
 )
-from .runner import connect_nanonis, exit_code_for, record, signals_restored
+from .runner import (
+    connect_nanonis,
+    exit_code_for,
+    record,
+    signals_restored,
+    unless_output_gone,
+)
 from .sources import open_source, plan_run
 
 __all__ = ["check_run_name_free", "print_summary", "run", "sim_instruments"]
@@ -68,6 +74,11 @@ def check_run_name_free(db: Path, run_name: str) -> None:
                 return
             row = conn.execute("SELECT 1 FROM runs WHERE run_name = ?", (run_name,)).fetchone()
     except sqlite3.Error as exc:
+        if getattr(exc, "sqlite_errorname", None) == "SQLITE_READONLY_ROLLBACK":
+            # A hot rollback journal: a writer was killed mid-transaction (creating the
+            # catalog of a new file, say). Only a writer can roll it back — the recorder's
+            # own connection does, and checks the name again under its write lock.
+            return
         raise QueryError(f"cannot read {db}: {exc}") from exc
     if row is not None:
         raise RunExistsError(f"run name {run_name!r} is already used in {db}; choose a new name")
@@ -320,15 +331,19 @@ def _record_and_exit(plan: EffectiveConfig, *, quiet: bool, json_out: bool, resu
             try:
                 outcome = anyio.run(main)
             except RunFailedError as exc:
-                if json_out:
-                    print_json(summary_dict(exc.summary))
-                else:
-                    print_summary(exc.summary)
+                _show_summary(exc.summary, json_out)
                 fail(str(exc), EXIT_FAILED)
             except StorageError as exc:
                 fail(str(exc), EXIT_FAILED)
-        if json_out:
-            print_json(summary_dict(outcome.summary))
-        else:
-            print_summary(outcome.summary)
+        _show_summary(outcome.summary, json_out)
     raise typer.Exit(exit_code_for(outcome))
+
+
+def _show_summary(summary: RunSummary, json_out: bool) -> None:
+    """The run has ended and its end is recorded; a closed stdout (the terminal gone, a pipe
+    whose reader ended) loses the summary, not the exit code a script acts on."""
+    with unless_output_gone():
+        if json_out:
+            print_json(summary_dict(summary))
+        else:
+            print_summary(summary)

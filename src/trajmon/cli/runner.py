@@ -1,9 +1,13 @@
 """Running a recorder from the command line: signals, progress, and instrument lifetimes.
 
-SIGINT and SIGTERM (and Ctrl-Break on Windows) only *request* a stop: the recorder finishes the
-reads in flight, drains the queue and records the final status. Handlers are installed with
-``signal.signal`` — available on every platform — rather than the event loop's POSIX-only
-``add_signal_handler``.
+SIGINT, SIGTERM and SIGHUP (and Ctrl-Break on Windows) only *request* a stop: the recorder
+finishes the reads in flight, drains the queue and records the final status. Handlers are
+installed with ``signal.signal`` — available on every platform — rather than the event loop's
+POSIX-only ``add_signal_handler``.
+
+Output is for the operator and never decides the run's fate: a closed terminal or a log pipe
+whose reader is gone (writes fail with ``EIO``/``EPIPE``) silences the progress, the stop notes
+and the summary, while the recording goes on, stops on a signal and records its end as usual.
 """
 
 from __future__ import annotations
@@ -12,8 +16,9 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +30,14 @@ from ..live import progress_mode, run_live_view
 from ..recorder import Recorder, RunSummary
 from .common import console, err_console
 
-__all__ = ["RunOutcome", "connect_nanonis", "record", "signals_restored", "stop_signals"]
+__all__ = [
+    "RunOutcome",
+    "connect_nanonis",
+    "record",
+    "signals_restored",
+    "stop_signals",
+    "unless_output_gone",
+]
 
 
 @dataclass(slots=True)
@@ -38,7 +50,38 @@ def _stop_signal_numbers() -> list[int]:
     wanted: list[int] = [signal.SIGINT, signal.SIGTERM]
     if hasattr(signal, "SIGBREAK"):  # Windows console Ctrl-Break
         wanted.append(signal.SIGBREAK)
+    # The terminal (or the ssh session) the run was started from has gone. Its default action
+    # would kill the process like SIGKILL — the run left `running`, the samples of the last
+    # commit interval lost. Under ``nohup`` it is ignored, and stays so.
+    if hasattr(signal, "SIGHUP") and signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:
+        wanted.append(signal.SIGHUP)
     return wanted
+
+
+@contextmanager
+def unless_output_gone() -> Iterator[None]:
+    """Around writes to stdout or stderr whose failure must not change what happens next:
+    a stream whose reader is gone (a closed terminal: ``EIO``; a log pipe whose reader died:
+    ``EPIPE``) ends the block quietly. rich answers a broken pipe by pointing stdout at
+    ``os.devnull`` and raising ``SystemExit(1)``; that is taken back here too, and a plain
+    write's broken pipe gets the same ``os.devnull``, so that the interpreter's last flush of
+    stdout cannot fail either and turn the exit code into 120."""
+    try:
+        yield
+    except SystemExit as exc:
+        if exc.code != 1:
+            raise
+    except OSError:
+        with contextlib.suppress(OSError, ValueError):  # ValueError: no file descriptor
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+
+
+def _say(text: str) -> None:
+    """A note on stderr that may fail: nobody may be reading any more."""
+    with unless_output_gone():
+        err_console.print(text, markup=False)
 
 
 #: Every stop signal this process received (the handlers below append to it).
@@ -47,8 +90,10 @@ _received: list[int] = []
 
 def _note_late_signal(signum: int, _frame: object) -> None:
     _received.append(signum)
-    # Plain write: this may interrupt any Python code, a rich print included.
-    os.write(2, b"trajmon: already stopping; finishing up\n")
+    # Plain write: this may interrupt any Python code, a rich print included — which must not
+    # get an exception from here when stderr is gone.
+    with contextlib.suppress(OSError):
+        os.write(2, b"trajmon: already stopping; finishing up\n")
 
 
 @contextmanager
@@ -118,6 +163,13 @@ async def _progress(recorder: Recorder, every_s: float) -> None:
         err_console.print("  ".join(parts), markup=False)
 
 
+async def _shown(show: Callable[[], Awaitable[None]]) -> None:
+    """Run a progress display until it is cancelled — or until its stream is gone (a closed
+    terminal, a log pipe whose reader died): then it stops, and the recording goes on."""
+    with unless_output_gone():
+        await show()
+
+
 async def record(
     config: MonitorConfig,
     instruments: dict[str, Any],
@@ -132,20 +184,21 @@ async def record(
     received: list[int] = []
 
     def on_stop(signum: int) -> None:
-        if received:
-            err_console.print("trajmon: already stopping; finishing the last commit", markup=False)
-        else:
-            err_console.print("trajmon: stopping: draining the queue and committing", markup=False)
+        first = not received
         received.append(signum)
-        recorder.request_stop()
+        recorder.request_stop()  # before any output: writing the note may fail
+        if first:
+            _say("trajmon: stopping: draining the queue and committing")
+        else:
+            _say("trajmon: already stopping; finishing the last commit")
 
     with stop_signals(on_stop), _single_errors():
         async with anyio.create_task_group() as tg:
             mode = progress_mode(quiet=quiet, is_terminal=console.is_terminal)
             if mode == "live":
-                tg.start_soon(run_live_view, recorder, console)
+                tg.start_soon(_shown, lambda: run_live_view(recorder, console))
             elif mode == "lines":
-                tg.start_soon(_progress, recorder, progress_every_s)
+                tg.start_soon(_shown, lambda: _progress(recorder, progress_every_s))
             if on_started is not None:
 
                 async def notify() -> None:
@@ -197,6 +250,12 @@ def exit_code_for(outcome: RunOutcome) -> int:
 
     if outcome.summary.status == "failed":
         return EXIT_FAILED
-    if outcome.signal is not None:
-        return EXIT_SIGTERM if outcome.signal == signal.SIGTERM else EXIT_SIGINT
-    return 0
+    if outcome.signal is None or outcome.summary.status == "completed":
+        # A signal that came once the duration was over (while the last commit was written or
+        # the instrument closed) stopped nothing: the code says what the run's record says.
+        return 0
+    if outcome.signal == signal.SIGTERM:
+        return EXIT_SIGTERM
+    if outcome.signal == getattr(signal, "SIGHUP", None):
+        return 128 + outcome.signal  # 129, as the shell reports a process a hangup ended
+    return EXIT_SIGINT  # SIGINT, and Ctrl-Break on Windows
