@@ -31,6 +31,18 @@ def test_unwritable_path_is_exit_1_with_one_line(tmp_path: Path) -> None:
     assert "database" in one_line_error(result.stderr)
 
 
+@pytest.mark.parametrize("parent", ["missing", "a-file"])
+def test_a_database_in_a_directory_that_is_not_one_says_so(tmp_path: Path, parent: str) -> None:
+    """It said "<dir> is not writable" for a directory that does not exist."""
+    (tmp_path / "a-file").touch()
+    db = tmp_path / parent / "runs.db"
+    result = run_cli("run", "--run-name", "x", "--sim", "--duration", "1", "--db", str(db))
+    assert result.returncode == 1, result.stderr
+    expected = "does not exist" if parent == "missing" else "is not a directory"
+    assert f"{tmp_path / parent} {expected}" in one_line_error(result.stderr)
+    assert not (tmp_path / "missing").exists()
+
+
 def test_read_only_filesystem_keeps_existing_runs(small_fs: Path) -> None:
     db = small_fs / "ro.db"
     first = run_cli("run", "--run-name", "a", "--sim", "--duration", "0.5", "--db", str(db))

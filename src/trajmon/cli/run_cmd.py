@@ -62,6 +62,9 @@ __all__ = ["check_run_name_free", "print_summary", "run", "sim_instruments"]
 def check_run_name_free(db: Path, run_name: str) -> None:
     """Refuse a used name — or a place no run can be written to — before any instrument is
     touched or any byte is written."""
+    if not db.parent.is_dir():
+        problem = "is not a directory" if db.parent.exists() else "does not exist"
+        raise StorageError(f"cannot open database {db} for writing: {db.parent} {problem}")
     for place in (db.parent, db) if db.exists() else (db.parent,):
         if not os.access(place, os.W_OK):
             raise StorageError(f"cannot open database {db} for writing: {place} is not writable")
