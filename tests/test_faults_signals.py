@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 from procs import (
+    ENV,
+    TRAJMON,
     committed_samples,
     group_rows,
     query,
@@ -148,3 +150,29 @@ def test_resume_of_unknown_or_completed_run_is_refused(tmp_path: Path) -> None:
         assert message in refused.stderr
         assert len(refused.stderr.strip().splitlines()) == 1
     assert db.read_bytes() == before
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_an_export_stopped_by_sigterm_or_sighup_removes_its_files(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """Only Ctrl-C cleaned up: SIGTERM or a closed terminal killed the process with finished
+    files and a .partial file left, and the retry was refused ("already exists")."""
+    from benchmarks.fixture import RUN, build
+
+    db, out = tmp_path / "big.db", tmp_path / "out"
+    build(db, 200_000)  # a run the export needs a while for, in small chunks
+    proc = subprocess.Popen(
+        [*TRAJMON, "export", RUN, "--db", str(db), "-o", str(out), "--chunk-rows", "500"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: any(out.rglob("*.partial")) or proc.poll() is not None, what="export")
+    finally:
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig, err
+    assert "export stopped; its files were removed" in err
+    assert not [p for p in out.rglob("*") if p.is_file()]
+    retry = run_cli("export", RUN, "--db", str(db), "-o", str(out))
+    assert retry.returncode == 0, retry.stderr

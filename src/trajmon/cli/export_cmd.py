@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
@@ -13,7 +14,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..export import DEFAULT_CHUNK_ROWS, MAX_CHUNK_ROWS, count_rows, export_run
 from ..queries import resolve_run
-from .common import DbOption, JsonOption, console, err_console, fail, print_json, reading
+from .common import (
+    EXIT_SIGINT,
+    DbOption,
+    JsonOption,
+    console,
+    err_console,
+    fail,
+    print_json,
+    reading,
+)
 
 __all__ = ["export"]
 
@@ -39,6 +49,30 @@ def _progress(total: int, label: str) -> Iterator[Callable[[int], None] | None]:
     with Progress(*columns, console=err_console, transient=True) as bar:
         task = bar.add_task(label, total=total)
         yield lambda n: bar.advance(task, n)
+
+
+@contextmanager
+def _stopped_like_ctrl_c() -> Iterator[list[int]]:
+    """SIGTERM and SIGHUP (a closed terminal) stop an export as Ctrl-C does: what it wrote is
+    removed, so a retry is not refused for files of a half export. Their default action killed
+    the process with the finished files and a .partial file left behind. The signals received
+    are listed for the exit code; a signal already ignored (nohup) stays ignored."""
+    received: list[int] = []
+
+    def interrupt(signum: int, _frame: object) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    saved = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None and signal.getsignal(sig) != signal.SIG_IGN:
+            saved[sig] = signal.signal(sig, interrupt)
+    try:
+        yield received
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 def export(
@@ -70,7 +104,10 @@ def export(
     with reading(db) as conn:
         ref = resolve_run(conn, run)
         total = count_rows(conn, ref)
-        with _progress(total, f"exporting {ref.run_name}") as progress:
+        with (
+            _progress(total, f"exporting {ref.run_name}") as progress,
+            _stopped_like_ctrl_c() as sig,
+        ):
             try:
                 result = export_run(
                     conn,
@@ -83,6 +120,9 @@ def export(
                 )
             except OSError as exc:
                 fail(f"cannot write the export: {exc}", 1)
+            except KeyboardInterrupt:
+                err_console.print("trajmon: export stopped; its files were removed", markup=False)
+                raise typer.Exit(128 + sig[0] if sig else EXIT_SIGINT) from None
     if json_out:
         print_json(
             {
