@@ -134,6 +134,21 @@ def test_output_gone_never_ends_the_run_nor_its_record(tmp_path: Path) -> None:
     assert all(rows == samples == read for rows, samples, read in group_rows(db, "G").values())
 
 
+def test_a_demo_whose_output_is_gone_still_records_and_exits_0(tmp_path: Path) -> None:
+    """Its first line ("Recording …") failed and ended the demo with exit 1, nothing recorded."""
+    db = tmp_path / "demo.db"
+    proc = subprocess.Popen(
+        [*TRAJMON, "demo", "--duration", "1", "--db", str(db)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    ((name, status),) = query(db, "SELECT run_name, status FROM runs")
+    assert status == "completed" and group_rows(db, name)["signals"][0] > 0
+
+
 @pytest.fixture
 def stm() -> Iterator[SimulatedSTM]:
     instrument = SimulatedSTM("stm", seed=2)

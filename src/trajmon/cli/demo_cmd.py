@@ -23,7 +23,7 @@ from ..scoring import score_recording
 from .actions_cmd import print_actions
 from .common import EXIT_FAILED, DbOption, JsonOption, console, fail, print_json, user_errors
 from .run_cmd import check_run_name_free, print_summary, sim_instruments
-from .runner import exit_code_for, record, signals_restored
+from .runner import exit_code_for, record, signals_restored, unless_output_gone
 
 __all__ = ["demo"]
 
@@ -63,10 +63,12 @@ def demo(
             return outcome, holder[0], truth
 
     if not json_out:
-        console.print(
-            f"Recording {duration:g} s of a simulated STM session into {db} as run {run_name!r}…",
-            markup=False,
-        )
+        with unless_output_gone():
+            console.print(
+                f"Recording {duration:g} s of a simulated STM session into {db} as run"
+                f" {run_name!r}…",
+                markup=False,
+            )
     with signals_restored():  # a late Ctrl-C must not cut the report short
         with user_errors():
             outcome, recorder, truth = anyio.run(main)
@@ -74,42 +76,45 @@ def demo(
                 actions = list_actions(conn, resolve_run(conn, run_name))
         summary = outcome.summary
         score, required = score_recording(recorder, truth, actions)
-        if json_out:
-            print_json(
-                {
-                    "run_name": run_name,
-                    "db": str(db),
-                    "status": summary.status,
-                    "duration_s": summary.duration_s,
-                    "signal_samples": summary.signal_samples,
-                    "spec_samples": summary.spec_samples,
-                    "actions": len(actions),
-                    "truth_actions": len(required),
-                    "matched": score.matched,
-                    "precision": score.precision,
-                    "recall": score.recall,
-                    "max_latency_s": score.max_latency_s,
-                    "missed_ticks": summary.missed_ticks,
-                    "errors": summary.errors,
-                    "lost_samples": summary.lost_samples,
-                }
-            )
-        else:
-            print_summary(summary)
-            print_actions(actions, f"actions of run {run_name!r} ({len(actions)})")
-            latency = (
-                "" if score.max_latency_s is None else f", max latency {score.max_latency_s:.3f} s"
-            )
-            console.print(
-                "scored against the scripted operator:"
-                f" {score.matched}/{len(required)} changes found,"
-                f" precision {score.precision:.2f}, recall {score.recall:.2f}{latency}",
-                markup=False,
-            )
-            console.print(
-                f"next: trajmon actions show 0 --run {run_name} --db {db} --with-signal-window",
-                markup=False,
-            )
+        with unless_output_gone():  # the report is for a reader who may be gone
+            if json_out:
+                print_json(
+                    {
+                        "run_name": run_name,
+                        "db": str(db),
+                        "status": summary.status,
+                        "duration_s": summary.duration_s,
+                        "signal_samples": summary.signal_samples,
+                        "spec_samples": summary.spec_samples,
+                        "actions": len(actions),
+                        "truth_actions": len(required),
+                        "matched": score.matched,
+                        "precision": score.precision,
+                        "recall": score.recall,
+                        "max_latency_s": score.max_latency_s,
+                        "missed_ticks": summary.missed_ticks,
+                        "errors": summary.errors,
+                        "lost_samples": summary.lost_samples,
+                    }
+                )
+            else:
+                print_summary(summary)
+                print_actions(actions, f"actions of run {run_name!r} ({len(actions)})")
+                latency = (
+                    ""
+                    if score.max_latency_s is None
+                    else f", max latency {score.max_latency_s:.3f} s"
+                )
+                console.print(
+                    "scored against the scripted operator:"
+                    f" {score.matched}/{len(required)} changes found,"
+                    f" precision {score.precision:.2f}, recall {score.recall:.2f}{latency}",
+                    markup=False,
+                )
+                console.print(
+                    f"next: trajmon actions show 0 --run {run_name} --db {db} --with-signal-window",
+                    markup=False,
+                )
     code = exit_code_for(outcome)
     if code == EXIT_FAILED:
         fail(summary.message or "run failed", EXIT_FAILED)
