@@ -214,7 +214,7 @@ def test_plot_names_the_file_it_wrote_and_refuses_a_directory(
     refused = invoke(
         "actions", "plot", "0", "--run", RUN, "--db", str(knob_db), "-o", str(below_a_file)
     )
-    assert refused.exit_code == 2 and f"Not a directory: '{tmp_path / 'afile'}'" in refused.stderr
+    assert refused.exit_code == 1 and f"Not a directory: '{tmp_path / 'afile'}'" in refused.stderr
 
 
 def test_a_plot_that_cannot_be_saved_leaves_no_partial_image(knob_db: Path, small_fs: Path) -> None:
@@ -224,7 +224,7 @@ def test_a_plot_that_cannot_be_saved_leaves_no_partial_image(knob_db: Path, smal
     with (small_fs / "filler").open("wb", buffering=0) as f, contextlib.suppress(OSError):
         f.write(b"\0" * 600 * 1024)  # fills the disk
     result = invoke("actions", "plot", "0", "--run", RUN, "--db", str(knob_db), "-o", str(out))
-    assert result.exit_code == 2 and "No space left" in result.stderr
+    assert result.exit_code == 1 and "No space left" in result.stderr
     assert sorted(p.name for p in small_fs.iterdir()) == ["bias.png", "filler"]
     assert out.read_bytes() == b"earlier"
 

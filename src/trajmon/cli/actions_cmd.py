@@ -12,6 +12,7 @@ from rich.table import Table
 from ..queries import get_action, list_actions, resolve_run
 from ..windows import rows_of, window_columns
 from .common import (
+    EXIT_FAILED,
     DbOption,
     JsonOption,
     console,
@@ -176,6 +177,8 @@ def plot_cmd(
         plot_action_window(
             action, signal, out, run_name=ref.run_name, spec_unit=unit[0] if unit else ""
         )
-    except (OSError, ValueError) as exc:  # unwritable path, unknown image extension
+    except ValueError as exc:  # an image format matplotlib does not know: a usage error
         fail(f"cannot write {out}: {exc}")
+    except OSError as exc:  # unwritable path, full disk: a write error, as for export
+        fail(f"cannot write {out}: {exc}", EXIT_FAILED)
     console.print(f"wrote {out}", markup=False)
