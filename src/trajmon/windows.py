@@ -76,22 +76,19 @@ def _fetch_window(
     return sample_idx, dts, values
 
 
-def _gaps(dts: list[Any], limit: float) -> list[tuple[float, float]]:
-    """Consecutive samples further apart than ``limit``; vectorised, as a window has thousands."""
-    if len(dts) < 2:
-        return []
-    t = np.asarray(dts, dtype=np.float64)
-    where = np.flatnonzero(np.diff(t) > limit)
-    return [(dts[i], dts[i + 1]) for i in where.tolist()]
-
-
-def _edges_covered(dts: list[Any], start_s: float, end_s: float, limit: float) -> bool:
-    """Whether the window's own samples reach to within ``limit`` of both its edges. The
-    group's recorded span can cover a window that still has no samples at one end: a resumed
-    run's outage, or rows missing there."""
+def _coverage(
+    dts: list[Any], start_s: float, end_s: float, limit: float
+) -> tuple[list[tuple[float, float]], bool]:
+    """The gaps (consecutive samples further apart than ``limit``) and whether the samples
+    reach to within ``limit`` of both edges of the window — the group's recorded span can cover
+    a window that still has no samples at one end (a resumed run's outage, rows missing there).
+    One array for both, vectorised, as a window has thousands of samples."""
     if not dts:
-        return end_s - start_s <= limit
-    return bool(min(dts) - start_s <= limit and end_s - max(dts) <= limit)
+        return [], end_s - start_s <= limit
+    t = np.asarray(dts, dtype=np.float64)
+    edges = bool(t.min() - start_s <= limit and end_s - t.max() <= limit)
+    where = np.flatnonzero(np.diff(t) > limit)
+    return [(dts[i], dts[i + 1]) for i in where.tolist()], edges
 
 
 def window_columns(
@@ -146,12 +143,12 @@ def _window_columns(
                 (idx_lo, idx_hi),
                 (start_s, end_s),
             )
-        gaps = _gaps(dts, 2 * interval)
+        gaps, edges_covered = _coverage(dts, start_s, end_s, 2 * interval)
         complete = (
             first is not None
             and first <= start_s + interval
             and last >= end_s - interval
-            and _edges_covered(dts, start_s, end_s, 2 * interval)
+            and edges_covered
             and not gaps
         )
         out.append(
