@@ -75,22 +75,18 @@ def sim_process(tmp: Path, *args: str) -> Iterator[SimProcess]:
             proc.communicate()
 
 
+def run_args(db: Path, name: str, port: int, *args: str) -> list[str]:
+    """The arguments of ``trajmon run`` of run ``name`` into ``db`` from the simulator on
+    ``port`` (for :func:`run_cli`, or after :data:`TRAJMON`)."""
+    return [
+        "run", "--run-name", name, "--host", "127.0.0.1", "--port", str(port), "--db", str(db),
+        *args,
+    ]  # fmt: skip
+
+
 def start_run(db: Path, name: str, port: int, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [
-            *TRAJMON,
-            "run",
-            "--run-name",
-            name,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--db",
-            str(db),
-            "--quiet",
-            *args,
-        ],
+        [*TRAJMON, *run_args(db, name, port, "--quiet", *args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -20,6 +20,7 @@ from procs import (
     committed_samples,
     group_rows,
     query,
+    run_args,
     run_cli,
     sim_process,
     wait_for,
@@ -43,21 +44,7 @@ def recording(
 ) -> Iterator[subprocess.Popen[str]]:
     """``trajmon run`` against the simulator on ``port``; killed if the test leaves it running.
     ``shell_prefix`` runs it through ``sh -c '<prefix>; exec trajmon …'`` (a ``trap``)."""
-    argv = [
-        *TRAJMON,
-        "run",
-        "--run-name",
-        name,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--db",
-        str(db),
-        "--interval-s",
-        "0.05",
-        *args,
-    ]
+    argv = [*TRAJMON, *run_args(db, name, port, "--interval-s", "0.05", *args)]
     if shell_prefix is not None:
         argv = ["sh", "-c", f'{shell_prefix}; exec "$@"', "sh", *argv]
     proc = subprocess.Popen(
@@ -156,6 +143,16 @@ def stm() -> Iterator[SimulatedSTM]:
     instrument.close()
 
 
+async def record_until_committed(config: MonitorConfig, stm: SimulatedSTM, n: int) -> None:
+    """Record until the spec group has committed ``n`` samples, then stop."""
+    async with anyio.create_task_group() as tg:
+        recorder = Recorder(config, {"stm": stm})
+        tg.start_soon(recorder.run)
+        with anyio.fail_after(30):
+            await recorder.wait_until(lambda: recorder.stats[1].samples_committed >= n)
+        recorder.request_stop()
+
+
 @pytest.mark.parametrize(("ended_as", "lost"), [("running", 3), ("failed", 5)])
 async def test_a_resume_killed_before_its_first_commit_counts_no_loss_twice(
     db_path: Path, stm: SimulatedSTM, ended_as: str, lost: int
@@ -164,12 +161,7 @@ async def test_a_resume_killed_before_its_first_commit_counts_no_loss_twice(
     end). A resume claims the run, then dies before its first commit; the next resume must
     not count those samples again (it used to: 3 + 3, or 5 + 3)."""
     config = MonitorConfig(run_name="twice", db=db_path, interval_s=0.02)
-    async with anyio.create_task_group() as tg:
-        recorder = Recorder(config, {"stm": stm})
-        tg.start_soon(recorder.run)
-        with anyio.fail_after(30):
-            await recorder.wait_until(lambda: recorder.stats[1].samples_committed >= 5)
-        recorder.request_stop()
+    await record_until_committed(config, stm, 5)
     with closing(sqlite3.connect(db_path)) as conn, conn:
         # As a crash leaves its last commit (or finish_run a failed run's end).
         lost_before = 0 if ended_as == "running" else 5
@@ -232,20 +224,7 @@ def kill_in_catalog_transaction(tmp_path: Path, db: Path, how: str) -> None:
 
 def record_briefly(tmp_path: Path, db: Path, name: str) -> subprocess.CompletedProcess[str]:
     with sim_process(tmp_path) as sim:
-        return run_cli(
-            "run",
-            "--run-name",
-            name,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(sim.port),
-            "--db",
-            str(db),
-            "--duration",
-            "0.3",
-            "--quiet",
-        )
+        return run_cli(*run_args(db, name, sim.port, "--duration", "0.3", "--quiet"))
 
 
 def test_a_run_killed_while_creating_the_catalog_leaves_no_hot_journal(tmp_path: Path) -> None:
@@ -287,12 +266,7 @@ async def test_a_wall_clock_set_back_never_puts_a_resumed_session_before_the_rec
     (and one without would have written dt_s overlapping the recorded ones). It now starts
     where the recording stopped."""
     config = MonitorConfig(run_name="clock", db=db_path, interval_s=0.02)
-    async with anyio.create_task_group() as tg:
-        recorder = Recorder(config, {"stm": stm})
-        tg.start_soon(recorder.run)
-        with anyio.fail_after(30):
-            await recorder.wait_until(lambda: recorder.stats[1].samples_committed >= 5)
-        recorder.request_stop()
+    await record_until_committed(config, stm, 5)
     with closing(sqlite3.connect(db_path)) as conn, conn:
         conn.execute("UPDATE runs SET run_start_epoch = run_start_epoch + 20")
     before = {table: n for table, (n, _, _) in group_rows(db_path, "clock").items()}

@@ -17,6 +17,7 @@ from procs import (
     committed_samples,
     group_rows,
     query,
+    run_args,
     run_cli,
     sim_process,
     start_run,
@@ -103,20 +104,7 @@ def test_sigkill_keeps_the_database_consistent_and_loses_at_most_one_commit(
         finally:
             conn.close()
 
-        again = run_cli(
-            "run",
-            "--run-name",
-            "after",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(sim.port),
-            "--db",
-            str(db),
-            "--duration",
-            "1",
-            "--quiet",
-        )
+        again = run_cli(*run_args(db, "after", sim.port, "--duration", "1", "--quiet"))
         assert again.returncode == 0, again.stderr
         resumed = run_cli(
             "run",
