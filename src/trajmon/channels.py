@@ -18,6 +18,8 @@ from typing import Any, Literal
 import numpy as np
 
 __all__ = [
+    "INT64_MAX",
+    "INT64_MIN",
     "RESERVED_COLUMNS",
     "Channel",
     "Kind",
@@ -47,7 +49,8 @@ _SQL_TYPES: dict[str, str] = {
     "any": "",
 }
 _NAN = struct.Struct(">d")
-_INT64 = (-(2**63), 2**63 - 1)
+#: SQLite's INTEGER range: a larger int is stored as a tagged blob, and no index can exceed it.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _BIGINT_PREFIX = b"int:"
 # Untyped ("any") columns tag what SQLite would otherwise conflate: bools with ints, raw bytes
 # with the float blobs above.
@@ -149,7 +152,7 @@ def _encode_int(value: Any) -> Any:
             raise ValueError(f"{number!r} is not an integer")
         number = int(number)
     number = int(number)
-    if _INT64[0] <= number <= _INT64[1]:
+    if INT64_MIN <= number <= INT64_MAX:
         return number
     return _BIGINT_PREFIX + str(number).encode()
 

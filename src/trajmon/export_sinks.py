@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
+from .channels import INT64_MAX, INT64_MIN
+
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
@@ -34,7 +36,6 @@ __all__ = ["Column", "Sink", "open_sink", "text_value"]
 
 #: Column kinds after decoding: numbers, flags, strings, and ``text`` (anything else, as JSON).
 ColumnKind = Literal["float", "int", "bool", "str", "text"]
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _NC4_HIDDEN = "_nc4_non_coord_"
 
 
@@ -99,7 +100,7 @@ def _csv_cell(value: Any) -> Any:
 
 
 def _fits_int64(value: Any) -> bool:
-    return isinstance(value, int) and _INT64_MIN <= value <= _INT64_MAX
+    return isinstance(value, int) and INT64_MIN <= value <= INT64_MAX
 
 
 class Sink(Protocol):
@@ -287,7 +288,7 @@ class NetcdfSink(_FileSink):
         if c.kind == "float":
             dtype: Any = "f8"
         elif c.kind == "int":
-            dtype, fill = "i8", (_INT64_MIN if c.has_nulls else None)
+            dtype, fill = "i8", (INT64_MIN if c.has_nulls else None)
         elif c.kind == "bool":
             dtype, fill = "i1", (-1 if c.has_nulls else None)
         else:

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from ..channels import INT64_MAX
 from ..queries import get_action, list_actions, resolve_run
 from ..windows import rows_of, window_columns
 from .common import (
@@ -26,9 +27,6 @@ from .common import (
 __all__ = ["actions_app", "print_actions"]
 
 actions_app = typer.Typer(help="List and inspect detected operator actions.", no_args_is_help=True)
-
-#: SQLite's INTEGER range: a larger index or limit cannot be asked of the database.
-_INT64_MAX = 2**63 - 1
 
 RunOption = Annotated[
     str | None, typer.Option("--run", help="Run name (default: the most recent run).")
@@ -60,7 +58,7 @@ def list_cmd(
     since: Annotated[float | None, typer.Option("--since", help="Only dt_s >= S.")] = None,
     until: Annotated[float | None, typer.Option("--until", help="Only dt_s <= S.")] = None,
     limit: Annotated[
-        int | None, typer.Option("--limit", min=1, max=_INT64_MAX, help="At most N actions.")
+        int | None, typer.Option("--limit", min=1, max=INT64_MAX, help="At most N actions.")
     ] = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -111,7 +109,7 @@ def _as_rows(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
 @actions_app.command("show")
 def show_cmd(
     idx: Annotated[
-        int, typer.Argument(min=0, max=_INT64_MAX, help="Action index (see `actions list`).")
+        int, typer.Argument(min=0, max=INT64_MAX, help="Action index (see `actions list`).")
     ],
     run: RunOption = None,
     db: DbOption = Path("trajmon.db"),
@@ -148,7 +146,7 @@ def show_cmd(
 @actions_app.command("plot")
 def plot_cmd(
     idx: Annotated[
-        int, typer.Argument(min=0, max=_INT64_MAX, help="Action index (see `actions list`).")
+        int, typer.Argument(min=0, max=INT64_MAX, help="Action index (see `actions list`).")
     ],
     out: Annotated[
         Path,
