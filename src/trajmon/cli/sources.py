@@ -67,7 +67,7 @@ def _station_with_channels(
         raise ConfigError(channels_init_hint(station_file))
     station, instruments = load_station(station_file)
     try:
-        check_channels(eff.config.channels, instruments, eff.channels_file)
+        _check_channels(eff, instruments)
         shot = None
         if snapshot:
             shot, unread = station_snapshot(station)
@@ -90,9 +90,10 @@ def _station_file(eff: EffectiveConfig) -> Path:
     return eff.station
 
 
-def _check_stm_channels(eff: EffectiveConfig, instruments: dict[str, Any]) -> None:
-    """A channels file on the simulator or a Nanonis controller is checked like a station's:
-    an unknown parameter is one line naming the file and the entry, before anything is written."""
+def _check_channels(eff: EffectiveConfig, instruments: dict[str, Any]) -> None:
+    """The run's channels against the instruments of any source (a station, the simulator, a
+    Nanonis controller): an unknown parameter is one line naming the channels file and the
+    entry, before anything is written. Without a channels file they are the defaults."""
     if eff.channels_file is not None:
         check_channels(eff.config.channels, instruments, eff.channels_file)
 
@@ -121,11 +122,11 @@ async def open_source(
         if eff.host is None or eff.port is None:
             raise ConfigError(NO_TCP_ADDRESS)
         async with connect_nanonis(eff.host, eff.port, timeout) as instruments:
-            _check_stm_channels(eff, instruments)
+            _check_channels(eff, instruments)
             yield instruments, None
     else:
         async with sim_instruments(timeout) as (_, instruments):
-            _check_stm_channels(eff, instruments)
+            _check_channels(eff, instruments)
             yield instruments, None
 
 
@@ -144,7 +145,7 @@ def static_instruments(eff: EffectiveConfig) -> Iterator[dict[str, Any]]:
 
     stm = SimulatedSTM("stm")
     try:
-        _check_stm_channels(eff, {"stm": stm})
+        _check_channels(eff, {"stm": stm})
         yield {"stm": stm}
     finally:
         stm.close()
