@@ -8,7 +8,6 @@ trajmon saw every change the scripted operator made.
 from __future__ import annotations
 
 import time
-from contextlib import closing
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,12 +15,21 @@ import anyio
 import typer
 
 from ..config import MonitorConfig
-from ..queries import connect_readonly, list_actions, resolve_run
+from ..queries import list_actions, resolve_run
 from ..recorder import Recorder
 from ..runstore import RunExistsError
 from ..scoring import score_recording
 from .actions_cmd import print_actions
-from .common import EXIT_FAILED, DbOption, JsonOption, console, fail, print_json, user_errors
+from .common import (
+    EXIT_FAILED,
+    DbOption,
+    JsonOption,
+    console,
+    fail,
+    print_json,
+    reading,
+    user_errors,
+)
 from .run_cmd import check_run_name_free, print_summary, sim_instruments
 from .runner import exit_code_for, record, signals_restored, unless_output_gone
 
@@ -72,8 +80,8 @@ def demo(
     with signals_restored():  # a late Ctrl-C must not cut the report short
         with user_errors():
             outcome, recorder, truth = anyio.run(main)
-            with closing(connect_readonly(db)) as conn:
-                actions = list_actions(conn, resolve_run(conn, run_name))
+        with reading(db) as conn:
+            actions = list_actions(conn, resolve_run(conn, run_name))
         summary = outcome.summary
         score, required = score_recording(recorder, truth, actions)
         with unless_output_gone():  # the report is for a reader who may be gone
