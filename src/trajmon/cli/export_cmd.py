@@ -24,6 +24,7 @@ from .common import (
     print_json,
     reading,
 )
+from .runner import signal_exit_code, stop_signal_numbers
 
 __all__ = ["export"]
 
@@ -53,21 +54,21 @@ def _progress(total: int, label: str) -> Iterator[Callable[[int], None] | None]:
 
 @contextmanager
 def _stopped_like_ctrl_c() -> Iterator[list[int]]:
-    """SIGTERM and SIGHUP (a closed terminal) stop an export as Ctrl-C does: what it wrote is
-    removed, so a retry is not refused for files of a half export. Their default action killed
-    the process with the finished files and a .partial file left behind. The signals received
-    are listed for the exit code; a signal already ignored (nohup) stays ignored."""
+    """Every stop signal (SIGTERM, SIGHUP — a closed terminal — as well as Ctrl-C) ends an
+    export as Ctrl-C does: what it wrote is removed, so a retry is not refused for files of a
+    half export. SIGTERM's and SIGHUP's default action killed the process with the finished
+    files and a .partial file left behind. The signals received are listed for the exit code."""
     received: list[int] = []
 
     def interrupt(signum: int, _frame: object) -> None:
         received.append(signum)
         raise KeyboardInterrupt
 
-    saved = {}
-    for name in ("SIGTERM", "SIGHUP"):
-        sig = getattr(signal, name, None)
-        if sig is not None and signal.getsignal(sig) != signal.SIG_IGN:
-            saved[sig] = signal.signal(sig, interrupt)
+    saved = {
+        sig: signal.signal(sig, interrupt)
+        for sig in stop_signal_numbers()
+        if signal.getsignal(sig) != signal.SIG_IGN  # ignored (nohup, a script's job): stays so
+    }
     try:
         yield received
     finally:
@@ -122,7 +123,7 @@ def export(
                 fail(f"cannot write the export: {exc}", 1)
             except KeyboardInterrupt:
                 err_console.print("trajmon: export stopped; its files were removed", markup=False)
-                raise typer.Exit(128 + sig[0] if sig else EXIT_SIGINT) from None
+                raise typer.Exit(signal_exit_code(sig[0]) if sig else EXIT_SIGINT) from None
     if json_out:
         print_json(
             {

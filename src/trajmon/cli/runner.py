@@ -34,7 +34,9 @@ __all__ = [
     "RunOutcome",
     "connect_nanonis",
     "record",
+    "signal_exit_code",
     "signals_restored",
+    "stop_signal_numbers",
     "stop_signals",
     "unless_output_gone",
 ]
@@ -46,7 +48,8 @@ class RunOutcome:
     signal: int | None
 
 
-def _stop_signal_numbers() -> list[int]:
+def stop_signal_numbers() -> list[int]:
+    """The signals that stop a command gracefully rather than kill it."""
     wanted: list[int] = [signal.SIGINT, signal.SIGTERM]
     if hasattr(signal, "SIGBREAK"):  # Windows console Ctrl-Break
         wanted.append(signal.SIGBREAK)
@@ -112,7 +115,7 @@ def stop_signals(on_stop: Callable[[int], None]) -> Iterator[None]:
         loop.call_soon_threadsafe(on_stop, signum)
 
     installed: list[int] = []
-    for sig in _stop_signal_numbers():
+    for sig in stop_signal_numbers():
         # ValueError/OSError: not the main thread, or not supported on this platform.
         with contextlib.suppress(ValueError, OSError):
             signal.signal(sig, handler)
@@ -131,7 +134,7 @@ def signals_restored() -> Iterator[None]:
     way out, and a further Ctrl-C must not turn exit code 130 into death by SIGINT: they are
     ignored (``SIG_IGN``, which Python's shutdown leaves alone, unlike a Python handler)."""
     saved: dict[int, Any] = {}
-    for sig in _stop_signal_numbers():
+    for sig in stop_signal_numbers():
         with contextlib.suppress(ValueError, OSError):
             saved[sig] = signal.getsignal(sig)
     before = len(_received)
@@ -246,7 +249,7 @@ async def connect_nanonis(
 
 
 def exit_code_for(outcome: RunOutcome) -> int:
-    from .common import EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM
+    from .common import EXIT_FAILED
 
     if outcome.summary.status == "failed":
         return EXIT_FAILED
@@ -254,8 +257,16 @@ def exit_code_for(outcome: RunOutcome) -> int:
         # A signal that came once the duration was over (while the last commit was written or
         # the instrument closed) stopped nothing: the code says what the run's record says.
         return 0
-    if outcome.signal == signal.SIGTERM:
+    return signal_exit_code(outcome.signal)
+
+
+def signal_exit_code(signum: int) -> int:
+    """The exit code of a command a stop signal ended: 128 + the signal, as a shell reports a
+    process that signal killed (143 for SIGTERM, 129 for SIGHUP); Ctrl-Break counts as Ctrl-C."""
+    from .common import EXIT_SIGINT, EXIT_SIGTERM
+
+    if signum == signal.SIGTERM:
         return EXIT_SIGTERM
-    if outcome.signal == getattr(signal, "SIGHUP", None):
-        return 128 + outcome.signal  # 129, as the shell reports a process a hangup ended
+    if signum == getattr(signal, "SIGHUP", None):
+        return 128 + signum
     return EXIT_SIGINT  # SIGINT, and Ctrl-Break on Windows
