@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .channels import decode_value
-from .schema import SCHEMA_VERSION
+from .schema import CATALOG_TABLES, SchemaError, check_version
 
 __all__ = [
     "QueryError",
@@ -58,18 +58,6 @@ def _archived(path: Path) -> bool:
     return not os.access(path.parent, os.W_OK) and (not wal.exists() or wal.stat().st_size == 0)
 
 
-#: The catalog tables every reader needs; a file without one of them is not a trajmon database.
-_CATALOG_TABLES = (
-    "runs",
-    "poll_groups",
-    "channels",
-    "segments",
-    "actions",
-    "monitor_errors",
-    "sessions",
-)
-
-
 def connect_readonly(db: Path | str) -> sqlite3.Connection:
     """A read-only connection to a trajmon database, or a one-line :class:`QueryError`: a
     missing file or a directory, a file SQLite cannot read, a database of another program, or
@@ -104,12 +92,11 @@ def connect_readonly(db: Path | str) -> sqlite3.Connection:
 
 def _check_catalog(conn: sqlite3.Connection, path: Path, tables: set[str]) -> None:
     (version,) = conn.execute("PRAGMA user_version").fetchone()
-    if version > SCHEMA_VERSION:  # the writer's refusal (schema.migrate), for readers too
-        raise QueryError(
-            f"{path}: database schema version {version} is newer than this trajmon"
-            f" ({SCHEMA_VERSION}); upgrade trajmon"
-        )
-    missing = [t for t in _CATALOG_TABLES if t not in tables]
+    try:
+        check_version(version)
+    except SchemaError as exc:
+        raise QueryError(f"{path}: {exc}") from exc
+    missing = [t for t in CATALOG_TABLES if t not in tables]
     if missing:
         raise QueryError(f"{path} is not a trajmon database (no {missing[0]} table)")
 

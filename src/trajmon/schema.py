@@ -13,6 +13,7 @@ SQL keywords or unicode are just names. ``segment_id`` is a virtual generated co
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
@@ -22,12 +23,14 @@ from .records import GroupStats
 
 __all__ = [
     "ACTION_INSERT",
+    "CATALOG_TABLES",
     "ERROR_INSERT",
     "GROUP_UPDATE",
     "RUN_BEAT",
     "SCHEMA_VERSION",
     "SEGMENT_UPSERT",
     "SchemaError",
+    "check_version",
     "group_counters",
     "group_table_ddl",
     "group_table_name",
@@ -189,14 +192,24 @@ def insert_sql(table: str, group: PollGroup) -> str:
     return f"INSERT INTO {quote_ident(table)} (sample_idx, dt_s, read_s, {names}) VALUES ({marks})"
 
 
-def migrate(conn: sqlite3.Connection) -> int:
-    """Bring a database to :data:`SCHEMA_VERSION`; never drops data. Returns the old version."""
-    (version,) = conn.execute("PRAGMA user_version").fetchone()
+#: The catalog's tables, as the DDL above creates them: every reader needs all of them.
+CATALOG_TABLES = tuple(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", _CATALOG))
+
+
+def check_version(version: int) -> None:
+    """Refuse a database a newer trajmon wrote: its tables may mean something else — for the
+    writer (:func:`migrate`) and the readers alike."""
     if version > SCHEMA_VERSION:
         raise SchemaError(
             f"database schema version {version} is newer than this trajmon ({SCHEMA_VERSION}); "
             "upgrade trajmon"
         )
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring a database to :data:`SCHEMA_VERSION`; never drops data. Returns the old version."""
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    check_version(version)
     if version == 0:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if tables and "runs" not in tables:
