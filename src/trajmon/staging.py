@@ -180,19 +180,15 @@ def _with_source(staged: StagedConfig, changes: dict[str, Any]) -> dict[str, Any
     if "station" in new and chosen & {"host", "port"}:
         raise ConfigError("choose one instrument source: --host H --port P, or --station FILE")
     merged = staged.model_dump()
+    stale: set[str] = set()  # what named the old source's channels, or the old file's labels
+    if "channels" in new and new["channels"] != merged.get("channels"):
+        stale |= {"signals", "specs"}
     if "source" in new or chosen:
         source = new.get("source") or ("station" if "station" in new else "tcp")
         new["source"] = source
         if source != (merged.get("source") or "sim"):
-            merged.update(host=None, port=None, station=None)
-            for key in ("channels", "signals", "specs"):  # they named the old source's channels
-                if key not in new:
-                    merged[key] = None
-    if "channels" in new and new["channels"] != merged.get("channels"):
-        for key in ("signals", "specs"):  # labels of the previous channels file
-            if key not in new:
-                merged[key] = None
-    merged.update(new)
+            stale |= {"host", "port", "station", "channels", "signals", "specs"}
+    merged.update(dict.fromkeys(stale - new.keys()), **new)
     return merged
 
 
