@@ -29,6 +29,7 @@ __all__ = [
     "decode_value",
     "encoder_for",
     "sql_type",
+    "unique_name",
     "value_type_from_vals",
 ]
 
@@ -286,6 +287,17 @@ def canonical_for(value_type: ValueType) -> Callable[[Any], Any]:
         return decode_value(value_type, stored)
 
     return canonical
+
+
+def unique_name(base: str, taken: Callable[[str], bool], suffix: Callable[[int], str]) -> str:
+    """``base``, or the first of ``base + suffix(2)``, ``base + suffix(3)``… not ``taken``: how a
+    starter file's labels, CSV headers, export file names and netCDF variables stay unique
+    (each with its own suffix and its own idea of taken, e.g. case-insensitive)."""
+    out, n = base, 1
+    while taken(out):
+        n += 1
+        out = base + suffix(n)
+    return out
 
 
 # No control characters, no line/paragraph separators (they break tables and CSV headers), no

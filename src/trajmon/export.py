@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .channels import decode_value
+from .channels import decode_value, unique_name
 from .export_sinks import EXTENSIONS, Column, ColumnKind, Format, Sink, open_sink
 from .gcpause import gc_paused
 from .queries import QueryError, RunRef
@@ -184,11 +184,9 @@ class _Exporter:
         for gid, name in self.groups():
             stem = safe_filename(name)
             if stem.casefold() in taken:
-                stem = base = f"group{gid}-{stem}"
-                n = 1
-                while stem.casefold() in taken:
-                    n += 1
-                    stem = f"{base}-{n}"
+                stem = unique_name(
+                    f"group{gid}-{stem}", lambda name: name.casefold() in taken, "-{}".format
+                )
             taken.add(stem.casefold())
             stems[f"group:{gid}"] = self.path(stem)
         return stems

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
-from .channels import INT64_MAX, INT64_MIN
+from .channels import INT64_MAX, INT64_MIN, unique_name
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -84,10 +84,9 @@ def csv_headers(columns: list[Column]) -> list[str]:
     natural = [f"{c.name} [{c.unit}]" if c.unit else c.name for c in columns]
     reserved, used, out = set(natural), set[str](), []
     for header in natural:
-        unique, n = header, 1
-        while unique in used or (unique != header and unique in reserved):
-            n += 1
-            unique = f"{header} ({n})"
+        unique = header
+        if header in used:  # numbered, never onto another column's natural header
+            unique = unique_name(header, (used | reserved).__contains__, " ({})".format)
         used.add(unique)
         out.append(unique)
     return out
@@ -349,10 +348,7 @@ def _nc_name(name: str, taken: set[str]) -> str:
         base = "_" + base
     while _NC4_HIDDEN in base:  # a loop: replacing one occurrence can complete another
         base = base.replace(_NC4_HIDDEN, "_nc4-non-coord_")
-    out, n = base, 1
-    while out in taken:
-        n += 1
-        out = f"{base}_{n}"
+    out = unique_name(base, taken.__contains__, "_{}".format)
     taken.add(out)
     return out
 

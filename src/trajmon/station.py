@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from .channels import unique_name
 from .config import (
     ChannelSpec,
     ConfigError,
@@ -318,10 +319,7 @@ def starter_channels_yaml(instruments: Mapping[str, Any], station_file: Path) ->
     for path, param in iter_parameters(instruments):
         # Labels are column names, unique up to case: a driver with both "Gate" and "gate"
         # gets "dac.gate (2)" for the second, so the file still loads back as it is.
-        label, n = path, 1
-        while label.casefold() in taken:
-            n += 1
-            label = f"{path} ({n})"
+        label = unique_name(path, lambda name: name.casefold() in taken, " ({})".format)
         taken.add(label.casefold())
         settable = bool(getattr(param, "settable", False))
         notes = [f"unit: {_comment(getattr(param, 'unit', '') or '-')}"]
