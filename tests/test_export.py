@@ -377,16 +377,16 @@ def test_failed_export_leaves_nothing_and_can_be_retried(
     odd_db: Path, tmp_path: Path, fmt: Format, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Disk full at the third file: no partial file, no finished ones that stop a retry."""
-    from trajmon import export_sinks
+    from trajmon import files  # the rename every export file goes through
 
-    real = export_sinks.os.replace
+    real = files.os.replace
     fail = lambda a, b: disk_full() if Path(b).name.startswith("signals") else real(a, b)  # noqa: E731
-    monkeypatch.setattr(export_sinks.os, "replace", fail)
+    monkeypatch.setattr(files.os, "replace", fail)
     with pytest.raises(OSError, match="No space"):
         export(odd_db, tmp_path, fmt)
     (directory,) = tmp_path.iterdir()
     assert list(directory.iterdir()) == []
-    monkeypatch.setattr(export_sinks.os, "replace", real)
+    monkeypatch.setattr(files.os, "replace", real)
     export(odd_db, tmp_path, fmt)  # no --overwrite needed
     assert {p.suffix for p in directory.iterdir()} == {".json", f".{EXTENSIONS[fmt]}"}
 

@@ -6,9 +6,7 @@ refused here with one sentence, so a bad configuration never produces a half-cre
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +28,6 @@ __all__ = [
     "check_run_name",
     "format_validation_error",
     "group_conflict",
-    "replace_text_file",
 ]
 
 
@@ -302,18 +299,3 @@ def format_validation_error(exc: ValidationError) -> str:
         message = str(err["msg"]).removeprefix("Value error, ")
         parts.append(f"{where}: {message}" if where else message)
     return "; ".join(parts)
-
-
-def replace_text_file(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` in one step — a temporary file beside it, renamed over it — so
-    a crash leaves the old file or the new one, never half of one. Raises the ``OSError``; the
-    temporary file is removed where that is still possible (on a read-only file system the
-    removal fails too, and the first error is the one to report)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise

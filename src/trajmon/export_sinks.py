@@ -20,7 +20,6 @@ import csv
 import io
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 
 from .channels import INT64_MAX, INT64_MIN, unique_name
+from .files import replacing
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -122,12 +122,8 @@ class _FileSink:
     def close(self) -> None:
         """Finish the file and rename it into place; if that fails (a full disk often shows
         only when the last buffer is flushed), the partial file goes, so a retry starts clean."""
-        try:
+        with replacing(self.path, self.partial):
             self._close_file()
-            os.replace(self.partial, self.path)
-        except BaseException:
-            self.partial.unlink(missing_ok=True)
-            raise
 
     def abort(self) -> None:
         """Remove the partial file. Also called from a constructor that failed half-way, and

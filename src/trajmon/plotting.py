@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from .files import replacing
+
 __all__ = ["DRAWABLE_MAX", "plot_action_window", "plottable"]
 
 
@@ -146,10 +148,5 @@ def _save(fig: Any, out: Path) -> None:
                 raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(parent))
             break
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
-    try:
+    with replacing(out, out.with_name(out.name + ".partial")) as partial:
         fig.savefig(partial, format=out.suffix.removeprefix(".").lower())
-        os.replace(partial, out)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise

@@ -27,8 +27,8 @@ from .config import (
     MonitorConfig,
     check_run_name,
     format_validation_error,
-    replace_text_file,
 )
+from .files import replace_text_file
 
 __all__ = [
     "NO_STATION_FILE",

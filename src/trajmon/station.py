@@ -33,8 +33,8 @@ from .config import (
     ConfigError,
     format_validation_error,
     group_conflict,
-    replace_text_file,
 )
+from .files import replace_text_file
 from .resolve import resolve_parameter
 
 __all__ = [
