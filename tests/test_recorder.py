@@ -196,3 +196,36 @@ async def test_snapshot_with_nan_and_infinity_is_strict_json(
             " json_extract(snapshot_json, '$.r[0]') FROM runs"
         ).fetchone()
     assert (value, first) == ("NaN", "Infinity")
+
+
+async def test_a_commit_never_takes_a_spec_sample_without_its_action(
+    db_path: Path, stm: SimulatedSTM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sample whose value changed and the action it gave rise to land in one transaction.
+    Were the action committed later, a kill in between would keep the new value and lose the
+    action for good: resume primes detection from the last stored values. One sample per
+    commit (``commit_rows=1``) is where a split would show."""
+    real = writer_module.write_transaction
+    commits: list[tuple[set[int], list[int]]] = []  # (spec sample_idx, action sample_idx)
+
+    def spy(db: sqlite3.Connection, owner: Any, inserts: Any, actions: Any, *rest: Any) -> None:
+        real(db, owner, inserts, actions, *rest)
+        specs = {row[0] for sql, rows, _ in inserts if '/specs"' in sql for row in rows}
+        commits.append((specs, [a[3] for a in actions]))
+
+    monkeypatch.setattr(writer_module, "write_transaction", spy)
+    config = MonitorConfig(run_name="atomic", db=db_path, interval_s=0.02, commit_rows=1)
+    recorder = Recorder(config, {"stm": stm})
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(recorder.run)
+        await recorder.started.wait()
+        await recorder.wait_until(lambda: recorder.stats[1].samples_read >= 3)
+        for n, bias in enumerate((0.5, 0.75, 1.0)):
+            await anyio.to_thread.run_sync(stm.bias.set, bias)
+            with anyio.fail_after(20):
+                await recorder.wait_until(lambda n=n: recorder.detector_actions > n)
+        recorder.request_stop()
+    action_samples = [idx for _, actions in commits for idx in actions]
+    assert len(action_samples) == 3
+    for specs, actions in commits:
+        assert set(actions) <= specs, f"actions {actions} committed without their samples"

@@ -17,7 +17,7 @@ import pytest
 from trajmon.channels import Channel
 from trajmon.clock import FakeClock, utc_iso
 from trajmon.detection import ChangeDetector
-from trajmon.records import ActionEvent, GroupStats, MonitorError, Sample
+from trajmon.records import ActionEvent, FlaggedSample, GroupStats, MonitorError, Sample
 from trajmon.sampling import ReadFailure
 from trajmon.scheduling import Poller, Schedule
 
@@ -141,7 +141,8 @@ class ListSink:
 
     @property
     def samples(self) -> list[Sample]:
-        return [i for i in self.items if isinstance(i, Sample)]
+        """Every sample sent, whether alone or with its failures and actions."""
+        return [i.sample if isinstance(i, FlaggedSample) else i for i in self.items]
 
 
 class ScriptedReader:
@@ -377,7 +378,7 @@ async def test_stop_before_run_reads_nothing() -> None:
     assert reader.read_at == []
 
 
-async def test_failed_reads_are_reported_after_their_sample() -> None:
+async def test_failed_reads_go_with_their_sample() -> None:
     clock, sink = FakeClock(start=T0), ListSink()
 
     def script(i: int) -> Values:
@@ -391,20 +392,14 @@ async def test_failed_reads_are_reported_after_their_sample() -> None:
     poller = make_poller(clock, ScriptedReader(clock, script), sink, 0.25)
     await run_for(poller, clock, 0.75)
     items = sink.items
-    assert [type(i).__name__ for i in items] == [
-        "Sample",
-        "Sample",
-        "Sample",
-        "MonitorError",
-        "MonitorError",
-        "Sample",
-    ]
-    assert items[2].values == [1.5, None, None]
-    assert items[2].dt_s == 0.5
-    assert items[3:5] == [
+    assert [type(i).__name__ for i in items] == ["Sample", "Sample", "FlaggedSample", "Sample"]
+    assert items[2].sample.values == [1.5, None, None]
+    assert items[2].sample.dt_s == 0.5
+    assert items[2].errors == (
         MonitorError(0.5, "Tunnel Current", "stm", "TimeoutError", "no reply in 2 s"),
         MonitorError(0.5, "Z Position", "stm", "OSError", "connection reset"),
-    ]
+    )
+    assert items[2].events == ()
     assert poller.stats.failed_reads >= 1
     assert poller.stats.samples_read == 4
 
@@ -413,7 +408,7 @@ def _spec(label: str, value_type: Any = "float") -> Channel:
     return Channel(label, "spec", f"stm.{label}", "stm", "specs", value_type=value_type)
 
 
-async def test_spec_poller_sends_action_events_after_the_sample() -> None:
+async def test_spec_poller_sends_action_events_with_their_sample() -> None:
     clock, sink = FakeClock(start=T0), ListSink()
     det = ChangeDetector(
         {2: [(21, _spec("Bias")), (22, _spec("Z Controller Enabled", "bool"))]},
@@ -436,31 +431,33 @@ async def test_spec_poller_sends_action_events_after_the_sample() -> None:
     assert [type(i).__name__ for i in items] == [
         "Sample",
         "Sample",
-        "Sample",
-        "MonitorError",
-        "ActionEvent",
-        "Sample",
-        "ActionEvent",
+        "FlaggedSample",
+        "FlaggedSample",
         "Sample",
     ]
     assert all(s.group_id == 2 for s in sink.samples)
-    assert items[3] == MonitorError(0.5, "Z Controller Enabled", "stm", "RuntimeError", "boom")
-    assert items[4] == ActionEvent(
-        action_idx=0,
-        dt_s=0.5,
-        sample_idx=2,
-        prev_dt_s=0.25,
-        detected_at_utc=utc_iso(1_700_000_000.0 + 0.5),
-        spec_label="Bias",
-        channel_id=21,
-        old_value=1.0,
-        new_value=2.0,
-        delta=1.0,
-        window_start_s=-2.0,
-        window_end_s=2.0,
+    assert [s.sample_idx for s in sink.samples] == [0, 1, 2, 3, 4]
+    assert items[2].errors == (
+        MonitorError(0.5, "Z Controller Enabled", "stm", "RuntimeError", "boom"),
     )
-    event = items[6]
-    assert isinstance(event, ActionEvent)
+    assert items[2].events == (
+        ActionEvent(
+            action_idx=0,
+            dt_s=0.5,
+            sample_idx=2,
+            prev_dt_s=0.25,
+            detected_at_utc=utc_iso(1_700_000_000.0 + 0.5),
+            spec_label="Bias",
+            channel_id=21,
+            old_value=1.0,
+            new_value=2.0,
+            delta=1.0,
+            window_start_s=-2.0,
+            window_end_s=2.0,
+        ),
+    )
+    assert items[3].errors == ()
+    (event,) = items[3].events
     assert (event.action_idx, event.spec_label, event.channel_id) == (1, "Z Controller Enabled", 22)
     assert (event.old_value, event.new_value, event.delta) == (True, False, None)
     assert (event.dt_s, event.sample_idx, event.prev_dt_s) == (0.75, 3, 0.25)

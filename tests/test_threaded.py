@@ -18,7 +18,7 @@ import pytest
 from trajmon.channels import Channel, PollGroup
 from trajmon.clock import SystemClock
 from trajmon.detection import ChangeDetector
-from trajmon.records import GroupStats, MonitorError, Sample, SampleBatch
+from trajmon.records import FlaggedSample, GroupStats, MonitorError, Sample, SampleBatch
 from trajmon.sampling import GroupReader, InstrumentWorker
 from trajmon.scheduling import Poller, Schedule
 from trajmon.threaded import BATCH_ROOM, LOW_ROOM, WATCH_SLACK_S, ThreadedGroup
@@ -65,7 +65,10 @@ class Sink:
         """Every sample sent, in order, whether alone or in a batch."""
         flat: list[Sample] = []
         for i in self.items:
-            flat.extend(i.samples if isinstance(i, SampleBatch) else [i])
+            if isinstance(i, SampleBatch):
+                flat.extend(i.samples)
+            else:
+                flat.append(i.sample if isinstance(i, FlaggedSample) else i)
         return [
             s
             for s in flat
@@ -244,7 +247,7 @@ async def test_the_watchdog_checks_when_a_call_could_first_pass_the_timeout() ->
 
 
 def errors(sink: Sink) -> list[MonitorError]:
-    return [i for i in sink.items if isinstance(i, MonitorError)]
+    return [e for i in sink.items if isinstance(i, FlaggedSample) for e in i.errors]
 
 
 async def test_a_full_queue_holds_the_thread_back_and_costs_missed_ticks(

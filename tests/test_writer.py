@@ -15,7 +15,7 @@ from trajmon.channels import Channel, PollGroup
 from trajmon.clock import FakeClock
 from trajmon.config import MonitorConfig
 from trajmon.connection import StorageError, immediate_transaction, open_connection
-from trajmon.records import ActionEvent, MonitorError, Sample, SampleBatch
+from trajmon.records import ActionEvent, FlaggedSample, MonitorError, Sample, SampleBatch
 from trajmon.runstore import NewRun, create_run, finish_run
 from trajmon.schema import migrate
 from trajmon.sink import QueueSink, open_queue
@@ -152,9 +152,15 @@ async def test_close_drains_everything(db_path: Path) -> None:
         for i in range(300):
             await sink.send(sample(0, i, float(i), 0.5))
             target.stats[0].samples_read += 1
-        await sink.send(ActionEvent(0, 1.0, 10, 0.9, "t", "Bias", 2, 0.1, 0.2, 0.1, -1.5, 3.5))
-        await sink.send(MonitorError(1.0, "Bias", "stm", "timeout", "no answer"))
+        await sink.send(
+            FlaggedSample(
+                sample(1, 10, None),
+                (MonitorError(1.0, "Bias", "stm", "timeout", "no answer"),),
+                (ActionEvent(0, 1.0, 10, 0.9, "t", "Bias", 2, 0.1, 0.2, 0.1, -1.5, 3.5),),
+            )
+        )
     assert count(db_path, "w/signals") == 300
+    assert count(db_path, "w/specs") == 1
     assert count(db_path, "actions") == 1
     assert count(db_path, "monitor_errors") == 1
     with closing(sqlite3.connect(db_path)) as conn:

@@ -25,7 +25,7 @@ from .config import ConfigError, MonitorConfig
 from .connection import RunTakenOverError, StorageError, open_connection
 from .detection import ChangeDetector
 from .gcpause import gc_recording
-from .records import ActionEvent, GroupStats
+from .records import ActionEvent, FlaggedSample, GroupStats
 from .resolve import build_groups
 from .resume import ResumeState, resume_run
 from .runstore import NewRun, create_run, finish_run
@@ -105,8 +105,8 @@ class _EventTap:
         return self._sink.add_puller(pull)
 
     def _seen(self, item: Item) -> None:
-        if type(item) is ActionEvent:
-            self._recent.append(item)
+        if type(item) is FlaggedSample:
+            self._recent.extend(item.events)
         if self.changed is not None:
             self.changed.set()
             self.changed = None

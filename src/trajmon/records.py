@@ -10,7 +10,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ActionEvent", "GroupStats", "MonitorError", "Sample", "SampleBatch"]
+__all__ = [
+    "ActionEvent",
+    "FlaggedSample",
+    "GroupStats",
+    "MonitorError",
+    "Sample",
+    "SampleBatch",
+]
 
 
 @dataclass(slots=True)
@@ -64,6 +71,22 @@ class MonitorError:
     instrument: str | None
     error_type: str
     message: str
+
+
+@dataclass(slots=True)
+class FlaggedSample:
+    """A sample with the read failures and action events it gave rise to, queued as one item.
+
+    One item is taken by one commit, so the sample, its error rows and its actions land in the
+    same transaction. Sent one by one, a commit could take the sample and leave its action in
+    the queue; a kill right then kept the new spec value but lost the action, and a resume,
+    which primes detection from the last stored values, never detects it again. Counts as one
+    sample against the queue's bound.
+    """
+
+    sample: Sample
+    errors: tuple[MonitorError, ...]
+    events: tuple[ActionEvent, ...]
 
 
 @dataclass(slots=True)

@@ -17,7 +17,7 @@ import anyio
 
 from .clock import Clock, ThreadClock
 from .detection import ChangeDetector
-from .records import ActionEvent, GroupStats, MonitorError, Sample, SampleBatch
+from .records import ActionEvent, FlaggedSample, GroupStats, MonitorError, Sample, SampleBatch
 from .sampling import GroupReader, InstrumentWorker, ReadFailure
 from .threaded import FLUSH_S, PULLED_FLUSH_S, ThreadedGroup
 
@@ -65,7 +65,7 @@ class SampleSink(Protocol):
     ``add_puller(pull) -> remove`` (:meth:`QueueSink.add_puller`): then a signal group's
     batches are pulled before each commit rather than handed over on a timer."""
 
-    async def send(self, item: Sample | SampleBatch | MonitorError | Any) -> None: ...
+    async def send(self, item: Sample | SampleBatch | FlaggedSample) -> None: ...
 
 
 class Reader(Protocol):
@@ -207,7 +207,7 @@ class Poller:
         self, samples: list[Sample], failed: dict[int, Sequence[ReadFailure]]
     ) -> None:
         """Clean samples go as one :class:`SampleBatch` per run of them; a sample with failures
-        or actions goes alone, followed by its errors and events — the order is kept."""
+        or actions goes alone, with its errors and events — the order is kept."""
         detector, gid = self._detector, self.stats.group_id
         if detector is None and not failed:  # a signal group's usual batch: no per-sample work
             with anyio.CancelScope(shield=True):
@@ -290,10 +290,12 @@ class Poller:
     async def _deliver(
         self, sample: Sample, failures: Sequence[ReadFailure], events: Sequence[ActionEvent]
     ) -> None:
-        await self._sink.send(sample)
-        for f in failures:
-            await self._sink.send(
-                MonitorError(sample.dt_s, f.channel, f.instrument, f.error_type, f.message)
-            )
-        for event in events:
-            await self._sink.send(event)
+        """A sample with failures or actions goes as one item, so one commit takes it whole."""
+        errors = tuple(
+            MonitorError(sample.dt_s, f.channel, f.instrument, f.error_type, f.message)
+            for f in failures
+        )
+        if errors or events:
+            await self._sink.send(FlaggedSample(sample, errors, tuple(events)))
+        else:
+            await self._sink.send(sample)

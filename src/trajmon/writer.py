@@ -21,12 +21,12 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from .channels import PollGroup, encoder_for
 from .clock import Clock, utc_iso
 from .connection import StorageError, on_connection_thread, write_transaction
-from .records import ActionEvent, GroupStats, MonitorError, Sample, SampleBatch
+from .records import ActionEvent, FlaggedSample, GroupStats, MonitorError, Sample, SampleBatch
 from .schema import group_counters, insert_sql, segment_spans
 
 __all__ = ["Item", "Writer", "WriterTarget"]
 
-Item = Sample | SampleBatch | ActionEvent | MonitorError
+Item = Sample | SampleBatch | FlaggedSample
 
 
 @dataclass(slots=True)
@@ -237,14 +237,30 @@ class Writer:
                 )
         return tuple(out)
 
-    def _encode_action(self, event: ActionEvent) -> tuple[Any, Any]:
-        """Old and new value as the channel's column stores them; untyped if they do not fit."""
+    def _encode_action(self, run_id: int, event: ActionEvent) -> tuple[Any, ...]:
+        """The ``actions`` row, old and new value as the channel's column stores them (untyped
+        if they do not fit)."""
         enc = encoder_for(self._target.channel_types[event.channel_id])  # type: ignore[arg-type]
         try:
-            return enc(event.old_value), enc(event.new_value)
+            old, new = enc(event.old_value), enc(event.new_value)
         except (TypeError, ValueError, OverflowError):
             untyped = encoder_for("any")
-            return untyped(event.old_value), untyped(event.new_value)
+            old, new = untyped(event.old_value), untyped(event.new_value)
+        return (
+            run_id,
+            event.action_idx,
+            event.dt_s,
+            event.sample_idx,
+            event.prev_dt_s,
+            event.detected_at_utc,
+            event.spec_label,
+            event.channel_id,
+            old,
+            new,
+            event.delta,
+            event.window_start_s,
+            event.window_end_s,
+        )
 
     async def _commit(self, items: Sequence[Item]) -> None:
         target = self._target
@@ -257,27 +273,11 @@ class Writer:
                 self._encode_batch(buffers[item.group_id], item.samples)
             elif type(item) is Sample:
                 self._encode_batch(buffers[item.group_id], [item])
-            elif type(item) is ActionEvent:
-                old, new = self._encode_action(item)
-                actions.append(
-                    (
-                        run_id,
-                        item.action_idx,
-                        item.dt_s,
-                        item.sample_idx,
-                        item.prev_dt_s,
-                        item.detected_at_utc,
-                        item.spec_label,
-                        item.channel_id,
-                        old,
-                        new,
-                        item.delta,
-                        item.window_start_s,
-                        item.window_end_s,
-                    )
-                )
-            elif type(item) is MonitorError:
-                self._pending_errors.append(item)
+            elif type(item) is FlaggedSample:
+                sample = item.sample
+                self._encode_batch(buffers[sample.group_id], [sample])
+                self._pending_errors.extend(item.errors)
+                actions.extend([self._encode_action(run_id, e) for e in item.events])
         errors = []
         for err in self._pending_errors:
             errors.append(
