@@ -3,13 +3,16 @@
 Target 6 reads three channels per instrument that come from three different Nanonis commands
 (``Bias.Get``, ``ZCtrl.SetpntGet``, ``Scan.StatusGet``), so trajmon and the sequential poller
 send the same requests per instrument (3) and the ratio isolates the concurrency of one worker
-thread per instrument — its ideal is 4×. Batching several signals into one ``Signals.ValsGet``
-is measured on its own, by target 7.
+thread per instrument — its ideal is 4×. How close this machine lets anything come to that is its
+floor: plain ``get`` calls on one thread per instrument, no trajmon (:func:`_pool_rate`), over the
+same servers and connections, measured in the same invocation. Batching several signals into one
+``Signals.ValsGet`` is measured on its own, by target 7.
 """
 
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import anyio
@@ -46,6 +49,19 @@ def _rate(fn: Any, seconds: float) -> tuple[float, int]:
     return calls / (time.perf_counter() - start), calls
 
 
+def _pool_rate(params: list[list[Any]], seconds: float) -> tuple[float, int]:
+    """Ticks/s of the bare-get loop run concurrently: each tick, one thread per instrument gets
+    its parameters one after another, and the tick ends when the slowest instrument is done —
+    trajmon's poll group without trajmon (no queue, no timestamps, no database)."""
+
+    def read(group: list[Any]) -> None:
+        for param in group:
+            param.get()
+
+    with ThreadPoolExecutor(len(params)) as pool:
+        return _rate(lambda: list(pool.map(read, params)), seconds)
+
+
 def tcp(ctx: Ctx) -> list[dict[str, Any]]:
     seconds = ctx.seconds(10.0, 3.0, minimum=1.0)
     warmup = min(1.0, seconds / 4)
@@ -68,6 +84,9 @@ def tcp(ctx: Ctx) -> list[dict[str, Any]]:
                 [(f"{s.name} {p}", s.parameters[p]) for s in stms for p in PARAMS],
             )
             seq_rate, seq_rows = seq.run(seconds)
+            pool_rate, pool_ticks = _pool_rate(
+                [[s.parameters[p] for p in PARAMS] for s in stms], seconds
+            )
             stm = stms[0]
             names = stm.signal_names()[:3]
             many_rate, many_calls = _rate(lambda: stm.read_signals(names), seconds / 2)
@@ -95,7 +114,12 @@ def tcp(ctx: Ctx) -> list[dict[str, Any]]:
                 "trajmon_rows": rows,
                 "trajmon_failed_reads": sum(g.failed_reads for g in summary.groups),
                 "sequential_rows": seq_rows,
+                "bare_get_threads_rate": pool_rate,
+                "bare_get_threads_ticks": pool_ticks,
             },
+            floor=Baseline(
+                "bare-get, one thread per instrument, no trajmon", pool_rate / seq_rate, "×"
+            ),
         ).to_json(),
         Result(
             "multi_value_read",

@@ -74,7 +74,8 @@ class Result:
     status: str = "measured"
     details: dict[str, Any] = field(default_factory=dict)
     #: What the same measurement gives on this machine with no trajmon code at all, where the
-    #: target is an absolute bound the machine itself may not meet (8, 9; :mod:`benchmarks.floors`).
+    #: target is a bound the machine itself may not meet: absolute ones (8, 9;
+    #: :mod:`benchmarks.floors`) and 6's ideal 4×, which a bare concurrent loop does not reach.
     floor: Baseline | None = None
 
     @property

@@ -63,7 +63,8 @@ def test_quick_mode_writes_latest_json(tmp_path: Path) -> None:
             assert r["status"].startswith("not measured"), r
             assert r["pass"] is None
     floors = {r["name"]: r.get("floor") for r in results}
-    for name in ("schedule_1khz_missed", "cpu_100hz"):  # the machine's own floor, same run
+    # the machine's own floor, same run
+    for name in ("schedule_1khz_missed", "cpu_100hz", "tcp_4_instruments"):
         assert {"name", "figure", "unit"} <= set(floors[name] or {}), name
     assert "trajmon benchmarks" in proc.stdout, "the table is printed"
     shown = {row[1]: row[3] for row in table_rows(results)}
