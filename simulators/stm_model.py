@@ -51,6 +51,17 @@ def f32(value: float) -> float:
     return float(np.float32(value))
 
 
+def _setting(name: str, value: float, *, positive: bool = False) -> float:
+    """A setting as the controller keeps it (float32), refused when float32 cannot hold it:
+    numpy would only warn and store inf (or 0 for a tiny gain, and divide by it next)."""
+    with np.errstate(over="ignore", under="ignore"):
+        stored = float(np.float32(value))
+    if not math.isfinite(stored) or (positive and stored <= 0.0):
+        kind = "a positive float32" if positive else "a finite float32"
+        raise ValueError(f"{name} must be {kind}, got {value}")
+    return stored
+
+
 class ScanFrame(NamedTuple):
     """Scan frame as in Scan.FrameGet: centre and size in metres, angle in degrees."""
 
@@ -295,21 +306,17 @@ class STMModel:
         P and I win when given (T is recomputed, as the GUI does when the I gain is edited);
         a new time constant alone recomputes I.
         """
-        for name, value in (
-            ("p_gain", p_gain),
-            ("time_constant", time_constant),
-            ("i_gain", i_gain),
-        ):
-            if value is not None and (not math.isfinite(value) or value <= 0.0):
-                raise ValueError(f"{name} must be a positive finite number, got {value}")
         with self._lock:
             self._advance()
-            p = f32(p_gain) if p_gain is not None else self._p_gain
+            p = self._p_gain if p_gain is None else _setting("p_gain", p_gain, positive=True)
             if i_gain is not None:
-                i, t = f32(i_gain), f32(p / f32(i_gain))
+                i = _setting("i_gain", i_gain, positive=True)
+                t = _setting("time_constant (P/I)", p / i, positive=True)
             else:
-                t = f32(time_constant) if time_constant is not None else self._time_constant
-                i = f32(p / t)
+                t = self._time_constant
+                if time_constant is not None:
+                    t = _setting("time_constant", time_constant, positive=True)
+                i = _setting("i_gain (P/T)", p / t, positive=True)
             self._p_gain, self._time_constant, self._i_gain = p, t, i
 
     def scan_action(self, action: int, direction_up: bool = True) -> None:
@@ -345,13 +352,14 @@ class STMModel:
         with self._lock:
             self._advance()
             old = self._frame
+            given = (center_x, center_y, width, height, angle)
             new = ScanFrame(
                 *(
-                    f32(v) if v is not None else o
-                    for v, o in zip((center_x, center_y, width, height, angle), old, strict=True)
+                    _setting(name, v) if v is not None else o
+                    for name, v, o in zip(ScanFrame._fields, given, old, strict=True)
                 )
             )
-            if not all(math.isfinite(v) for v in new) or new.width <= 0 or new.height <= 0:
+            if new.width <= 0 or new.height <= 0:
                 raise ValueError(f"invalid scan frame {new}")
             self._frame = new
             if self._scan_status == 1:

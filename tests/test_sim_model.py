@@ -135,6 +135,29 @@ def test_specs_are_float32_and_gains_coherent() -> None:
         model.set_scan_frame(width=0.0)
 
 
+@pytest.mark.parametrize(
+    ("setter", "kwargs", "message"),
+    [
+        ("set_gains", {"i_gain": 1e-50}, "i_gain must be a positive float32"),  # rounds to 0
+        ("set_gains", {"p_gain": 1e39}, "p_gain must be a positive float32"),  # float32 max 3.4e38
+        ("set_gains", {"time_constant": 1e-46}, "time_constant must be a positive float32"),
+        ("set_gains", {"p_gain": 1e38, "i_gain": 1e-38}, r"time_constant \(P/I\) must be"),
+        ("set_gains", {"p_gain": 1e-38, "time_constant": 1e38}, r"i_gain \(P/T\) must be"),
+        ("set_scan_frame", {"width": 1e39}, "width must be a finite float32"),
+    ],
+)
+def test_settings_float32_cannot_hold_are_refused_and_change_nothing(
+    setter: str, kwargs: dict[str, float], message: str
+) -> None:
+    """The controller keeps settings as float32: numpy would store inf (with only a warning)
+    or round a tiny gain to 0 and divide by it next."""
+    model = STMModel(seed=0, clock=FakeTime())
+    before = (model.get_gains(), model.get_scan_frame())
+    with pytest.raises(ValueError, match=message):
+        getattr(model, setter)(**kwargs)
+    assert (model.get_gains(), model.get_scan_frame()) == before
+
+
 def test_thread_safe_concurrent_access() -> None:
     model = STMModel(seed=0)
     errors: list[BaseException] = []
