@@ -98,7 +98,8 @@ async def test_resume_counts_lost_samples_once(
     db_path: Path, stm: SimulatedSTM, ended_as: str, lost_after: int
 ) -> None:
     """A run that recorded its end counted its lost samples then (5 here); a crashed one never
-    did, so its read-but-uncommitted samples (3 here) are counted when it is resumed."""
+    did, so its read-but-uncommitted samples (3 here) are counted when it is resumed. The
+    resumed session's summary reports the run's total, as its samples and actions are."""
     config = MonitorConfig(run_name="lossy", db=db_path, interval_s=0.02)
     await record_until(Recorder(config, {"stm": stm}), 5)
     with closing(sqlite3.connect(db_path)) as conn:
@@ -109,10 +110,11 @@ async def test_resume_counts_lost_samples_once(
         conn.execute("UPDATE poll_groups SET samples_read = samples + 3 WHERE group_id = 0")
         conn.commit()
     resumed = load_resume_config(db_path, "lossy").updated(duration_s=0.2)
-    await Recorder(resumed, {"stm": stm}, resume=True).run()
+    summary = await Recorder(resumed, {"stm": stm}, resume=True).run()
     with closing(connect_readonly(db_path)) as conn:
         (run,) = list_runs(conn)
     assert run["lost_samples"] == lost_after
+    assert summary.lost_samples == lost_after
 
 
 async def test_two_resumes_of_one_run_one_is_refused(db_path: Path, stm: SimulatedSTM) -> None:

@@ -308,6 +308,7 @@ class Recorder:
         if end_at is not None and status == "completed":
             end_dt = min(end_dt, end_at - t0)
         lost = sum(s.samples_read - s.samples_committed for s in target.stats.values())
+        lost += target.lost_before
         if not taken_over:  # else the run's record belongs to the process that resumed it
             status, message = await self._finish(conn, target, status, message, end_dt, lost)
         summary = RunSummary(

@@ -221,6 +221,7 @@ async def _open_session(
     # this transaction, not left to the new session's first commit — a session killed before
     # that commit would otherwise have them counted again by the next resume.
     await conn.execute("UPDATE poll_groups SET samples_read = samples WHERE run_id = ?", (run_id,))
+    target.lost_before = int(run["lost_samples"]) + (lost if crashed else 0)
     await conn.execute(
         "UPDATE runs SET status = 'running', ended_utc = NULL, end_dt_s = NULL, message = NULL,"
         " sessions = sessions + 1, lost_samples = lost_samples + ?, pid = ?, duration_s = ?,"

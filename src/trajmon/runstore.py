@@ -158,12 +158,13 @@ async def finish_run(
     message: str | None,
 ) -> None:
     """Record the run's final state; the last write of every run, whatever its outcome —
-    unless another process has resumed the run meanwhile (:class:`RunTakenOverError`)."""
+    unless another process has resumed the run meanwhile (:class:`RunTakenOverError`).
+    ``lost_samples`` is the run's total, earlier sessions' included (``target.lost_before``)."""
     async with immediate_transaction(conn):
         await on_connection_thread(conn, check_owner, target.run_id, target.session_idx)
         await conn.execute(
             "UPDATE runs SET status = ?, ended_utc = ?, end_dt_s = ?,"
-            " lost_samples = lost_samples + ?,"
+            " lost_samples = ?,"
             " message = ?, heartbeat_utc = ?, heartbeat_epoch = ?, heartbeat_dt_s = ?,"
             " actions = ?, errors = ? WHERE run_id = ?",
             (

@@ -45,6 +45,8 @@ class WriterTarget:
     errors: int = 0
     #: This process's session of the run (0 for a new run): commits stop if a newer one exists.
     session_idx: int = 0
+    #: Samples the run lost in earlier sessions: the end records, and reports, the run's total.
+    lost_before: int = 0
 
 
 class _GroupBuffer:
