@@ -19,6 +19,7 @@ from simulators.qcodes_sim import SimulatedSTM
 from trajmon import MonitorConfig, Recorder, RunExistsError, RunFailedError
 from trajmon import writer as writer_module
 from trajmon.queries import connect_readonly, list_actions, list_runs, resolve_run
+from trajmon.sink import QueueSink
 
 
 @pytest.fixture
@@ -229,3 +230,24 @@ async def test_a_commit_never_takes_a_spec_sample_without_its_action(
     assert len(action_samples) == 3
     for specs, actions in commits:
         assert set(actions) <= specs, f"actions {actions} committed without their samples"
+
+
+async def test_a_stop_after_the_duration_has_ended_leaves_the_run_completed(
+    db_path: Path, stm: SimulatedSTM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ctrl-C (or SIGTERM) that arrives while a run that has reached its duration drains its
+    queue stops nothing: every tick was taken, so the run is completed, not interrupted."""
+    config = MonitorConfig(run_name="ended", db=db_path, interval_s=0.02, duration_s=0.2)
+    recorder = Recorder(config, {"stm": stm})
+    real_close = QueueSink.close
+
+    def close_after_a_stop(sink: QueueSink) -> None:
+        recorder.request_stop()  # the duration is over: the recorder closes the queue now
+        real_close(sink)
+
+    monkeypatch.setattr(QueueSink, "close", close_after_a_stop)
+    summary = await recorder.run()
+    assert summary.status == "completed"
+    with closing(connect_readonly(db_path)) as conn:
+        (run,) = list_runs(conn)
+    assert run["status"] == "completed"

@@ -278,6 +278,7 @@ class Recorder:
         if self._stop_requested:
             self.request_stop()
         status, message, taken_over = "completed", None, False
+        ran_to_end = False  # a stop after the duration's end changes nothing: the run completed
         self.started.set()
         try:
             async with anyio.create_task_group() as tg:
@@ -289,6 +290,7 @@ class Recorder:
                     with anyio.CancelScope() as self._end_wait:
                         if not self._stop_requested:
                             await clock.sleep_until(end_at)
+                            ran_to_end = True
                 sink.close()
         except* StorageError as failures:
             status, message = "failed", str(failures.exceptions[0])
@@ -299,7 +301,7 @@ class Recorder:
             status, message = "failed", f"unexpected error: {type(exc).__name__}: {exc}"
         finally:
             sink.close()  # also when the writer failed: nothing may be left half-open
-        if status != "failed" and self._stop_requested:
+        if status != "failed" and self._stop_requested and not ran_to_end:
             status = "interrupted"
         if status == "completed" and cfg.duration_s is None:
             status = "interrupted"
