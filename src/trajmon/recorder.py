@@ -8,7 +8,6 @@ answered is a sample the database gets.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import sqlite3
@@ -21,17 +20,16 @@ import anyio
 
 from .channels import Channel, PollGroup
 from .clock import Clock, SystemClock
-from .config import ConfigError, MonitorConfig
+from .config import MonitorConfig
 from .connection import RunTakenOverError, StorageError, open_connection
 from .detection import ChangeDetector
 from .gcpause import gc_recording
 from .records import ActionEvent, FlaggedSample, GroupStats
 from .resolve import build_groups
 from .resume import ResumeState, resume_run
-from .runstore import NewRun, create_run, finish_run
+from .runstore import NewRun, create_run, finish_run, prepare_db
 from .sampling import GroupReader, InstrumentWorker
 from .scheduling import Poller, Schedule
-from .schema import migrate
 from .sink import QueueSink, open_queue
 from .writer import Item, Writer, WriterTarget
 
@@ -179,7 +177,7 @@ class Recorder:
     async def run(self) -> RunSummary:
         cfg = self.config
         assert cfg.run_name is not None
-        await anyio.to_thread.run_sync(_prepare_db, cfg, self.resume)
+        await anyio.to_thread.run_sync(prepare_db, cfg, self.resume)
         try:
             conn = await open_connection(cfg.db)
         except sqlite3.Error as exc:
@@ -383,23 +381,3 @@ class RunFailedError(RuntimeError):
     def __init__(self, summary: RunSummary) -> None:
         super().__init__(summary.message or "run failed")
         self.summary = summary
-
-
-def _prepare_db(cfg: MonitorConfig, resume: bool) -> None:
-    from .runstore import RunExistsError
-
-    try:
-        conn = sqlite3.connect(cfg.db, timeout=2.0)
-    except sqlite3.Error as exc:
-        raise StorageError(f"cannot open database {cfg.db}: {exc}") from exc
-    with contextlib.closing(conn):
-        try:
-            migrate(conn)
-            row = conn.execute("SELECT 1 FROM runs WHERE run_name = ?", (cfg.run_name,)).fetchone()
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot use database {cfg.db}: {exc}") from exc
-        if resume:
-            if row is None:
-                raise ConfigError(f"cannot resume: unknown run {cfg.run_name!r}")
-        elif row is not None:
-            raise RunExistsError(f"run name {cfg.run_name!r} is already used in {cfg.db}")

@@ -6,6 +6,7 @@ first session — so a database either knows a run completely or not at all.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -19,17 +20,37 @@ import aiosqlite
 from . import __version__
 from .channels import PollGroup
 from .clock import utc_iso
-from .config import MonitorConfig
-from .connection import check_owner, immediate_transaction, on_connection_thread
+from .config import ConfigError, MonitorConfig
+from .connection import StorageError, check_owner, immediate_transaction, on_connection_thread
 from .records import GroupStats
-from .schema import GROUP_UPDATE, group_counters, group_table_ddl, group_table_name
+from .schema import GROUP_UPDATE, group_counters, group_table_ddl, group_table_name, migrate
 from .writer import WriterTarget
 
-__all__ = ["RunExistsError", "create_run", "finish_run"]
+__all__ = ["RunExistsError", "create_run", "finish_run", "prepare_db"]
 
 
 class RunExistsError(ValueError):
     """Run names are single-use within a database."""
+
+
+def prepare_db(cfg: MonitorConfig, resume: bool) -> None:
+    """Bring the file to the current schema and check the run name before anything is built:
+    a new run's name must be unused, a resumed run's known."""
+    try:
+        conn = sqlite3.connect(cfg.db, timeout=2.0)
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot open database {cfg.db}: {exc}") from exc
+    with contextlib.closing(conn):
+        try:
+            migrate(conn)
+            row = conn.execute("SELECT 1 FROM runs WHERE run_name = ?", (cfg.run_name,)).fetchone()
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot use database {cfg.db}: {exc}") from exc
+        if resume:
+            if row is None:
+                raise ConfigError(f"cannot resume: unknown run {cfg.run_name!r}")
+        elif row is not None:
+            raise RunExistsError(f"run name {cfg.run_name!r} is already used in {cfg.db}")
 
 
 @dataclass(frozen=True, slots=True)
