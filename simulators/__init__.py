@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from simulators.nanonis_server import FaultInjector, NanonisServer, ThreadedNanonisServer
+from simulators.nanonis_server import FaultInjector, NanonisServer
 from simulators.operator import (
     Scenario,
     ScenarioError,
@@ -20,6 +20,7 @@ from simulators.operator import (
 )
 from simulators.serve import RunningSimulator, run_simulator, serve
 from simulators.stm_model import STMModel
+from simulators.threaded_server import ThreadedNanonisServer
 
 if TYPE_CHECKING:
     from simulators.qcodes_sim import SimulatedSTM

@@ -17,7 +17,7 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -37,7 +37,7 @@ from trajmon.drivers.nanonis_protocol import (
     unpack_body,
 )
 
-__all__ = ["HOST", "FaultInjector", "NanonisServer", "ThreadedNanonisServer"]
+__all__ = ["HOST", "FaultInjector", "NanonisServer"]
 
 HOST = "127.0.0.1"
 ERROR_STATUS = 1
@@ -362,64 +362,3 @@ class NanonisServer:
             "Signals.ValGet": lambda a: m.signal_values([a[0]]),
             "Signals.ValsGet": lambda a: [m.signal_values(a[0])],
         }
-
-
-class ThreadedNanonisServer:
-    """A :class:`NanonisServer` on its own event-loop thread, for synchronous tests and drivers.
-
-    ``with ThreadedNanonisServer(model) as srv:`` exposes ``srv.port``, ``srv.server`` (its
-    ``faults`` and counters) and blocking ``stop()``/``start()`` for outages.
-    """
-
-    def __init__(self, model: STMModel | None = None, **kwargs: Any) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="nanonis-sim", daemon=True
-        )
-        self.server = NanonisServer(model, **kwargs)
-
-    @property
-    def host(self) -> str:
-        return self.server.host
-
-    @property
-    def port(self) -> int:
-        return self.server.port
-
-    @property
-    def faults(self) -> FaultInjector:
-        return self.server.faults
-
-    def _call(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
-
-    def start(self) -> None:
-        if not self._thread.is_alive():
-            self._thread.start()
-        self._call(self.server.start())
-
-    def stop(self) -> None:
-        self._call(self.server.stop())
-
-    def close(self) -> None:
-        if self._thread.is_alive():
-            self.stop()
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join()
-        self._loop.close()
-
-    def __enter__(self) -> ThreadedNanonisServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-@contextlib.contextmanager
-def threaded_server(
-    model: STMModel | None = None, **kwargs: Any
-) -> Iterator[ThreadedNanonisServer]:
-    """Context-manager shorthand for :class:`ThreadedNanonisServer`."""
-    with ThreadedNanonisServer(model, **kwargs) as srv:
-        yield srv

@@ -18,8 +18,8 @@ import pytest
 from qcodes.instrument import Instrument
 from qcodes.parameters import Parameter
 
-from simulators.nanonis_server import ThreadedNanonisServer
 from simulators.stm_model import SIGNAL_NAMES, STMModel
+from simulators.threaded_server import ThreadedNanonisServer
 from trajmon.drivers.nanonis import SIGNAL_CHANNELS, NanonisError, NanonisSTM
 from trajmon.drivers.nanonis_protocol import (
     COMMANDS,

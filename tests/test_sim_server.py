@@ -17,8 +17,9 @@ from typing import Any, TypeVar
 import pytest
 from nanonis_spm import Nanonis
 
-from simulators.nanonis_server import NanonisServer, ThreadedNanonisServer
+from simulators.nanonis_server import NanonisServer
 from simulators.stm_model import STMModel, f32
+from simulators.threaded_server import ThreadedNanonisServer
 from trajmon.drivers.nanonis_protocol import (
     COMMANDS,
     HEADER_SIZE,
