@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -273,6 +274,37 @@ async def test_a_full_queue_holds_the_thread_back_and_costs_missed_ticks(
         await wait_for(lambda: len(sink.samples()) > BATCH_ROOM + 5)
         p.stop()
     assert p.stats.missed_ticks > 0
+    assert len(sink.samples()) == p.stats.samples_read
+
+
+async def test_a_stop_while_the_queue_holds_the_thread_back_counts_the_ticks_it_missed(
+    worker: InstrumentWorker,
+) -> None:
+    """The group is blocked (no room) when the stop comes: the ticks due since its last read
+    were never taken, and only the stop's end of the schedule can count them."""
+    clock, sink = SystemClock(), Sink()
+    sink.full = True
+    reads = 0
+
+    def read() -> float:
+        nonlocal reads
+        reads += 1
+        return 1.0
+
+    interval = 0.001
+    p = poller(group("a", read, interval), 0, worker, sink, clock)
+    t0 = p._schedule.t0
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(p.run)
+        await wait_for(lambda: reads >= BATCH_ROOM)
+        before = clock.monotonic()
+        p.stop()
+        after = clock.monotonic()
+        sink.full = False
+        sink.opened.set()
+    taken_or_missed = p.stats.samples_read + p.stats.missed_ticks
+    assert math.ceil((before - t0) / interval - 1e-9) <= taken_or_missed
+    assert taken_or_missed <= math.ceil((after - t0) / interval - 1e-9)
     assert len(sink.samples()) == p.stats.samples_read
 
 

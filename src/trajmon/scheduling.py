@@ -58,6 +58,16 @@ class Schedule:
         self.k = k + 1
         return skipped, (now - due if now > due else 0.0)
 
+    def end(self, at: float) -> int:
+        """The schedule ends at ``at``: the ticks due before it that were never begun (a full
+        queue or a slow read held the group back to the end) are skipped, and their number
+        returned, so that samples read plus ticks missed is every tick due before the end."""
+        k = self.k
+        first_after = math.ceil((at - self.t0) / self.interval_s - _EPS)
+        skipped = first_after - k if first_after > k else 0
+        self.k = k + skipped
+        return skipped
+
 
 class SampleSink(Protocol):
     """Where samples go. A sink may also offer ``send_nowait(item) -> bool`` (False: full), which
@@ -121,6 +131,7 @@ class Poller:
         self._end_at = end_at
         self._detector = detector
         self._stopping = False
+        self._stop_at = math.inf
         self._sleep_scope: anyio.CancelScope | None = None
         self._send_nowait: Callable[[Any], bool] | None = getattr(sink, "send_nowait", None)
         self._handoff: tuple[TimedReader, ThreadClock] | None = None
@@ -129,6 +140,8 @@ class Poller:
         self._threaded: ThreadedGroup | None = None
 
     def stop(self) -> None:
+        if not self._stopping:
+            self._stop_at = self._clock.monotonic()
         self._stopping = True
         if self._sleep_scope is not None:
             self._sleep_scope.cancel()
@@ -143,8 +156,16 @@ class Poller:
             and (plan := self._reader.thread_plan()) is not None
         ):
             await self._run_threaded(self._reader, *plan, self._handoff[1])
-        else:
+            return
+        try:
             await self._run_on_loop()
+        finally:  # the thread counts its own (ThreadedGroup._finish)
+            end = min(
+                self._clock.monotonic(),
+                self._stop_at,
+                math.inf if self._end_at is None else self._end_at,
+            )
+            self.stats.missed_ticks += self._schedule.end(end)
 
     async def _run_threaded(
         self,

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -144,6 +145,7 @@ class ThreadedGroup:
         #: start plus the flush delay): set when a batch begins, so a tick only compares.
         self._flush_at = 0.0
         self._stopping = False
+        self._stop_at = math.inf
         self._inflight: tuple[int, float] | None = None  # (sample_idx, start) of the read
         self._notified = False
 
@@ -262,6 +264,10 @@ class ThreadedGroup:
             self._notify()
 
     def _finish(self) -> None:
+        if not self.done:  # ticks due before the end that the group could not take are missed
+            end_at = math.inf if self._end_at is None else self._end_at
+            end = min(self._monotonic(), self._stop_at, end_at)
+            self.stats.missed_ticks += self.schedule.end(end)
         self.done = True
         self._notify()
 
@@ -312,6 +318,8 @@ class ThreadedGroup:
     def request_stop(self) -> None:
         """No new read starts; a read in flight completes and its sample is delivered."""
         with self._lock:
+            if not self._stopping:
+                self._stop_at = self._monotonic()
             self._stopping = True
             if self._inflight is None and not self.done:
                 self._finish()
