@@ -45,8 +45,9 @@ ProgressMode = Literal["live", "lines", "none"]
 
 
 def progress_mode(*, quiet: bool, is_terminal: bool) -> ProgressMode:
-    """``live`` on an interactive terminal, one line every few seconds elsewhere, nothing
-    when quiet (``--quiet``/``--json``: the output is for a script)."""
+    """``live`` on an interactive terminal that can redraw (not ``TERM=dumb``), one line every
+    few seconds elsewhere, nothing when quiet (``--quiet``/``--json``: the output is for a
+    script)."""
     if quiet:
         return "none"
     return "live" if is_terminal else "lines"
@@ -80,6 +81,9 @@ class LiveSnapshot:
     groups: list[GroupView]
     recent_actions: list[ActionEvent]
     stopping: bool = False
+    #: Lines the view may take (the terminal's height); None: unbounded. Channel values beyond
+    #: what fits are summarised in one row rather than rendered and then cropped.
+    max_lines: int | None = None
 
 
 class RateMeter:
@@ -102,7 +106,11 @@ class RateMeter:
 
 
 def snapshot_of(
-    recorder: Recorder, rates: RateMeter, now: float | None = None, last_actions: int = 5
+    recorder: Recorder,
+    rates: RateMeter,
+    now: float | None = None,
+    last_actions: int = 5,
+    max_lines: int | None = None,
 ) -> LiveSnapshot:
     """Copy what the view needs from the live recorder (cheap: a few dozen attribute reads)."""
     now = time.monotonic() if now is None else now
@@ -140,6 +148,7 @@ def snapshot_of(
         groups=groups,
         recent_actions=recent,
         stopping=recorder.stop_requested,
+        max_lines=max_lines,
     )
 
 
@@ -161,6 +170,12 @@ def _fmt(value: Any) -> str:
         text = value if isinstance(value, str) else repr(value)
     text = " ".join(text.split()) if not text.isprintable() else text
     return text if len(text) <= 24 else text[:23] + "…"
+
+
+def _one_line(label: str) -> Text:
+    """A label that is cut rather than wrapped, so that each row is one line and the values
+    beside it keep their width (the label column is the one that shrinks)."""
+    return Text(label, no_wrap=True, overflow="ellipsis")
 
 
 def _ms(seconds: float | None) -> str:
@@ -194,15 +209,7 @@ def render_live(snap: LiveSnapshot) -> RenderableType:
             f"{_ms(g.read_mean_s)} / {_ms(g.read_max_s)}",
             f"{g.samples_committed}/{g.samples_read}",
         )
-    values = Table(box=None, pad_edge=False, header_style="bold")
-    values.add_column("channel")
-    values.add_column("latest", justify="right")
-    values.add_column("unit")
-    values.add_column("group")
-    for g in snap.groups:
-        for label, unit, value in g.latest:
-            values.add_row(label, _fmt(value), unit, g.name)
-    parts: list[RenderableType] = [header, rates, values]
+    parts: list[RenderableType] = [header, rates]
     if snap.recent_actions:
         acts = Table(box=None, pad_edge=False, header_style="bold", title_justify="left")
         for col in ("#", "dt_s", "spec", "old → new"):
@@ -211,14 +218,37 @@ def render_live(snap: LiveSnapshot) -> RenderableType:
             acts.add_row(
                 str(a.action_idx),
                 f"{a.dt_s:.2f}",
-                a.spec_label,
-                f"{_fmt(a.old_value)} → {_fmt(a.new_value)}",
+                _one_line(a.spec_label),
+                Text(f"{_fmt(a.old_value)} → {_fmt(a.new_value)}", no_wrap=True),
             )
         parts.append(Text("last actions", style="bold"))
         parts.append(acts)
     else:
         parts.append(Text("no actions yet", style="dim"))
+    # The channel values come last: a terminal too small for all of them loses values, never
+    # the rates or the last actions. Rows that cannot fit are not rendered at all (rendering
+    # sixty rows to show ten cost the pollers CPU at every redraw).
+    used = 4 + len(snap.groups) + (2 + len(snap.recent_actions) if snap.recent_actions else 1)
+    parts.append(_values_table(snap, None if snap.max_lines is None else snap.max_lines - used))
     return Group(*parts)
+
+
+def _values_table(snap: LiveSnapshot, room: int | None) -> Table:
+    """Latest value of each channel; at most ``room`` rows (the last one then says how many
+    channels did not fit)."""
+    values = Table(box=None, pad_edge=False, header_style="bold")
+    values.add_column("channel")
+    values.add_column("latest", justify="right", no_wrap=True)
+    values.add_column("unit", no_wrap=True)
+    values.add_column("group", no_wrap=True)
+    rows = [(label, unit, value, g.name) for g in snap.groups for label, unit, value in g.latest]
+    shown = rows if room is None or len(rows) <= room else rows[: max(room - 1, 0)]
+    for label, unit, value, group in shown:
+        values.add_row(_one_line(label), _fmt(value), unit, group)
+    if len(shown) < len(rows):
+        more = len(rows) - len(shown)
+        values.add_row(Text(f"… {more} more channels (enlarge the window)", style="dim"))
+    return values
 
 
 async def run_live_view(
@@ -235,5 +265,6 @@ async def run_live_view(
     rates = RateMeter()
     with Live(console=console, auto_refresh=False, transient=True) as live:
         while True:
-            live.update(render(snapshot_of(recorder, rates, clock())), refresh=True)
+            snap = snapshot_of(recorder, rates, clock(), max_lines=console.size.height)
+            live.update(render(snap), refresh=True)
             await anyio.sleep(refresh_s)

@@ -197,7 +197,10 @@ async def record(
 
     with stop_signals(on_stop), _single_errors():
         async with anyio.create_task_group() as tg:
-            mode = progress_mode(quiet=quiet, is_terminal=console.is_terminal)
+            # A dumb terminal (TERM=dumb: an editor's shell, a serial console) cannot redraw:
+            # rich's Live would show nothing at all there until the run ends.
+            redraws = console.is_terminal and not console.is_dumb_terminal
+            mode = progress_mode(quiet=quiet, is_terminal=redraws)
             if mode == "live":
                 tg.start_soon(_shown, lambda: run_live_view(recorder, console))
             elif mode == "lines":
