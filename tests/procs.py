@@ -121,6 +121,21 @@ def committed_samples(db: Path, name: str) -> int:
     return int(rows[0][0])
 
 
+def heartbeat_dt_s(db: Path, name: str) -> float:
+    """Seconds into run ``name`` of its last heartbeat; 0.0 until it has one.
+
+    ``trajmon run`` creates the file before it commits the catalog and the run row in it: a
+    look in between finds no ``runs`` table (or no row), which means "not yet", as in
+    :func:`committed_samples` — not a failure of the run being watched."""
+    if not db.exists():
+        return 0.0
+    try:
+        rows = query(db, "SELECT heartbeat_dt_s FROM runs WHERE run_name = ?", (name,))
+    except sqlite3.Error:
+        return 0.0
+    return float(rows[0][0]) if rows and rows[0][0] is not None else 0.0
+
+
 def group_rows(db: Path, name: str) -> dict[str, tuple[int, int, int]]:
     """group -> (rows in its table, samples committed, samples read)."""
     out = {}

@@ -19,6 +19,7 @@ from procs import (
     TRAJMON,
     committed_samples,
     group_rows,
+    heartbeat_dt_s,
     query,
     run_args,
     run_cli,
@@ -107,12 +108,11 @@ def test_output_gone_never_ends_the_run_nor_its_record(tmp_path: Path) -> None:
         assert rec.stdout is not None and rec.stderr is not None
         rec.stdout.close()
         rec.stderr.close()
-
-        def beat() -> float:
-            rows = query(db, "SELECT heartbeat_dt_s FROM runs") if db.exists() else []
-            return float(rows[0][0]) if rows and rows[0][0] is not None else 0.0
-
-        wait_for(lambda: beat() > 6.0, timeout=30, what="a run past its first progress line")
+        wait_for(
+            lambda: heartbeat_dt_s(db, "G") > 6.0,
+            timeout=30,
+            what="a run past its first progress line",
+        )
         assert rec.poll() is None, "the run ended when its progress line could not be written"
         rec.send_signal(signal.SIGTERM)
         rec.wait(timeout=30)
