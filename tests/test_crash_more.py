@@ -20,6 +20,7 @@ from procs import (
     committed_samples,
     group_rows,
     heartbeat_dt_s,
+    needs_sighup,
     query,
     run_args,
     run_cli,
@@ -63,6 +64,7 @@ def stored_status(db: Path, name: str) -> str:
     return str(query(db, "SELECT status FROM runs WHERE run_name = ?", (name,))[0][0])
 
 
+@needs_sighup
 def test_a_hangup_stops_the_run_like_sigterm(tmp_path: Path) -> None:
     """SIGHUP — the terminal or ssh session the run was started from has gone — used to kill
     the process outright: the run stayed `running`, then `crashed`, the last commit interval

@@ -16,6 +16,7 @@ from procs import (
     TRAJMON,
     committed_samples,
     group_rows,
+    needs_sighup,
     query,
     run_args,
     run_cli,
@@ -140,7 +141,7 @@ def test_resume_of_unknown_or_completed_run_is_refused(tmp_path: Path) -> None:
     assert db.read_bytes() == before
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, pytest.param(signal.SIGHUP, marks=needs_sighup)])
 def test_an_export_stopped_by_sigterm_or_sighup_removes_its_files(
     tmp_path: Path, sig: signal.Signals
 ) -> None:
