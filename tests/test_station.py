@@ -239,6 +239,10 @@ BAD_CHANNELS = {
         "entry 1 (dmm.v1): kind: Input should be 'signal' or 'spec'",
     ),
     "malformed yaml": ("channels:\n  - {parameter: dmm.v1, kind: signal\n", "malformed YAML"),
+    "a repeated key": (  # safe_load kept the second silently: dmm.v2 recorded as a spec
+        "channels:\n  - {parameter: dmm.v1, kind: signal, kind: spec}\n",
+        "malformed YAML at line 2, column 39: duplicate key 'kind'",
+    ),
     "no parameter": ("channels:\n  - {kind: signal}\n", "entry 1: 'parameter'"),
     "tolerance on a signal": (
         "channels:\n  - {parameter: dmm.v1, kind: signal, tolerance_abs: 0.1}\n",

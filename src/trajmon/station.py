@@ -24,7 +24,6 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from .channels import unique_name
@@ -36,6 +35,7 @@ from .config import (
 )
 from .files import replace_text_file
 from .resolve import resolve_parameter
+from .yamlfile import YamlFileError, YamlSyntaxError, read_yaml
 
 __all__ = [
     "check_channels",
@@ -58,14 +58,10 @@ def _read_yaml(path: Path, what: str) -> Any:
     if not path.is_file():
         raise ConfigError(f"{what} {path} not found")
     try:
-        with path.open(encoding="utf-8") as f:
-            return yaml.safe_load(f)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from exc
-    except (OSError, UnicodeDecodeError) as exc:
+        return read_yaml(path)
+    except YamlSyntaxError as exc:  # a repeated key too: safe_load would keep the last silently
+        raise ConfigError(f"{path}: malformed YAML at {exc}") from exc
+    except YamlFileError as exc:
         raise ConfigError(f"cannot read {what} {path}: {exc}") from exc
 
 

@@ -1,0 +1,71 @@
+"""Read a hand-written YAML file (channels, station, simulator scenario, fault plan) strictly.
+
+``yaml.safe_load`` lets a repeated key silently replace the first (a second ``changes:`` drops
+every change of the first list), and its error text starts with a context line ("while parsing a
+flow mapping") that says neither where nor what. Here a repeated key is an error and every
+problem is one line: ``line L, column C: problem`` for the YAML itself
+(:class:`YamlSyntaxError`), the reason otherwise (not UTF-8, not readable).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["YamlFileError", "YamlSyntaxError", "read_yaml"]
+
+
+class YamlFileError(ValueError):
+    """The file cannot be read or parsed; the message is one line, without the file name."""
+
+
+class YamlSyntaxError(YamlFileError):
+    """The file was read but is not valid YAML (or repeats a key): ``line L, column C: ...``."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key repeated in one mapping."""
+
+
+def _mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Hashable] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if isinstance(key, Hashable) and key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        if isinstance(key, Hashable):
+            seen.add(key)
+    return loader.construct_mapping(node, deep=True)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
+def _describe(exc: yaml.YAMLError) -> str:
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        context = f" ({exc.context})" if exc.context else ""
+        return f"{where}{exc.problem}{context}"
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def read_yaml(path: Path) -> Any:
+    """The parsed content of ``path`` (UTF-8 YAML); :class:`YamlFileError` on any problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise YamlFileError(
+            f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+        ) from exc
+    except OSError as exc:
+        raise YamlFileError(exc.strerror or str(exc)) from exc
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: safe
+    except yaml.YAMLError as exc:
+        raise YamlSyntaxError(_describe(exc)) from exc
