@@ -20,10 +20,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from simulators.nanonis_server import NanonisServer
 from trajmon.drivers.nanonis_protocol import COMMANDS
+from trajmon.yamlfile import YamlFileError, read_yaml
 
 __all__ = ["FaultPlanError", "FaultStep", "load_fault_plan", "play_faults"]
 
@@ -49,10 +48,9 @@ class FaultStep:
 def load_fault_plan(path: str | Path) -> list[FaultStep]:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise FaultPlanError(f"{path}: cannot read fault plan: {first}") from exc
+        data = read_yaml(path)
+    except YamlFileError as exc:
+        raise FaultPlanError(f"{path}: cannot read fault plan: {exc}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("faults"), list):
         raise FaultPlanError(f"{path}: top level must be a mapping with a 'faults' list")
     steps: list[FaultStep] = []

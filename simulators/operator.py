@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import math
+import struct
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -20,8 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import IO, Any
 
-import yaml
-
+from simulators.stm_model import MAX_BIAS_V, MAX_SETPOINT_A, float32_setting
 from trajmon.drivers.nanonis_protocol import (
     COMMANDS,
     HEADER_SIZE,
@@ -33,6 +33,7 @@ from trajmon.drivers.nanonis_protocol import (
     pack_body,
     unpack_body,
 )
+from trajmon.yamlfile import YamlFileError, read_yaml
 
 __all__ = [
     "FRAME_FIELDS",
@@ -64,6 +65,9 @@ SPEC_LABELS: frozenset[str] = frozenset(
 """Labels a scenario may change (trajmon's default spec channel labels)."""
 
 SleepFn = Callable[[float], Awaitable[None]]
+# A change that fails with one of these is logged in ``errors`` and skipped; the scenario goes on.
+# ValueError: a value the wire format cannot encode (AsyncNanonisClient.request).
+_CHANGE_FAILURES = (OSError, EOFError, TimeoutError, NanonisError, ProtocolError, ValueError)
 
 
 class ScenarioError(ValueError):
@@ -126,19 +130,28 @@ def _check_value(spec: str, value: object) -> Change | str:
         return Change(0.0, spec, fields)
     if not _is_number(value):
         return "value must be a finite number"
-    if spec in _POSITIVE_LABELS and float(value) <= 0:  # type: ignore[arg-type]
+    number = float(value)  # type: ignore[arg-type]
+    if spec in _POSITIVE_LABELS and number <= 0:
         return "value must be positive"
-    return Change(0.0, spec, float(value))  # type: ignore[arg-type]
+    # What the simulator would refuse, refused now: at run time the change would be skipped.
+    try:
+        stored = float32_setting(spec, number, positive=spec in _POSITIVE_LABELS)
+    except ValueError:
+        return "value is out of float32 range (the Nanonis wire format)"
+    if spec == "Bias" and abs(stored) > MAX_BIAS_V:
+        return f"value must be within ±{MAX_BIAS_V:g} V"
+    if spec == "Z Setpoint" and stored > MAX_SETPOINT_A:
+        return f"value must be at most {MAX_SETPOINT_A:g} A"
+    return Change(0.0, spec, number)
 
 
 def load_scenario(path: str | Path) -> Scenario:
     """Parse and validate a scenario YAML file; raise :class:`ScenarioError` on any problem."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ScenarioError(f"{path}: cannot read scenario: {first}") from exc
+        data = read_yaml(path)
+    except YamlFileError as exc:
+        raise ScenarioError(f"{path}: cannot read scenario: {exc}") from exc
     if not isinstance(data, dict):
         raise ScenarioError(f"{path}: top level must be a mapping with name and changes")
     unknown = set(data) - {"name", "description", "seed", "changes"}
@@ -214,9 +227,12 @@ class AsyncNanonisClient:
     async def request(self, command: str, *args: Any) -> list[Any]:
         """Send one command and return its return values; raise NanonisError on error status."""
         spec = COMMANDS[command]
+        try:  # before connecting: an unencodable value (1e300 as float32) sends nothing
+            body = pack_body(spec.args, args)
+        except (struct.error, OverflowError) as exc:
+            raise ValueError(f"{command}: cannot encode {args}: {exc}") from exc
         await self.connect()
         assert self._reader is not None and self._writer is not None
-        body = pack_body(spec.args, args)
         self._writer.write(encode_header(command, len(body)) + body)
         try:
             await self._writer.drain()
@@ -248,6 +264,7 @@ class ScriptedOperator:
         wall: Callable[[], float] = time.time,
         sleep: SleepFn = asyncio.sleep,
         timeout_s: float = 5.0,
+        on_error: Callable[[str], object] | None = None,
     ) -> None:
         self.scenario = scenario
         self.truth: list[TruthEntry] = []
@@ -259,6 +276,7 @@ class ScriptedOperator:
         self._client = AsyncNanonisClient(host, port, timeout_s)
         self._truth_path = Path(truth_log) if truth_log is not None else None
         self._clock, self._wall, self._sleep = clock, wall, sleep
+        self._on_error = on_error
 
     async def run(self) -> list[TruthEntry]:
         """Apply every change in order; a failed change is recorded in ``errors`` and skipped."""
@@ -274,8 +292,10 @@ class ScriptedOperator:
                     await self._sleep(delay)
                 try:
                     entries = await self._apply(idx, change)
-                except (OSError, EOFError, TimeoutError, NanonisError, ProtocolError) as exc:
+                except _CHANGE_FAILURES as exc:
                     self.errors.append(f"change {idx} ({change.spec}) failed: {exc!r}")
+                    if self._on_error is not None:
+                        self._on_error(self.errors[-1])
                     continue
                 self.truth.extend(entries)
                 if log is not None:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from simulators.nanonis_server import NanonisServer
@@ -47,12 +49,14 @@ async def run_simulator(
     truth_log: str | Path | None = None,
     start_operator: bool = True,
     request_log: str | Path | None = None,
+    on_operator_error: Callable[[str], object] | None = None,
 ) -> AsyncIterator[RunningSimulator]:
     """Run model + server (+ operator when ``scenario`` is given) for the ``async with`` body.
 
     The seed is ``seed`` if given, else the scenario's seed, else 0. With ``start_operator=False``
     call ``sim.start_operator()`` when the recording starts, so ``at_s`` lines up with it.
     Raises :class:`~simulators.operator.ScenarioError` before anything starts on a bad scenario.
+    ``on_operator_error(line)`` is called for each scripted change that fails.
     """
     if scenario is not None and not isinstance(scenario, Scenario):
         scenario = load_scenario(scenario)
@@ -69,7 +73,9 @@ async def run_simulator(
     )
     async with server:
         operator = (
-            ScriptedOperator(server.host, server.port, scenario, truth_log=truth_log)
+            ScriptedOperator(
+                server.host, server.port, scenario, truth_log=truth_log, on_error=on_operator_error
+            )
             if scenario is not None
             else None
         )
@@ -89,19 +95,23 @@ async def serve(
     port: int = 0,
     latency_ms: float = 0.0,
     jitter_ms: float = 0.0,
-    scenario: str | Path | None = None,
+    scenario: Scenario | str | Path | None = None,
     seed: int | None = None,
     truth_log: str | Path | None = None,
     ready: Callable[[RunningSimulator], object] | None = None,
     out: Callable[[str], object] | None = None,
     request_log: str | Path | None = None,
     faults: str | Path | None = None,
+    err: Callable[[str], object] | None = None,
 ) -> None:
     """Serve until cancelled; prints ``host:port`` once listening and calls ``ready(sim)``.
 
     ``faults`` is a fault-plan YAML (see :mod:`simulators.faults`), played from the moment the
-    server listens.
+    server listens. Each scripted change that fails is reported through ``err`` (default:
+    stderr) as it happens, and the end of the scenario through ``out`` (default: stdout).
     """
+    say = out or (lambda line: print(line, flush=True))  # flushed: scripts wait on a pipe
+    warn = err or (lambda line: print(line, file=sys.stderr, flush=True))
     from simulators.faults import load_fault_plan, play_faults
 
     plan = load_fault_plan(faults) if faults is not None else []
@@ -113,13 +123,12 @@ async def serve(
         seed=seed,
         truth_log=truth_log,
         request_log=request_log,
+        on_operator_error=lambda line: warn(f"scenario: {line}"),
     ) as sim:
         fault_task = asyncio.create_task(play_faults(sim.server, plan), name="fault-plan")
-        line = f"Nanonis simulator listening on {sim.host}:{sim.port}"
-        if out is None:
-            print(line, flush=True)  # flushed: scripts wait for this line on a pipe
-        else:
-            out(line)
+        say(f"Nanonis simulator listening on {sim.host}:{sim.port}")
+        if sim.operator_task is not None:
+            sim.operator_task.add_done_callback(partial(_report_end, sim, say, warn))
         if ready is not None:
             ready(sim)
         try:
@@ -127,3 +136,21 @@ async def serve(
         finally:
             fault_task.cancel()
             await asyncio.gather(fault_task, return_exceptions=True)
+
+
+def _report_end(
+    sim: RunningSimulator,
+    say: Callable[[str], object],
+    warn: Callable[[str], object],
+    task: asyncio.Task[list[TruthEntry]],
+) -> None:
+    """The scenario's end, as one line: the server keeps serving, so it is never silent."""
+    assert sim.operator is not None
+    name = sim.operator.scenario.name
+    if task.cancelled():
+        return
+    if (exc := task.exception()) is not None:
+        warn(f"scenario {name!r} stopped: {exc!r}")
+        return
+    total, failed = len(sim.operator.scenario.changes), len(sim.operator.errors)
+    (warn if failed else say)(f"scenario {name!r} finished: {failed} of {total} changes failed")

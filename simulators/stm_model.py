@@ -20,12 +20,26 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["G_TUNNEL", "KAPPA", "SIGNAL_NAMES", "STMModel", "ScanFrame", "f32"]
+__all__ = [
+    "G_TUNNEL",
+    "KAPPA",
+    "MAX_BIAS_V",
+    "MAX_SETPOINT_A",
+    "SIGNAL_NAMES",
+    "STMModel",
+    "ScanFrame",
+    "f32",
+    "float32_setting",
+]
 
 KAPPA = 1.0e10
 """Inverse decay length of the tunnelling barrier (1/m); ~4 eV work function."""
 G_TUNNEL = 2 * 7.748091729e-5
 """Contact conductance (S): with KAPPA this gives ~95 pA at 0.1 V and a 6 Å gap."""
+MAX_BIAS_V = 10.0
+"""Largest bias magnitude the controller accepts (V)."""
+MAX_SETPOINT_A = 1e-6
+"""Largest current setpoint the controller accepts (A)."""
 
 SIGNAL_NAMES: tuple[str, ...] = (
     "Current (A)",
@@ -51,7 +65,7 @@ def f32(value: float) -> float:
     return float(np.float32(value))
 
 
-def _setting(name: str, value: float, *, positive: bool = False) -> float:
+def float32_setting(name: str, value: float, *, positive: bool = False) -> float:
     """A setting as the controller keeps it (float32), refused when float32 cannot hold it:
     numpy would only warn and store inf (or 0 for a tiny gain, and divide by it next)."""
     with np.errstate(over="ignore", under="ignore"):
@@ -277,14 +291,14 @@ class STMModel:
 
     # ------------------------------------------------------------------ writes
     def set_bias(self, volts: float) -> None:
-        if not math.isfinite(volts) or abs(volts) > 10.0:
+        if not math.isfinite(volts) or abs(volts) > MAX_BIAS_V:
             raise ValueError(f"bias {volts} V outside -10..10 V")
         with self._lock:
             self._advance()
             self._bias = f32(volts)
 
     def set_setpoint(self, amps: float) -> None:
-        if not math.isfinite(amps) or not 0.0 < amps <= 1e-6:
+        if not math.isfinite(amps) or not 0.0 < amps <= MAX_SETPOINT_A:
             raise ValueError(f"setpoint {amps} A outside (0, 1 µA]")
         with self._lock:
             self._advance()
@@ -308,15 +322,15 @@ class STMModel:
         """
         with self._lock:
             self._advance()
-            p = self._p_gain if p_gain is None else _setting("p_gain", p_gain, positive=True)
+            p = self._p_gain if p_gain is None else float32_setting("p_gain", p_gain, positive=True)
             if i_gain is not None:
-                i = _setting("i_gain", i_gain, positive=True)
-                t = _setting("time_constant (P/I)", p / i, positive=True)
+                i = float32_setting("i_gain", i_gain, positive=True)
+                t = float32_setting("time_constant (P/I)", p / i, positive=True)
             else:
                 t = self._time_constant
                 if time_constant is not None:
-                    t = _setting("time_constant", time_constant, positive=True)
-                i = _setting("i_gain (P/T)", p / t, positive=True)
+                    t = float32_setting("time_constant", time_constant, positive=True)
+                i = float32_setting("i_gain (P/T)", p / t, positive=True)
             self._p_gain, self._time_constant, self._i_gain = p, t, i
 
     def scan_action(self, action: int, direction_up: bool = True) -> None:
@@ -355,7 +369,7 @@ class STMModel:
             given = (center_x, center_y, width, height, angle)
             new = ScanFrame(
                 *(
-                    _setting(name, v) if v is not None else o
+                    float32_setting(name, v) if v is not None else o
                     for name, v, o in zip(ScanFrame._fields, given, old, strict=True)
                 )
             )

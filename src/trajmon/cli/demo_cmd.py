@@ -15,6 +15,7 @@ import anyio
 import typer
 
 from ..config import MonitorConfig
+from ..connection import StorageError
 from ..queries import list_actions, resolve_run
 from ..recorder import Recorder
 from ..runstore import RunExistsError
@@ -54,9 +55,13 @@ def demo(
     json_out: JsonOption = False,
 ) -> None:
     """Simulate an STM session, record it through the TCP driver, list and score the actions."""
-    with user_errors():
-        run_name = _free_demo_name(db)
-        config = MonitorConfig(run_name=run_name, db=db, duration_s=duration, source="sim")
+    with user_errors():  # the options first: a directory as --db is an option error
+        config = MonitorConfig(run_name="demo", db=db, duration_s=duration, source="sim")
+        try:
+            run_name = _free_demo_name(db)
+        except StorageError as exc:  # as for trajmon run: nowhere to write
+            fail(str(exc), EXIT_FAILED)
+        config = config.updated(run_name=run_name)
 
     async def main() -> tuple[Any, Recorder, list[Any]]:
         async with sim_instruments(config.read_timeout_s, start_operator=False) as (sim, inst):

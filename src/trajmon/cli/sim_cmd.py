@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -47,28 +48,25 @@ def serve_cmd(
 ) -> None:
     """Serve the STM simulator on 127.0.0.1 until Ctrl-C."""
     from simulators.faults import FaultPlanError, load_fault_plan
-    from simulators.operator import ScenarioError, load_scenario
+    from simulators.operator import Scenario, ScenarioError, load_scenario
     from simulators.serve import serve
 
+    loaded: Scenario | None = None
     try:
         if scenario is not None:
-            load_scenario(scenario)
+            loaded = load_scenario(scenario)  # read once: what is checked is what is played
         if faults is not None:
             load_fault_plan(faults)
     except (ScenarioError, FaultPlanError) as exc:
         fail(str(exc))
-    if truth_log is not None:  # written by the operator once it plays: fail now, not silently then
-        try:
-            truth_log.open("w", encoding="utf-8").close()
-        except OSError as exc:
-            fail(f"cannot write the truth log {truth_log}: {exc}")
+    _check_logs(scenario, faults, truth_log, request_log)
 
     async def main() -> None:
         await serve(
             port=port,
             latency_ms=latency_ms,
             jitter_ms=jitter_ms,
-            scenario=scenario,
+            scenario=loaded,
             seed=seed,
             truth_log=truth_log,
             request_log=request_log,
@@ -81,3 +79,34 @@ def serve_cmd(
         pass
     except OSError as exc:
         fail(f"cannot serve on 127.0.0.1:{port}: {exc}")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)  # a hard link
+    except OSError:
+        return False
+
+
+def _check_logs(
+    scenario: Path | None, faults: Path | None, truth_log: Path | None, request_log: Path | None
+) -> None:
+    """Refuse log paths that would lose data, before any file is touched; then check that the
+    logs can be written (the truth log is truncated, the request log appended to), so a problem
+    is one line now, not a traceback or a silently missing log later."""
+    if truth_log is not None and scenario is None:
+        fail(f"the truth log {truth_log} needs --scenario: without one nothing is written to it")
+    logs = {"request log": request_log, "truth log": truth_log}  # appending first: harmless
+    inputs = {"scenario": scenario, "fault plan": faults, "truth log": truth_log}
+    given = {name: log for name, log in logs.items() if log is not None}
+    for log_name, log in given.items():
+        for input_name, other in inputs.items():
+            if other is not None and other is not log and _same_file(log, other):
+                fail(f"the {log_name} {log} is the same file as the {input_name} {other}")
+    for log_name, log in given.items():
+        try:
+            log.open("w" if log_name == "truth log" else "a", encoding="utf-8").close()
+        except OSError as exc:
+            fail(f"cannot write the {log_name} {log}: {exc.strerror or exc}")
