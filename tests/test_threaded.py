@@ -251,24 +251,30 @@ def errors(sink: Sink) -> list[MonitorError]:
     return [e for i in sink.items if isinstance(i, FlaggedSample) for e in i.errors]
 
 
+class CountingRead:
+    """A read of 1.0 that counts its calls (made on the instrument thread)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> float:
+        self.count += 1
+        return 1.0
+
+
 async def test_a_full_queue_holds_the_thread_back_and_costs_missed_ticks(
     worker: InstrumentWorker,
 ) -> None:
     clock, sink = SystemClock(), Sink()
     sink.full = True
-    reads = 0
-
-    def read() -> float:
-        nonlocal reads
-        reads += 1
-        return 1.0
+    read = CountingRead()
 
     p = poller(group("a", read, 0.001), 0, worker, sink, clock)
     async with anyio.create_task_group() as tg:
         tg.start_soon(p.run)
-        await wait_for(lambda: reads >= BATCH_ROOM)
+        await wait_for(lambda: read.count >= BATCH_ROOM)
         await anyio.sleep(0.2)  # 200 ticks pass while the queue is full
-        assert reads <= BATCH_ROOM + 1, "no reads beyond the room while the queue is full"
+        assert read.count <= BATCH_ROOM + 1, "no reads beyond the room while the queue is full"
         sink.full = False
         sink.opened.set()
         await wait_for(lambda: len(sink.samples()) > BATCH_ROOM + 5)
@@ -284,19 +290,14 @@ async def test_a_stop_while_the_queue_holds_the_thread_back_counts_the_ticks_it_
     were never taken, and only the stop's end of the schedule can count them."""
     clock, sink = SystemClock(), Sink()
     sink.full = True
-    reads = 0
-
-    def read() -> float:
-        nonlocal reads
-        reads += 1
-        return 1.0
+    read = CountingRead()
 
     interval = 0.001
     p = poller(group("a", read, interval), 0, worker, sink, clock)
     t0 = p._schedule.t0
     async with anyio.create_task_group() as tg:
         tg.start_soon(p.run)
-        await wait_for(lambda: reads >= BATCH_ROOM)
+        await wait_for(lambda: read.count >= BATCH_ROOM)
         before = clock.monotonic()
         p.stop()
         after = clock.monotonic()
