@@ -58,10 +58,12 @@ class Schedule:
         self.k = k + 1
         return skipped, (now - due if now > due else 0.0)
 
-    def end(self, at: float) -> int:
-        """The schedule ends at ``at``: the ticks due before it that were never begun (a full
-        queue or a slow read held the group back to the end) are skipped, and their number
-        returned, so that samples read plus ticks missed is every tick due before the end."""
+    def end(self, now: float, stop_at: float, end_at: float | None) -> int:
+        """The schedule ends at the earliest of ``now``, the stop and the run's end: the ticks
+        due before it that were never begun (a full queue or a slow read held the group back to
+        the end) are skipped, and their number returned, so that samples read plus ticks missed
+        is every tick due before the end."""
+        at = min(now, stop_at, math.inf if end_at is None else end_at)
         k = self.k
         first_after = math.ceil((at - self.t0) / self.interval_s - _EPS)
         skipped = first_after - k if first_after > k else 0
@@ -160,12 +162,8 @@ class Poller:
         try:
             await self._run_on_loop()
         finally:  # the thread counts its own (ThreadedGroup._finish)
-            end = min(
-                self._clock.monotonic(),
-                self._stop_at,
-                math.inf if self._end_at is None else self._end_at,
-            )
-            self.stats.missed_ticks += self._schedule.end(end)
+            missed = self._schedule.end(self._clock.monotonic(), self._stop_at, self._end_at)
+            self.stats.missed_ticks += missed
 
     async def _run_threaded(
         self,

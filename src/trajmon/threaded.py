@@ -265,9 +265,9 @@ class ThreadedGroup:
 
     def _finish(self) -> None:
         if not self.done:  # ticks due before the end that the group could not take are missed
-            end_at = math.inf if self._end_at is None else self._end_at
-            end = min(self._monotonic(), self._stop_at, end_at)
-            self.stats.missed_ticks += self.schedule.end(end)
+            self.stats.missed_ticks += self.schedule.end(
+                self._monotonic(), self._stop_at, self._end_at
+            )
         self.done = True
         self._notify()
 
