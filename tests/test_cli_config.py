@@ -405,3 +405,30 @@ def test_channel_tables_are_not_squeezed_in_a_pipe(config: Path) -> None:
     result = invoke("list-specs", "--sim", "--config-path", str(config))
     assert result.exit_code == 0, result.stderr
     assert "stm.scan_frame_center_x" in result.stdout and "…" not in result.stdout
+
+
+def test_an_interval_option_the_channels_file_outranks_is_named_not_dropped_silently(
+    config: Path, tmp_path: Path
+) -> None:
+    channels = tmp_path / "channels.yaml"
+    channels.write_text(
+        "channels:\n"
+        "  - {parameter: stm.current, label: Tunnel Current, kind: signal, interval_s: 0.05}\n"
+        "  - {parameter: stm.bias, label: Bias, kind: spec}\n",
+        encoding="utf-8",
+    )
+    proc = trajmon(
+        config, "run", "--sim", "--channels", str(channels), "--run-name", "iv", "--json",
+        "--duration", "0.5", "--db", str(tmp_path / "iv.db"),
+        "--interval-s", "0.3", "--signal-interval-s", "0.1", "--spec-interval-s", "0.2",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    intervals = {g["kind"]: g["interval_s"] for g in json.loads(proc.stdout)["groups"]}
+    assert intervals == {"signal": 0.05, "spec": 0.2}
+    notes = [line for line in proc.stderr.splitlines() if "is not used" in line]
+    assert notes == [
+        "trajmon: note: --interval-s 0.3 is not used: the channels file sets interval_s for"
+        " every group it would apply to",
+        "trajmon: note: --signal-interval-s 0.1 is not used: the channels file sets interval_s"
+        " for every group it would apply to",
+    ]

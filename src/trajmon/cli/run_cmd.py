@@ -54,7 +54,7 @@ from .runner import (
     signals_restored,
     unless_output_gone,
 )
-from .sources import open_source, plan_run
+from .sources import open_source, plan_run, unused_intervals
 
 __all__ = ["check_run_name_free", "print_summary", "run", "sim_instruments"]
 
@@ -263,6 +263,17 @@ def run(
             read_timeout_s=read_timeout_s,
         )
         assert plan.config.run_name is not None
+        given = {
+            "--interval-s": interval_s,
+            "--signal-interval-s": signal_interval_s,
+            "--spec-interval-s": spec_interval_s,
+        }
+        for name in unused_intervals(plan.config, given):
+            err_console.print(
+                f"trajmon: note: {name} {given[name]:g} is not used: the channels file sets"
+                " interval_s for every group it would apply to",
+                markup=False,
+            )
         try:
             check_run_name_free(plan.config.db, plan.config.run_name)
         except StorageError as exc:

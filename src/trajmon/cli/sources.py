@@ -164,6 +164,22 @@ def resolved_channels(
     ]
 
 
+def unused_intervals(config: MonitorConfig, given: dict[str, float | None]) -> list[str]:
+    """The interval options given on the command line that no recorded group takes: a channels
+    file's ``interval_s`` outranks them, and an interval the user typed must not vanish silently.
+    """
+    explicit = {c.group_name for c in config.channels if c.interval_s is not None}
+    used: set[str] = set()
+    for spec in config.selected_channels():
+        if spec.group_name in explicit:
+            continue
+        signal = spec.kind == "signal"
+        per_kind = config.signal_interval_s if signal else config.spec_interval_s
+        own = "--signal-interval-s" if signal else "--spec-interval-s"
+        used.add(own if per_kind is not None else "--interval-s")
+    return [name for name, value in given.items() if value is not None and name not in used]
+
+
 NO_RUN_NAME = (
     "no run name: pass --run-name NAME or stage one with `trajmon config set --run-name NAME`"
     " (or --resume NAME to continue a run)"
