@@ -263,14 +263,14 @@ def run(
             read_timeout_s=read_timeout_s,
         )
         assert plan.config.run_name is not None
-        given = {
+        typed = {
             "--interval-s": interval_s,
             "--signal-interval-s": signal_interval_s,
             "--spec-interval-s": spec_interval_s,
         }
-        for name in unused_intervals(plan.config, given):
+        for name in unused_intervals(plan.config, typed):
             err_console.print(
-                f"trajmon: note: {name} {given[name]:g} is not used: the channels file sets"
+                f"trajmon: note: {name} {typed[name]:g} is not used: the channels file sets"
                 " interval_s for every group it would apply to",
                 markup=False,
             )
