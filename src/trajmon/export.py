@@ -113,12 +113,23 @@ def _run_doc(conn: sqlite3.Connection, ref: RunRef) -> dict[str, Any]:
     from .status import run_status
 
     row = conn.execute(
-        "SELECT config_json, trajmon_version, window_before_s, window_after_s, rotate_entries"
-        " FROM runs WHERE run_id = ?",
+        "SELECT config_json, trajmon_version, window_before_s, window_after_s, rotate_entries,"
+        " heartbeat_dt_s FROM runs WHERE run_id = ?",
         (ref.run_id,),
     ).fetchone()
     doc = run_status(conn, ref)
+    # Where each recording session starts and ends on the run's timeline, and how it ended: the
+    # stretches between them are outages (a resumed run), not missed ticks.
+    spans = conn.execute(
+        "SELECT session_idx, started_utc, start_dt_s, end_dt_s, status FROM sessions"
+        " WHERE run_id = ? ORDER BY session_idx",
+        (ref.run_id,),
+    )
+    sessions = [dict(s) for s in spans]
+    if sessions and sessions[-1]["status"] == "running" and doc["status"] == "crashed":
+        sessions[-1].update(status="crashed", end_dt_s=row["heartbeat_dt_s"])  # as on resume
     doc.update(
+        session_spans=sessions,
         config=json.loads(row["config_json"]),
         trajmon_version=row["trajmon_version"],
         window_before_s=row["window_before_s"],

@@ -70,6 +70,25 @@ def _drawn(values: list[Any]) -> tuple[list[float], int]:
     return ys, hidden
 
 
+def _breaks(xs: list[float], limit: float) -> list[int]:
+    """Positions after which the samples are more than ``limit`` apart: the window's gaps (the
+    outage of a resumed run, missed ticks), the same test as :func:`windows.window_columns`."""
+    return np.flatnonzero(np.diff(np.asarray(xs, dtype=np.float64)) > limit).tolist()
+
+
+def _broken(xs: list[float], ys: list[float], breaks: list[int]) -> tuple[list[float], list[float]]:
+    """``xs``/``ys`` with a NaN point in every gap, so the line stops there instead of drawing
+    values across a stretch in which nothing was recorded."""
+    if not breaks:
+        return xs, ys
+    bx, by, start = [], [], 0
+    for i in breaks:
+        bx += [*xs[start : i + 1], (xs[i] + xs[i + 1]) / 2]
+        by += [*ys[start : i + 1], math.nan]
+        start = i + 1
+    return bx + xs[start:], by + ys[start:]
+
+
 def plot_action_window(
     action: dict[str, Any],
     groups: list[dict[str, Any]],
@@ -89,10 +108,12 @@ def plot_action_window(
     series: list[tuple[str, str, list[float], list[float], int]] = []
     for g in groups:
         xs = [float(t) for t in g["dt_s"]]
+        interval = g.get("interval_s")  # as window_columns gives it; else no gaps known
+        breaks = [] if interval is None else _breaks(xs, 2 * float(interval))
         for ch in g["channels"]:
             ys, hidden = _drawn(g["columns"].get(ch["label"], [None] * len(xs)))
             if any(not math.isnan(y) for y in ys) or not ys or hidden:
-                series.append((ch["label"], ch["unit"], xs, ys, hidden))
+                series.append((ch["label"], ch["unit"], *_broken(xs, ys, breaks), hidden))
     n = max(len(series), 1)
     fig = Figure(figsize=(9, 1.2 + 2.0 * n), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)

@@ -145,17 +145,23 @@ def list_runs(conn: sqlite3.Connection, now: float | None = None) -> list[dict[s
         " (SELECT coalesce(sum(samples), 0) FROM poll_groups g"
         "   WHERE g.run_id = r.run_id AND g.kind = 'spec') AS spec_samples,"
         " (SELECT coalesce(sum(missed_ticks), 0) FROM poll_groups g"
-        "   WHERE g.run_id = r.run_id) AS missed_ticks"
+        "   WHERE g.run_id = r.run_id) AS missed_ticks,"
+        " (SELECT coalesce(sum(max(samples_read - samples, 0)), 0) FROM poll_groups g"
+        "   WHERE g.run_id = r.run_id) AS pending"
         " FROM runs r ORDER BY r.run_id"
     ).fetchall()
     out = []
     for row in rows:
         duration = row["end_dt_s"] if row["end_dt_s"] is not None else row["heartbeat_dt_s"]
+        status = effective_status(row, now)
+        lost = int(row["lost_samples"])
+        if status == "crashed":  # read but never committed: nobody will commit them now
+            lost += int(row["pending"])  # as `status` counts them, and a resume will
         out.append(
             {
                 "run_id": row["run_id"],
                 "run_name": row["run_name"],
-                "status": effective_status(row, now),
+                "status": status,
                 "run_start_utc": row["run_start_utc"],
                 "duration_s": duration,
                 "signal_samples": row["signal_samples"],
@@ -163,7 +169,7 @@ def list_runs(conn: sqlite3.Connection, now: float | None = None) -> list[dict[s
                 "missed_ticks": row["missed_ticks"],
                 "actions": row["actions"],
                 "errors": row["errors"],
-                "lost_samples": row["lost_samples"],
+                "lost_samples": lost,
             }
         )
     return out

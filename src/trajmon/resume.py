@@ -238,6 +238,32 @@ async def _open_session(
     )
 
 
+async def _known_value(
+    conn: aiosqlite.Connection, run_id: int, table: str, label: str, labels: Sequence[Any]
+) -> Any:
+    """The stored value the change detector knew for a spec with a tolerance when the run
+    stopped: the new value of its latest action, else its first successful read. Not its last
+    read: reads within the tolerance leave the known value as it was, so a knob turned slowly
+    across a resume is an action once it has moved by more than the tolerance in all, against
+    the value it started from, as in an uninterrupted run."""
+    channel_id = next(int(c["channel_id"]) for c in labels if c["label"] == label)
+    action = await _fetchone(
+        conn,
+        "SELECT new_value FROM actions WHERE run_id = ? AND channel_id = ?"
+        " ORDER BY action_idx DESC LIMIT 1",
+        (run_id, channel_id),
+    )
+    if action is not None:
+        return action[0]
+    col = quote_ident(label)
+    first = await _fetchone(
+        conn,
+        f"SELECT {col} FROM {quote_ident(table)} WHERE {col} IS NOT NULL"
+        " ORDER BY sample_idx LIMIT 1",
+    )
+    return first[0]
+
+
 async def _load_groups(
     conn: aiosqlite.Connection,
     run_id: int,
@@ -276,8 +302,12 @@ async def _load_groups(
                 f"SELECT dt_s, {col} FROM {quote_ident(table)} WHERE {col} IS NOT NULL"
                 " ORDER BY sample_idx DESC LIMIT 1",
             )
-            if hit is not None:
-                last[channel.label] = (float(hit[0]), decode_value(channel.value_type, hit[1]))
+            if hit is None:
+                continue
+            known = hit[1]
+            if channel.tolerance_abs is not None or channel.tolerance_rel is not None:
+                known = await _known_value(conn, run_id, table, channel.label, labels)
+            last[channel.label] = (float(hit[0]), decode_value(channel.value_type, known))
     rotate_row = await _fetchone(
         conn, "SELECT rotate_entries FROM runs WHERE run_id = ?", (run_id,)
     )
