@@ -78,6 +78,13 @@ def _positive_finite(name: str, value: float | None, high: float, low: float = 0
         raise ValueError(f"{name} must be at least {low:g} s, got {value:g}")
 
 
+def _refuse_bool(value: Any) -> Any:
+    """YAML ``true`` (``yes``, ``on``) is not a size or a count: pydantic would take it as 1."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {value!r}")
+    return value
+
+
 class ChannelSpec(BaseModel):
     """One entry of a channels file: a label bound to a parameter path."""
 
@@ -92,12 +99,9 @@ class ChannelSpec(BaseModel):
     tolerance_abs: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     tolerance_rel: float | None = Field(default=None, ge=0, allow_inf_nan=False)
 
-    @field_validator("tolerance_abs", "tolerance_rel", mode="before")
-    @classmethod
-    def _tolerance(cls, value: Any) -> Any:
-        if isinstance(value, bool):  # YAML `true` is not a size (pydantic would take it as 1.0)
-            raise ValueError(f"expected a number, got {value!r}")
-        return value
+    _not_bool = field_validator("tolerance_abs", "tolerance_rel", "interval_s", mode="before")(
+        _refuse_bool
+    )
 
     @field_validator("label")
     @classmethod
@@ -178,6 +182,23 @@ class MonitorConfig(BaseModel):
     station: Path | None = None
     channels_file: Path | None = None
     source: Literal["sim", "tcp", "station", "instruments"] = "sim"
+
+    _not_bool = field_validator(
+        "interval_s",
+        "signal_interval_s",
+        "spec_interval_s",
+        "rotate_entries",
+        "window_before_s",
+        "window_after_s",
+        "commit_interval_s",
+        "commit_rows",
+        "queue_size",
+        "heartbeat_s",
+        "stale_after_s",
+        "read_timeout_s",
+        "duration_s",
+        mode="before",
+    )(_refuse_bool)
 
     @field_validator("run_name")
     @classmethod

@@ -20,18 +20,18 @@ import anyio
 
 from .channels import Channel, PollGroup
 from .clock import Clock, SystemClock
-from .config import MonitorConfig
+from .config import ConfigError, MonitorConfig
 from .connection import RunTakenOverError, StorageError, open_connection
 from .detection import ChangeDetector
 from .gcpause import gc_recording
-from .records import ActionEvent, FlaggedSample, GroupStats
+from .records import ActionEvent, GroupStats
 from .resolve import build_groups
 from .resume import ResumeState, resume_run
 from .runstore import NewRun, create_run, finish_run, prepare_db
 from .sampling import GroupReader, InstrumentWorker
 from .scheduling import Poller, Schedule
-from .sink import QueueSink, open_queue
-from .writer import Item, Writer, WriterTarget
+from .sink import EventTap, QueueSink, Waiters, open_queue
+from .writer import Writer, WriterTarget
 
 _log = logging.getLogger(__name__)
 
@@ -78,38 +78,6 @@ class RunSummary:
         return sum(g.missed_ticks for g in self.groups)
 
 
-class _EventTap:
-    """Sees every item on its way to the queue: keeps the last actions for the live view
-    (bounded) and wakes whoever waits in :meth:`Recorder.wait_until`."""
-
-    def __init__(self, sink: QueueSink, recent: deque[ActionEvent]) -> None:
-        self._sink = sink
-        self._recent = recent
-        self.changed: anyio.Event | None = None
-
-    async def send(self, item: Item) -> None:
-        if not self.send_nowait(item):
-            await self._sink.send(item)
-            self._seen(item)
-
-    def send_nowait(self, item: Item) -> bool:
-        """The pollers' fast path (:meth:`QueueSink.send_nowait`); False when the queue is full."""
-        if not self._sink.send_nowait(item):
-            return False
-        self._seen(item)
-        return True
-
-    def add_puller(self, pull: Callable[[], bool]) -> Callable[[], None]:
-        return self._sink.add_puller(pull)
-
-    def _seen(self, item: Item) -> None:
-        if type(item) is FlaggedSample:
-            self._recent.extend(item.events)
-        if self.changed is not None:
-            self.changed.set()
-            self.changed = None
-
-
 class Recorder:
     """Records one run of ``config`` from already-connected ``instruments``."""
 
@@ -123,7 +91,12 @@ class Recorder:
         resume: bool = False,
     ) -> None:
         if not config.run_name:
-            raise ValueError("config.run_name is required to record")
+            raise ConfigError("config.run_name is required to record")
+        if not isinstance(instruments, Mapping):
+            raise TypeError(
+                "instruments must map the names used in the channels' sources to instruments,"
+                f" e.g. {{'dmm': dmm}}; got {type(instruments).__name__}"
+            )
         self.config = config
         self.clock = clock or SystemClock()
         self.instruments = dict(instruments)
@@ -133,13 +106,15 @@ class Recorder:
         self.stats: list[GroupStats] = []
         self.recent_actions: deque[ActionEvent] = deque(maxlen=20)
         self.started = anyio.Event()
+        #: Set once :meth:`run` has returned or raised, however the run ended (or never began).
+        self.ended = anyio.Event()
+        self._changed = Waiters()
         self.t0_mono: float | None = None
         self._pollers: list[Poller] = []
         self._stop_requested = False
         self._sink: QueueSink | None = None
         self._detector: ChangeDetector | None = None
         self._end_wait: anyio.CancelScope | None = None
-        self._tap: _EventTap | None = None
 
     @property
     def queue_depth(self) -> int:
@@ -153,18 +128,20 @@ class Recorder:
     def stop_requested(self) -> bool:
         return self._stop_requested
 
-    async def wait_until(self, predicate: Callable[[], bool]) -> None:
-        """Wait until ``predicate()`` holds, re-checking after every sample or action.
+    async def wait_until(self, predicate: Callable[[], bool]) -> bool:
+        """Wait until ``predicate()`` holds, re-checking after every sample or action; True then.
 
-        For tests and tools that react to progress without polling on a timer.
+        For tests and tools that react to progress without polling on a timer. The predicate is
+        first called once the run has started. A run that ends — or fails to start — before it
+        holds makes this return False rather than wait forever (like
+        ``threading.Condition.wait_for``).
         """
-        await self.started.wait()
-        while not predicate():
-            tap = self._tap
-            assert tap is not None
-            if tap.changed is None:
-                tap.changed = anyio.Event()
-            await tap.changed.wait()
+        while True:
+            if self.started.is_set() and predicate():
+                return True
+            if self.ended.is_set():
+                return False
+            await self._changed.wait()
 
     def request_stop(self) -> None:
         """Stop sampling and let the writer drain; idempotent (a second Ctrl-C changes nothing)."""
@@ -175,6 +152,44 @@ class Recorder:
             self._end_wait.cancel()
 
     async def run(self) -> RunSummary:
+        """Record until the duration ends, :meth:`request_stop` is called or storage fails.
+
+        Cancelling the task that awaits this (a timeout around it, a failing task beside it in
+        a task group, Ctrl-C under ``anyio.run``) stops the run as :meth:`request_stop` does —
+        no new read starts, what was read is committed, the run is marked ``interrupted`` — and
+        then the cancellation goes on. Raises :class:`RunFailedError` if the run failed.
+        """
+        outcome: list[RunSummary | Exception] = []
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._run_to_end, outcome)
+                try:
+                    await self.ended.wait()
+                except anyio.get_cancelled_exc_class():
+                    self.request_stop()  # the recording drains and records its end, shielded
+                    raise
+        finally:
+            self._end()
+        result = outcome[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def _end(self) -> None:
+        self.ended.set()
+        self._changed.wake()
+
+    async def _run_to_end(self, outcome: list[RunSummary | Exception]) -> None:
+        """The recording, shielded: a cancellation of :meth:`run` reaches it as a stop."""
+        with anyio.CancelScope(shield=True):
+            try:
+                outcome.append(await self._run())
+            except Exception as exc:
+                outcome.append(exc)
+            finally:
+                self._end()
+
+    async def _run(self) -> RunSummary:
         cfg = self.config
         assert cfg.run_name is not None
         await anyio.to_thread.run_sync(prepare_db, cfg, self.resume)
@@ -206,9 +221,14 @@ class Recorder:
             with gc_recording():  # samples in flight would keep the collector busy (gcpause)
                 return await self._record(conn, state, workers, now)
         finally:
-            for worker in workers.values():
-                worker.close(timeout=cfg.read_timeout_s + 1)
             with anyio.CancelScope(shield=True):
+                # Off the loop and all at once: a hung driver's thread is waited for, but
+                # neither the loop (other tasks of the program) nor the other threads wait.
+                async with anyio.create_task_group() as closing:
+                    for worker in workers.values():
+                        closing.start_soon(
+                            anyio.to_thread.run_sync, worker.close, cfg.read_timeout_s + 1
+                        )
                 await conn.close()
 
     async def _record(
@@ -251,7 +271,7 @@ class Recorder:
             heartbeat_s=cfg.heartbeat_s,
         )
         self._sink = sink
-        tap = self._tap = _EventTap(sink, self.recent_actions)
+        tap = EventTap(sink, self.recent_actions, self._changed)
         end_at = None if cfg.duration_s is None else session_start + cfg.duration_s
         self._pollers = [
             Poller(
@@ -278,6 +298,7 @@ class Recorder:
         status, message, taken_over = "completed", None, False
         ran_to_end = False  # a stop after the duration's end changes nothing: the run completed
         self.started.set()
+        self._changed.wake()
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._write, writer)

@@ -10,6 +10,7 @@ fit the bound; the writer's count of samples taken gives the depth with a subtra
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable
 
 import aiosqlite
@@ -17,10 +18,10 @@ import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
 from .clock import Clock
-from .records import SampleBatch
+from .records import ActionEvent, FlaggedSample, SampleBatch
 from .writer import Item, Writer, WriterTarget
 
-__all__ = ["QueueSink", "open_queue"]
+__all__ = ["EventTap", "QueueSink", "Waiters", "open_queue"]
 
 
 class QueueSink:
@@ -100,6 +101,57 @@ class QueueSink:
     def close(self) -> None:
         self._send.close()
         self._writer.wake()
+
+
+class Waiters:
+    """Whoever waits in :meth:`Recorder.wait_until`: woken by every item, the start and the end."""
+
+    __slots__ = ("event",)
+
+    def __init__(self) -> None:
+        self.event: anyio.Event | None = None
+
+    def wake(self) -> None:
+        if self.event is not None:
+            self.event.set()
+            self.event = None
+
+    async def wait(self) -> None:
+        if self.event is None:
+            self.event = anyio.Event()
+        await self.event.wait()
+
+
+class EventTap:
+    """Sees every item on its way to the queue: keeps the last actions for the live view
+    (bounded) and wakes whoever waits in :meth:`Recorder.wait_until`."""
+
+    def __init__(self, sink: QueueSink, recent: deque[ActionEvent], changed: Waiters) -> None:
+        self._sink = sink
+        self._recent = recent
+        self._changed = changed
+
+    async def send(self, item: Item) -> None:
+        if not self.send_nowait(item):
+            await self._sink.send(item)
+            self._seen(item)
+
+    def send_nowait(self, item: Item) -> bool:
+        """The pollers' fast path (:meth:`QueueSink.send_nowait`); False when the queue is full."""
+        if not self._sink.send_nowait(item):
+            return False
+        self._seen(item)
+        return True
+
+    def add_puller(self, pull: Callable[[], bool]) -> Callable[[], None]:
+        return self._sink.add_puller(pull)
+
+    def _seen(self, item: Item) -> None:
+        if type(item) is FlaggedSample:
+            self._recent.extend(item.events)
+        changed = self._changed
+        if changed.event is not None:
+            changed.wake()
 
 
 def open_queue(
