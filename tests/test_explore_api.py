@@ -242,11 +242,6 @@ async def test_a_hung_driver_does_not_freeze_the_event_loop_when_the_run_ends(
     assert max(gaps) < 0.5, f"the event loop was blocked for {max(gaps):.2f} s"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="threaded.ThreadedGroup.watch takes a 'busy' tick at now, past the run's end, and "
-    "counts the skipped ticks after the end as missed (threaded.py, outside this change)",
-)
 async def test_a_hang_caught_after_the_end_adds_no_sample_past_the_end(
     db_path: Path, bench: Bench
 ) -> None:

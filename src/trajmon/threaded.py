@@ -358,7 +358,9 @@ class ThreadedGroup:
             if self._stopping:
                 self._finish()
             while not self.done and self.schedule.due <= now and self._room > 0:
-                if self._ended(self.schedule.due):
+                # A busy sample is taken at ``now``: past the run's end, the ticks still due
+                # before it are missed (``_finish``), not recorded after the end.
+                if self._ended(self.schedule.due) or self._ended(now):
                     break
                 skipped, lateness = self.schedule.begin(now)
                 idx = self._next_idx
