@@ -22,6 +22,7 @@ from qcodes import validators as v
 from trajmon.channels import (
     RESERVED_COLUMNS,
     ValueType,
+    canonical_for,
     check_label,
     decode_value,
     encoder_for,
@@ -29,6 +30,7 @@ from trajmon.channels import (
     sql_type,
     value_type_from_vals,
 )
+from trajmon.detection import values_equal
 
 ALL_TYPES: tuple[ValueType, ...] = ("float", "int", "bool", "str", "array", "any")
 
@@ -349,6 +351,21 @@ def test_array_round_trip_keeps_dtype_shape_and_bits(
 def test_lists_are_stored_as_arrays(con: sqlite3.Connection, vt: ValueType) -> None:
     assert_same_array(roundtrip(con, vt, [1.0, 2.0, 3.5]), np.array([1.0, 2.0, 3.5]))
     assert_same_array(roundtrip(con, vt, (1, 2)), np.array([1, 2]))
+
+
+@pytest.mark.parametrize("value", [["a", 1], ("on", 2.5), [b"x", 3], [["a", "b"], ["c", 4]]])
+def test_text_mixed_with_numbers_is_never_changed_into_all_text(
+    con: sqlite3.Connection, value: Any
+) -> None:
+    """numpy makes ["a", 1] an array of ["a", "1"]: stored so, the 1 would come back as "1"
+    and a spec going from one to the other would be no action. An array column refuses it
+    (a bad_value row); an untyped one keeps its text, like any other object."""
+    with pytest.raises(ValueError, match="text mixed with other values"):
+        encoder_for("array")(value)
+    assert roundtrip(con, "any", value) == str(value)
+    canonical = canonical_for("any")  # what change detection compares
+    assert not values_equal(canonical(["a", 1]), canonical(["a", "1"]))
+    assert_same_array(roundtrip(con, "any", ["a", "1"]), np.array(["a", "1"]))
 
 
 def test_array_encoder_refuses_object_arrays() -> None:

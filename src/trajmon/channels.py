@@ -183,15 +183,29 @@ def _encode_str(value: Any) -> Any:
     return _utf8(str(value))
 
 
+class _MixedText(ValueError):
+    """numpy would turn ["a", 1] into ["a", "1"]: a value would come back changed."""
+
+
+def _as_array(value: Any) -> np.ndarray:
+    array = np.asarray(value)
+    if array.dtype.kind in "US" and not isinstance(value, np.ndarray):
+        text = str if array.dtype.kind == "U" else bytes
+        if not all(isinstance(x, text) for x in np.asarray(value, dtype=object).flat):
+            raise _MixedText("text mixed with other values is not an array")
+    return array
+
+
 def _encode_array(value: Any) -> Any:
+    array = _as_array(value)
     buffer = BytesIO()
-    np.save(buffer, np.asarray(value), allow_pickle=False)
+    np.save(buffer, array, allow_pickle=False)
     return buffer.getvalue()
 
 
 def _encode_arrays(values: list[Any] | tuple[Any, ...]) -> bytes:
     """Arrays of different shapes (``MultiParameter``) as one ``.npz`` archive, no pickles."""
-    arrays = [np.asarray(v) for v in values]
+    arrays = [_as_array(v) for v in values]
     if any(a.dtype.hasobject for a in arrays):
         raise ValueError("object arrays cannot be stored without pickling")
     buffer = BytesIO()
@@ -211,17 +225,20 @@ def _encode_any(value: Any) -> Any:
         return _utf8(value)
     if isinstance(value, bytes):
         return _BYTES_PREFIX + value
-    if (
-        isinstance(value, list | tuple)
-        and value
-        and all(isinstance(v, np.ndarray | list | tuple) for v in value)
-    ):
-        try:
-            return _encode_array(value)
-        except ValueError:  # "inhomogeneous shape": one array per element instead
-            return _encode_arrays(value)
     if isinstance(value, np.ndarray | list | tuple):
-        return _encode_array(value)
+        try:
+            if (
+                isinstance(value, list | tuple)
+                and value
+                and all(isinstance(v, np.ndarray | list | tuple) for v in value)
+            ):
+                try:
+                    return _encode_array(value)
+                except ValueError:  # "inhomogeneous shape": one array per element instead
+                    return _encode_arrays(value)
+            return _encode_array(value)
+        except _MixedText:  # kept as its text, like any other object
+            pass
     return _utf8(str(value))
 
 
@@ -282,8 +299,10 @@ def canonical_for(value_type: ValueType) -> Callable[[Any], Any]:
         stored = encode(value)
         if type(stored) is str and value_type == "any" and not isinstance(value, str):
             # Stored as its str() (a dict, a complex): compared as the object it is, so a
-            # dict that lists the same items in another order is not an action.
-            return _scalar(value)
+            # dict that lists the same items in another order is not an action. A list kept
+            # as text (numbers mixed with text) is its text: as a list, numpy would compare
+            # ["a", 1] equal to the array ["a", "1"].
+            return stored if isinstance(value, list | tuple) else _scalar(value)
         return decode_value(value_type, stored)
 
     return canonical
