@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import pytest
 from pydantic import ValidationError
+from qcodes import Station
 from qcodes.instrument import Instrument
 from qcodes.validators import Bool, Ints, Numbers
 
@@ -333,6 +334,21 @@ def test_instruments_must_be_a_mapping_by_name(db_path: Path, bench: Bench) -> N
         Recorder(config(db_path), [bench])  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="unknown instrument 'bench'"):
         Recorder(config(db_path), {"Bench": bench})
+    station = Station(bench)
+    with pytest.raises(TypeError, match=r"got Station \(pass station.components\)$"):
+        Recorder(config(db_path), station)  # type: ignore[arg-type]
+    Recorder(config(db_path), station.components)
+    assert not db_path.exists()
+
+
+def test_a_set_only_parameter_is_named_as_not_gettable(db_path: Path, bench: Bench) -> None:
+    bench.add_parameter("gate", set_cmd=None, get_cmd=False)
+    cfg = config(db_path)
+    cfg = cfg.updated(
+        channels=[*cfg.channels, ChannelSpec(label="G", source="bench.gate", kind="spec")]
+    )
+    with pytest.raises(ConfigError, match=r"^'bench.gate' is not gettable \(a set-only"):
+        Recorder(cfg, {"bench": bench})
     assert not db_path.exists()
 
 

@@ -93,9 +93,11 @@ class Recorder:
         if not config.run_name:
             raise ConfigError("config.run_name is required to record")
         if not isinstance(instruments, Mapping):
+            station = isinstance(getattr(instruments, "components", None), Mapping)
             raise TypeError(
                 "instruments must map the names used in the channels' sources to instruments,"
                 f" e.g. {{'dmm': dmm}}; got {type(instruments).__name__}"
+                + (" (pass station.components)" if station else "")
             )
         self.config = config
         self.clock = clock or SystemClock()

@@ -39,10 +39,11 @@ def resolve_parameter(source: str, instruments: Mapping[str, Any]) -> tuple[str,
     from qcodes.parameters import ParameterBase
 
     container = hasattr(node, "parameters") and not isinstance(node, ParameterBase)
+    # A set-only parameter has no get() at all: it is a parameter, just not one to read.
+    if not getattr(node, "gettable", True) and not container:
+        raise ConfigError(f"{source!r} is not gettable (a set-only parameter)")
     if not callable(getattr(node, "get", None)) or container:
         raise ConfigError(f"{source!r} is not a parameter")
-    if not getattr(node, "gettable", True):
-        raise ConfigError(f"{source!r} is not gettable")
     return name, node
 
 
