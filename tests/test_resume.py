@@ -181,3 +181,20 @@ async def test_a_run_resumed_elsewhere_stops_the_old_writer_and_keeps_its_record
         sessions = conn.execute("SELECT status FROM sessions ORDER BY session_idx").fetchall()
     assert run == ("running", 2, None), "the record is the resuming process's"
     assert [s[0] for s in sessions] == ["crashed", "running"]
+
+
+async def test_without_a_name_readers_pick_the_run_that_recorded_last(
+    db_path: Path, stm: SimulatedSTM
+) -> None:
+    """After an older run is resumed, `status`, `actions` and `export` without --run mean the
+    run being recorded now, not the newest one created."""
+    for name in ("older", "newer"):
+        config = MonitorConfig(run_name=name, db=db_path, interval_s=0.02)
+        await record_until(Recorder(config, {"stm": stm}), 3)
+    with closing(connect_readonly(db_path)) as conn:
+        assert resolve_run(conn, None).run_name == "newer"
+    resumed = load_resume_config(db_path, "older").updated(duration_s=0.1)
+    await Recorder(resumed, {"stm": stm}, resume=True).run()
+    with closing(connect_readonly(db_path)) as conn:
+        assert resolve_run(conn, None).run_name == "older"
+        assert [r["run_name"] for r in list_runs(conn)] == ["older", "newer"]  # by creation

@@ -120,10 +120,14 @@ class RunRef:
 
 
 def resolve_run(conn: sqlite3.Connection, name: str | None) -> RunRef:
-    """A named run, or the most recent one when no name is given."""
+    """A named run, or without a name the run that started or resumed recording last: after
+    ``--resume`` of an older run, that run (the one recording now), not the newest created."""
     if name is None:
+        # sessions rows are only ever inserted, one per start or resume: the latest is last
         row = conn.execute(
-            "SELECT run_id, run_name FROM runs ORDER BY run_id DESC LIMIT 1"
+            "SELECT run_id, run_name FROM runs r ORDER BY"
+            " coalesce((SELECT max(s.rowid) FROM sessions s WHERE s.run_id = r.run_id), 0) DESC,"
+            " run_id DESC LIMIT 1"
         ).fetchone()
         if row is None:
             raise QueryError("the database has no runs yet")
