@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -242,3 +245,23 @@ def test_demo_into_a_missing_directory_is_one_line(tmp_path: Path) -> None:
 def test_demo_into_a_directory_says_so(tmp_path: Path) -> None:
     """It said "cannot read DIR: disk I/O error"."""
     assert "is a directory" in _refused("demo", "--duration", "1", "--db", str(tmp_path))
+
+
+def test_sim_serve_started_with_sigint_ignored_still_stops_on_sigint(tmp_path: Path) -> None:
+    """A shell script's background job inherits SIGINT ignored; `kill -INT` stops `trajmon
+    run` started that way, and must stop the server too (it served on, unkillable but by TERM)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trajmon", "sim", "serve", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        assert proc.stdout is not None
+        assert "listening on 127.0.0.1:" in proc.stdout.readline()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=15)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -73,12 +74,17 @@ def serve_cmd(
             faults=faults,
         )
 
+    # A shell starts a background job with SIGINT ignored, and Python then leaves it ignored:
+    # `kill -INT` (what a script sends, and what stops `trajmon run`) must stop the server too.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         anyio.run(main)
     except KeyboardInterrupt:
         pass
     except OSError as exc:
         fail(f"cannot serve on 127.0.0.1:{port}: {exc}")
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _same_file(a: Path, b: Path) -> bool:
