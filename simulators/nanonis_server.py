@@ -32,7 +32,7 @@ from trajmon.drivers.nanonis_protocol import (
     ProtocolError,
     decode_header,
     encode_error,
-    encode_header,
+    encode_reply_header,
     pack_body,
     unpack_body,
 )
@@ -283,7 +283,8 @@ class NanonisServer:
                 reply, status = self._dispatch(command, body)
             self._log(command, status)
             if want_reply:
-                writer.write(encode_header(command, len(reply)) + reply)  # one write: header+body
+                # One write, header and body; a response header's last four bytes are zero.
+                writer.write(encode_reply_header(command, len(reply)) + reply)
                 await writer.drain()
 
     async def _count(self, command: str) -> None:

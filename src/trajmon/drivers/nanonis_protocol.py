@@ -2,8 +2,9 @@
 
 The controller speaks a request/response protocol over one TCP socket: a 40-byte header
 (32-byte NUL-padded command name, big-endian uint32 body size, uint16 "send response" flag,
-two zero bytes) followed by a big-endian body. A response repeats the header layout and ends its
-body with an error section (uint32 status, int32 description size, description bytes).
+two zero bytes) followed by a big-endian body. A response header has the same name and body-size
+fields, then four unused bytes that are zero (no flag: the vendor's TCP protocol manual), and its
+body ends with an error section (uint32 status, int32 description size, description bytes).
 
 Keeping the codec in one module means the simulator cannot drift from what the driver parses, and
 the vendor's own client (``nanonis_spm``) is the independent check that both are right.
@@ -33,6 +34,7 @@ __all__ = [
     "decode_reply",
     "encode_error",
     "encode_header",
+    "encode_reply_header",
     "pack_body",
     "unpack_body",
 ]
@@ -102,8 +104,16 @@ def encode_header(command: str, body_size: int, *, send_response: bool = True) -
     return _HEADER.pack(name, body_size, 1 if send_response else 0, 0)
 
 
+def encode_reply_header(command: str, body_size: int) -> bytes:
+    """Header of a response: name and body size, then four unused zero bytes (no flag)."""
+    return encode_header(command, body_size, send_response=False)
+
+
 def decode_header(data: bytes) -> tuple[str, int, bool]:
-    """Return (command, body size, send-response flag) of a 40-byte header."""
+    """Return (command, body size, send-response flag) of a 40-byte header.
+
+    The flag only means something in a request; in a response those bytes are unused (zero).
+    """
     if len(data) != HEADER_SIZE:
         raise ProtocolError(f"header must be {HEADER_SIZE} bytes, got {len(data)}")
     raw, size, flag, _ = _HEADER.unpack(data)
