@@ -20,10 +20,11 @@ from typing import Any
 
 import anyio
 import pytest
+import yaml
 from procs import ENV, TRAJMON, committed_samples, query, run_cli, wait_for
 from typer.testing import CliRunner
 
-from trajmon import MonitorConfig, Recorder
+from trajmon import DEFAULT_CHANNELS, MonitorConfig, Recorder
 from trajmon.cli import app
 from trajmon.config import ConfigError
 from trajmon.queries import connect_readonly, list_actions, resolve_run
@@ -515,6 +516,31 @@ async def test_the_drivers_doc_station_example_loads(tmp_path: Path) -> None:
             assert isinstance(await anyio.to_thread.run_sync(instruments["stm"].bias.get), float)
         finally:
             await anyio.to_thread.run_sync(close_station, station)
+
+
+async def test_a_starter_file_for_the_nanonis_driver_has_its_settings_as_specs(
+    tmp_path: Path,
+) -> None:
+    """Every NanonisSTM parameter is get-only, so "settable -> spec" made all 14 signals and a
+    run from the starter file detected no action; the driver now declares each one's kind."""
+    from simulators.serve import run_simulator
+
+    async with run_simulator(port=0, start_operator=False) as sim:
+        text = _docs_station_yaml().replace("192.168.1.20", sim.host)
+        station_file = tmp_path / "station.yaml"
+        station_file.write_text(text.replace("port: 6502", f"port: {sim.port}"), encoding="utf-8")
+        station, instruments = await anyio.to_thread.run_sync(load_station, station_file)
+        try:
+            starter = starter_channels_yaml(instruments, station_file)
+        finally:
+            await anyio.to_thread.run_sync(close_station, station)
+    entries = yaml.safe_load(starter)["channels"]
+    kinds = {e["parameter"]: e["kind"] for e in entries}
+    assert len(kinds) == 14
+    assert {p for p, kind in kinds.items() if kind == "signal"} == {"stm.current", "stm.z_position"}
+    assert "# unit: V; vals: <Numbers>; label: Bias; read-only; spec by its driver" in starter
+    defaults = {c.source: c.kind for c in DEFAULT_CHANNELS}
+    assert all(kinds[source] == kind for source, kind in defaults.items())
 
 
 def test_a_delegate_instruments_parameters_can_be_recorded(tmp_path: Path) -> None:

@@ -294,11 +294,19 @@ def _comment(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def declared_kind(param: Any) -> str | None:
+    """The kind a driver declares for a parameter (``metadata={"trajmon_kind": "spec"}``):
+    a read-only setting (the Nanonis driver's bias, setpoint, gains) is still a spec."""
+    metadata = getattr(param, "metadata", None)
+    kind = metadata.get("trajmon_kind") if isinstance(metadata, Mapping) else None
+    return kind if kind in ("signal", "spec") else None
+
+
 def starter_channels_yaml(instruments: Mapping[str, Any], station_file: Path) -> str:
     """A channels file listing every gettable parameter, for the operator to prune and edit.
 
-    Settable parameters are guessed to be specs (settings whose changes are actions), the rest
-    signals. Unit, validator and QCoDeS label are comments, so the file loads back as it is.
+    A kind the driver declares is taken; otherwise settable parameters are guessed to be specs
+    (settings whose changes are actions), the rest signals. Unit, validator and QCoDeS label are comments, so the file loads back as it is.
     """
     lines = [
         f"# trajmon channels file, generated from {station_file} on {time.strftime('%Y-%m-%d')}.",
@@ -308,7 +316,8 @@ def starter_channels_yaml(instruments: Mapping[str, Any], station_file: Path) ->
         "#   kind: signal (measured, dense) | spec (a setting; its changes are actions),",
         "#   optional label (default: the parameter path), group, interval_s (seconds),",
         "#   and for specs tolerance_abs / tolerance_rel (changes within them are not actions).",
-        "# The kind below is a guess: settable -> spec, read-only -> signal.",
+        "# The kind below is the driver's where it says (parameter metadata 'trajmon_kind'),",
+        "#   else a guess: settable -> spec, read-only -> signal.",
         "channels:",
     ]
     taken: set[str] = set()
@@ -318,6 +327,7 @@ def starter_channels_yaml(instruments: Mapping[str, Any], station_file: Path) ->
         label = unique_name(path, lambda name: name.casefold() in taken, " ({})".format)
         taken.add(label.casefold())
         settable = bool(getattr(param, "settable", False))
+        kind = declared_kind(param) or ("spec" if settable else "signal")
         notes = [f"unit: {_comment(getattr(param, 'unit', '') or '-')}"]
         vals = getattr(param, "vals", None)
         notes.append(f"vals: {_comment(repr(vals)) if vals is not None else '-'}")
@@ -325,10 +335,12 @@ def starter_channels_yaml(instruments: Mapping[str, Any], station_file: Path) ->
         if qlabel:
             notes.append(f"label: {_comment(qlabel)}")
         notes.append("settable" if settable else "read-only")
+        if declared_kind(param):
+            notes.append(f"{kind} by its driver")
         lines.append(f"  # {'; '.join(notes)}")
         lines.append(f"  - parameter: {json.dumps(path, ensure_ascii=False)}")
         lines.append(f"    label: {json.dumps(label, ensure_ascii=False)}")
-        lines.append(f"    kind: {'spec' if settable else 'signal'}")
+        lines.append(f"    kind: {kind}")
     return "\n".join(lines) + "\n"
 
 

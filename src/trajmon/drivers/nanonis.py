@@ -120,6 +120,9 @@ class NanonisSTM(Instrument):
                 set_cmd=False,
                 vals=spec.validator(),
                 docstring=f"{spec.doc} ({spec.command}, read-only)",
+                # Every parameter here is get-only, so settable cannot tell a setting from a
+                # measurement: `trajmon channels init` takes the kind from this instead.
+                metadata={"trajmon_kind": spec.trajmon_kind},
             )
             setattr(self, spec.name, param)
         with self._lock:

@@ -31,6 +31,11 @@ class Spec(NamedTuple):
     kind: type  # float, int or bool: what the wire value is converted to
     doc: str
 
+    @property
+    def trajmon_kind(self) -> str:
+        """A measured signal (the signal list's entries) or a setting the operator changes."""
+        return "signal" if self.command == SIGNALS_GET else "spec"
+
     def validator(self) -> Validator[Any]:
         if self.kind is bool:
             return Bool()
