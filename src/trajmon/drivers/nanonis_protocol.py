@@ -6,8 +6,9 @@ two zero bytes) followed by a big-endian body. A response header has the same na
 fields, then four unused bytes that are zero (no flag: the vendor's TCP protocol manual), and its
 body ends with an error section (uint32 status, int32 description size, description bytes).
 
-Keeping the codec in one module means the simulator cannot drift from what the driver parses, and
-the vendor's own client (``nanonis_spm``) is the independent check that both are right.
+Keeping the codec in one module means the simulator cannot drift from what the driver parses;
+that both read the manual right is pinned by tests/test_driver_conformance.py, which compares
+them with bytes written out by hand from the manual.
 
 Body formats are tuples of codes:
 
