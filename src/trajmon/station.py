@@ -306,7 +306,8 @@ def starter_channels_yaml(instruments: Mapping[str, Any], station_file: Path) ->
     """A channels file listing every gettable parameter, for the operator to prune and edit.
 
     A kind the driver declares is taken; otherwise settable parameters are guessed to be specs
-    (settings whose changes are actions), the rest signals. Unit, validator and QCoDeS label are comments, so the file loads back as it is.
+    (settings whose changes are actions), the rest signals. Unit, validator and QCoDeS label
+    are comments, so the file loads back as it is.
     """
     lines = [
         f"# trajmon channels file, generated from {station_file} on {time.strftime('%Y-%m-%d')}.",
