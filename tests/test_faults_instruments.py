@@ -113,7 +113,7 @@ async def test_stalled_writer_costs_missed_ticks_not_memory(
     depth: list[int] = []
 
     async def slow_write(self: writer_module.Writer, *args: Any) -> None:
-        await anyio.sleep(0.4)  # the injected slow disk
+        await anyio.sleep(0.2)  # the injected slow disk
         await real_write(self, *args)
 
     monkeypatch.setattr(writer_module.Writer, "_write", slow_write)
