@@ -37,6 +37,7 @@ __all__ = ["Column", "Sink", "open_sink", "text_value"]
 #: Column kinds after decoding: numbers, flags, strings, and ``text`` (anything else, as JSON).
 ColumnKind = Literal["float", "int", "bool", "str", "text"]
 _NC4_HIDDEN = "_nc4_non_coord_"
+_NC_MAX_NAME = 255  # bytes: netCDF-C reads 256 (NC_MAX_NAME) without the final NUL
 
 
 @dataclass(slots=True)
@@ -98,6 +99,18 @@ def _csv_cell(value: Any) -> Any:
     return text_value(value)
 
 
+def _csv_float(text: str) -> str:
+    """A float's ``repr``, but NaN as ``NaN``: the spelling every CSV reader takes for a number
+    (polars reads a column holding ``nan`` as strings; pandas, R and numpy accept either)."""
+    return "NaN" if text == "nan" else text
+
+
+def _nc_text(value: str) -> str:
+    """netCDF strings are C strings: HDF5 refuses an embedded NUL (the whole export failed),
+    so it becomes U+FFFD, the replacement character."""
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value
+
+
 def _fits_int64(value: Any) -> bool:
     return isinstance(value, int) and INT64_MIN <= value <= INT64_MAX
 
@@ -154,7 +167,10 @@ class CsvSink(_FileSink):
         cells = []
         for kind, values in zip(self._kinds, columns, strict=True):
             if kind == "float":  # the bulk of any export: skip the generic path
-                cells.append(["" if v is None else repr(v) for v in values])
+                texts = ["" if v is None else repr(v) for v in values]
+                if "nan" in texts:  # rare: fixed up in a second pass, checked at C speed
+                    texts = [_csv_float(t) for t in texts]
+                cells.append(texts)
             elif kind in ("int", "str"):
                 cells.append(["" if v is None else v for v in values])
             else:
@@ -270,7 +286,7 @@ class NetcdfSink(_FileSink):
         try:
             self._file = h5netcdf.File(self._io, "w")
             self._file.dimensions = {index: None}
-            self._file.attrs.update(attrs)
+            self._file.attrs.update({k: _nc_text(a) for k, a in attrs.items()})
             names = {index}  # the index column alone may have it: it is the coordinate
             for c in columns:
                 self._add(c, index if c.name == index else _nc_name(c.name, names))
@@ -290,10 +306,10 @@ class NetcdfSink(_FileSink):
             dtype = self._text_dtype
         var = self._file.create_variable(name, (self._dim,), dtype, fillvalue=fill)
         if c.unit:
-            var.attrs["units"] = c.unit
+            var.attrs["units"] = _nc_text(c.unit)
         if c.kind == "bool" and not c.has_nulls:
             var.attrs["dtype"] = "bool"
-        var.attrs.update({"long_name": c.name, **c.attrs})
+        var.attrs.update({k: _nc_text(a) for k, a in {"long_name": c.name, **c.attrs}.items()})
         self._vars.append(var)
         self._fills.append(fill)
 
@@ -313,9 +329,11 @@ class NetcdfSink(_FileSink):
             elif kind == "bool":
                 data = np.array([fill if v is None else int(bool(v)) for v in values], "i1")
             elif kind == "str":
-                data = np.array(["" if v is None else str(v) for v in values], dtype=object)
+                data = np.array(
+                    ["" if v is None else _nc_text(str(v)) for v in values], dtype=object
+                )
             else:
-                data = np.array([text_value(v) or "" for v in values], dtype=object)
+                data = np.array([_nc_text(text_value(v) or "") for v in values], dtype=object)
             var[start:stop] = data
         self._io.check()
 
@@ -336,7 +354,9 @@ def _nc_name(name: str, taken: set[str]) -> str:
     the file's root group (so creating it fails), and netCDF-C refuses ``..``, ``-1`` or
     ``[A]``: such a name gets a leading ``_``. h5netcdf drops ``_nc4_non_coord_`` from any name
     it reads, so that becomes ``_nc4-non-coord_``. A name already taken, the dimension's
-    included, gets ``_2``, ``_3``…; the ``label`` attribute keeps the original.
+    included, gets ``_2``, ``_3``…; the ``label`` attribute keeps the original. netCDF-C reads
+    names of up to 255 bytes: a longer one (a label of 200 non-ASCII characters) came back cut
+    inside a character and netCDF4 could not open the file; it is cut here, between characters.
     """
     base = name.replace("/", "_").rstrip()
     first = base[:1]
@@ -344,9 +364,16 @@ def _nc_name(name: str, taken: set[str]) -> str:
         base = "_" + base
     while _NC4_HIDDEN in base:  # a loop: replacing one occurrence can complete another
         base = base.replace(_NC4_HIDDEN, "_nc4-non-coord_")
-    out = unique_name(base, taken.__contains__, "_{}".format)
+    out, n = _nc_fit(base, _NC_MAX_NAME), 1
+    while out in taken:
+        n += 1
+        out = _nc_fit(base, _NC_MAX_NAME - len(f"_{n}")) + f"_{n}"
     taken.add(out)
     return out
+
+
+def _nc_fit(name: str, max_bytes: int) -> str:
+    return name.encode("utf-8")[:max_bytes].decode("utf-8", "ignore").rstrip()
 
 
 Format = Literal["csv", "parquet", "netcdf"]
