@@ -213,9 +213,15 @@ class AsyncNanonisClient:
 
     async def connect(self) -> None:
         if self._writer is None:
-            self._reader, self._writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port), self.timeout_s
-            )
+            try:
+                self._reader, self._writer = await asyncio.wait_for(
+                    asyncio.open_connection(self.host, self.port), self.timeout_s
+                )
+            except TimeoutError as exc:
+                where = f"{self.host}:{self.port}"
+                raise TimeoutError(
+                    f"cannot connect to {where} within {self.timeout_s:g} s"
+                ) from exc
 
     async def close(self) -> None:
         writer, self._writer, self._reader = self._writer, None, None
@@ -243,6 +249,12 @@ class AsyncNanonisClient:
                 raise ProtocolError(f"reply to {name!r} while waiting for {command!r}")
             values, offset = unpack_body(spec.returns, reply)
             status, message = decode_error(reply, offset)
+        except asyncio.IncompleteReadError as exc:  # a dropped connection or an outage
+            await self.close()
+            raise ConnectionError(f"{command}: connection closed before the reply") from exc
+        except TimeoutError as exc:  # bare TimeoutError() would name neither request nor wait
+            await self.close()
+            raise TimeoutError(f"{command}: no reply within {self.timeout_s:g} s") from exc
         except BaseException:
             await self.close()  # the stream position is unknown after a failure
             raise
