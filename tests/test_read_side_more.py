@@ -284,30 +284,41 @@ def test_status_of_a_run_without_samples_shows_no_read_time(knob_db: Path) -> No
 @pytest.mark.parametrize(
     ("span", "line"),
     [
-        ((None, None), "no samples recorded in this group; gaps: 0"),
-        ((0.0045530001, 7.25), "recorded data spans 0.005 .. 7.250 s; gaps: 0"),
+        ((None, None), "  no samples recorded in this group; gaps: 0"),
+        (
+            (0.0045530001, 7.25),
+            "  no samples in this window; recorded data spans 0.005 .. 7.250 s; gaps: 0",
+        ),
+        (
+            (0.0045530001, 7.25, [5.1, 7.25]),
+            "  samples in this window span 5.100 .. 7.250 s;"
+            " recorded data spans 0.005 .. 7.250 s; gaps: 0",
+        ),
     ],
 )
 def test_an_incomplete_window_says_what_was_recorded(
-    span: tuple[float | None, float | None], line: str, capsys: pytest.CaptureFixture[str]
+    span: tuple[Any, ...], line: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A group without samples printed "recorded data spans None .. None"; spans printed every
-    digit of the float."""
+    digit of the float. A window that begins in a resumed run's outage said only the whole
+    run's span and "gaps: 0" (the outage is no gap between two of its rows): now where the
+    window's own samples begin and end."""
     from trajmon.cli.actions_cmd import _print_window
 
+    dts = span[2] if len(span) > 2 else []
     group = {
         "group": "signals",
         "complete": False,
         "channels": [],
         "columns": {},
-        "sample_idx": [],
-        "dt_s": [],
+        "sample_idx": list(range(len(dts))),
+        "dt_s": dts,
         "gaps": [],
         "recorded_from_s": span[0],
         "recorded_to_s": span[1],
     }
     _print_window("signal window", [group])
-    assert line in capsys.readouterr().out
+    assert line in capsys.readouterr().out.splitlines()
 
 
 def test_json_output_takes_complex_values_and_other_objects(

@@ -92,12 +92,20 @@ def _print_window(title: str, groups: list[dict[str, Any]]) -> None:
         print_table(table)
         if not g["complete"]:
             first, last = g["recorded_from_s"], g["recorded_to_s"]
-            span = (
+            parts = []  # why: the window's own samples first (a resume's outage at an edge)
+            if g["dt_s"]:
+                parts.append(
+                    f"samples in this window span {g['dt_s'][0]:.3f} .. {g['dt_s'][-1]:.3f} s"
+                )
+            elif first is not None:
+                parts.append("no samples in this window")
+            parts.append(
                 "no samples recorded in this group"
                 if first is None
                 else f"recorded data spans {first:.3f} .. {last:.3f} s"
             )
-            console.print(f"  {span}; gaps: {len(g['gaps'])}", markup=False)
+            parts.append(f"gaps: {len(g['gaps'])}")
+            console.print("  " + "; ".join(parts), markup=False)
 
 
 def _as_rows(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
