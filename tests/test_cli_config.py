@@ -213,6 +213,14 @@ def test_an_interrupted_run_also_clears_the_name(config: Path, tmp_path: Path) -
     assert proc.returncode == 130, err
     assert json.loads(out)["status"] == "interrupted"
     assert "run_name" not in staged(config)
+    # resumed with the database as a relative path: the summary names it as a new run's does
+    again = subprocess.run(
+        [sys.executable, "-m", "trajmon", "run", "--resume", "stopped", "--sim", "--db",
+         "runs.db", "--duration", "0.3", "--json"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60, check=False,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["db"] == json.loads(out)["db"] == str(db.resolve())
 
 
 def test_list_signals_and_specs_default_to_the_simulator(config: Path) -> None:

@@ -230,7 +230,8 @@ def run(
                 " only the instrument source, --duration and --db are taken on resume"
             )
         with user_errors():
-            resume_db = db or read_staged(path).db or Path("trajmon.db")
+            # absolute, as a new run's (staging): the summary names the same file either way
+            resume_db = (db or read_staged(path).db or Path("trajmon.db")).expanduser().resolve()
         with user_errors():
             config = load_resume_config(resume_db, resume).updated(duration_s=duration)
             source = _resume_source(config, sim, host, port, station)
