@@ -435,8 +435,19 @@ def test_an_interval_option_the_channels_file_outranks_is_named_not_dropped_sile
     assert intervals == {"signal": 0.05, "spec": 0.2}
     notes = [line for line in proc.stderr.splitlines() if "is not used" in line]
     assert notes == [
-        "trajmon: note: --interval-s 0.3 is not used: the channels file sets interval_s for"
-        " every group it would apply to",
+        "trajmon: note: --interval-s 0.3 is not used: every group takes the channels file's"
+        " interval_s or a per-kind interval",
         "trajmon: note: --signal-interval-s 0.1 is not used: the channels file sets interval_s"
         " for every group it would apply to",
+    ]
+    # without a channels file, the per-kind options outrank --interval-s
+    plain = trajmon(
+        config, "run", "--sim", "--run-name", "iv2", "--duration", "0.3", "--quiet",
+        "--db", str(tmp_path / "iv.db"), "--interval-s", "0.3", "--signal-interval-s", "0.1",
+        "--spec-interval-s", "0.2",
+    )  # fmt: skip
+    assert plain.returncode == 0, plain.stderr
+    assert [line for line in plain.stderr.splitlines() if "is not used" in line] == [
+        "trajmon: note: --interval-s 0.3 is not used: every group takes the channels file's"
+        " interval_s or a per-kind interval"
     ]

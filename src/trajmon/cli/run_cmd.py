@@ -269,12 +269,9 @@ def run(
             "--signal-interval-s": signal_interval_s,
             "--spec-interval-s": spec_interval_s,
         }
-        for name in unused_intervals(plan.config, typed):
-            err_console.print(
-                f"trajmon: note: {name} {typed[name]:g} is not used: the channels file sets"
-                " interval_s for every group it would apply to",
-                markup=False,
-            )
+        for name, why in unused_intervals(plan.config, typed).items():
+            note = f"trajmon: note: {name} {typed[name]:g} is not used: {why}"
+            err_console.print(note, markup=False)
         try:
             check_run_name_free(plan.config.db, plan.config.run_name)
         except StorageError as exc:

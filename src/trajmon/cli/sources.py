@@ -164,10 +164,10 @@ def resolved_channels(
     ]
 
 
-def unused_intervals(config: MonitorConfig, given: dict[str, float | None]) -> list[str]:
-    """The interval options given on the command line that no recorded group takes: a channels
-    file's ``interval_s`` outranks them, and an interval the user typed must not vanish silently.
-    """
+def unused_intervals(config: MonitorConfig, given: dict[str, float | None]) -> dict[str, str]:
+    """The interval options given on the command line that no recorded group takes, with why:
+    a channels file's ``interval_s`` outranks them all, and a per-kind interval outranks
+    ``--interval-s``. An interval the user typed must not vanish silently."""
     explicit = {c.group_name for c in config.channels if c.interval_s is not None}
     used: set[str] = set()
     for spec in config.selected_channels():
@@ -177,7 +177,13 @@ def unused_intervals(config: MonitorConfig, given: dict[str, float | None]) -> l
         per_kind = config.signal_interval_s if signal else config.spec_interval_s
         own = "--signal-interval-s" if signal else "--spec-interval-s"
         used.add(own if per_kind is not None else "--interval-s")
-    return [name for name, value in given.items() if value is not None and name not in used]
+    file_only = "the channels file sets interval_s for every group it would apply to"
+    outranked = "every group takes the channels file's interval_s or a per-kind interval"
+    return {
+        name: outranked if used and name == "--interval-s" else file_only
+        for name, value in given.items()
+        if value is not None and name not in used
+    }
 
 
 NO_RUN_NAME = (
