@@ -7,6 +7,7 @@ display, and a program that imports trajmon keeps whatever backend it chose.
 
 from __future__ import annotations
 
+import bisect
 import errno
 import math
 import os
@@ -70,10 +71,11 @@ def _drawn(values: list[Any]) -> tuple[list[float], int]:
     return ys, hidden
 
 
-def _breaks(xs: list[float], limit: float) -> list[int]:
-    """Positions after which the samples are more than ``limit`` apart: the window's gaps (the
-    outage of a resumed run, missed ticks), the same test as :func:`windows.window_columns`."""
-    return np.flatnonzero(np.diff(np.asarray(xs, dtype=np.float64)) > limit).tolist()
+def _breaks(xs: list[float], gaps: list[dict[str, float]]) -> list[int]:
+    """Positions after which the line must stop: the window's ``gaps`` as
+    :func:`windows.window_columns` found them (the outage of a resumed run, missed ticks), each
+    starting at one of the window's samples."""
+    return [bisect.bisect_left(xs, gap["from_s"]) for gap in gaps]
 
 
 def _broken(xs: list[float], ys: list[float], breaks: list[int]) -> tuple[list[float], list[float]]:
@@ -108,8 +110,7 @@ def plot_action_window(
     series: list[tuple[str, str, list[float], list[float], int]] = []
     for g in groups:
         xs = [float(t) for t in g["dt_s"]]
-        interval = g.get("interval_s")  # as window_columns gives it; else no gaps known
-        breaks = [] if interval is None else _breaks(xs, 2 * float(interval))
+        breaks = _breaks(xs, g.get("gaps", []))
         for ch in g["channels"]:
             ys, hidden = _drawn(g["columns"].get(ch["label"], [None] * len(xs)))
             if any(not math.isnan(y) for y in ys) or not ys or hidden:
