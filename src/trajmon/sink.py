@@ -149,9 +149,7 @@ class EventTap:
     def _seen(self, item: Item) -> None:
         if type(item) is FlaggedSample:
             self._recent.extend(item.events)
-        changed = self._changed
-        if changed.event is not None:
-            changed.wake()
+        self._changed.wake()
 
 
 def open_queue(

@@ -328,7 +328,8 @@ def starter_channels_yaml(instruments: Mapping[str, Any], station_file: Path) ->
         label = unique_name(path, lambda name: name.casefold() in taken, " ({})".format)
         taken.add(label.casefold())
         settable = bool(getattr(param, "settable", False))
-        kind = declared_kind(param) or ("spec" if settable else "signal")
+        declared = declared_kind(param)
+        kind = declared or ("spec" if settable else "signal")
         notes = [f"unit: {_comment(getattr(param, 'unit', '') or '-')}"]
         vals = getattr(param, "vals", None)
         notes.append(f"vals: {_comment(repr(vals)) if vals is not None else '-'}")
@@ -336,7 +337,7 @@ def starter_channels_yaml(instruments: Mapping[str, Any], station_file: Path) ->
         if qlabel:
             notes.append(f"label: {_comment(qlabel)}")
         notes.append("settable" if settable else "read-only")
-        if declared_kind(param):
+        if declared:
             notes.append(f"{kind} by its driver")
         lines.append(f"  # {'; '.join(notes)}")
         lines.append(f"  - parameter: {json.dumps(path, ensure_ascii=False)}")
