@@ -36,6 +36,7 @@ from procs import (
     start_run,
     wait_for,
 )
+from test_resume import record_until  # until the run has read N spec samples, then stop
 
 from simulators.operator import AsyncNanonisClient
 from simulators.qcodes_sim import SimulatedSTM
@@ -121,15 +122,6 @@ def stm() -> Iterator[SimulatedSTM]:
     instrument.close()
 
 
-async def _record(recorder: Recorder, spec_samples: int) -> None:
-    """Record until the run (all sessions) has read ``spec_samples`` spec samples."""
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(recorder.run)
-        with anyio.fail_after(30):
-            await recorder.wait_until(lambda: recorder.stats[1].samples_read >= spec_samples)
-        recorder.request_stop()
-
-
 async def test_a_slow_turn_across_a_resume_is_one_action_against_where_it_started(
     db_path: Path, stm: SimulatedSTM
 ) -> None:
@@ -143,11 +135,11 @@ async def test_a_slow_turn_across_a_resume_is_one_action_against_where_it_starte
     ]
     config = MonitorConfig(run_name="slow", db=db_path, interval_s=0.02, channels=channels)
     await anyio.to_thread.run_sync(stm.bias.set, 0.10)
-    await _record(Recorder(config, {"stm": stm}), 3)
+    await record_until(Recorder(config, {"stm": stm}), 3)
     for n, volts in enumerate((0.16, 0.22), start=2):  # each step within the tolerance
         await anyio.to_thread.run_sync(stm.bias.set, volts)
         resumed = load_resume_config(db_path, "slow")
-        await _record(Recorder(resumed, {"stm": stm}, resume=True), 3 * n)
+        await record_until(Recorder(resumed, {"stm": stm}, resume=True), 3 * n)
     with closing(connect_readonly(db_path)) as conn:
         actions = list_actions(conn, resolve_run(conn, "slow"))
     assert [(a["old_value"], a["new_value"]) for a in actions] == [
