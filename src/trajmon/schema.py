@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -206,8 +207,27 @@ def check_version(version: int) -> None:
         )
 
 
-def migrate(conn: sqlite3.Connection) -> int:
-    """Bring a database to :data:`SCHEMA_VERSION`; never drops data. Returns the old version."""
+def switch_to_wal(conn: sqlite3.Connection, wait_s: float) -> None:
+    """``PRAGMA journal_mode = WAL``, retried for up to ``wait_s`` while another connection
+    holds a lock: SQLite answers that pragma "database is locked" at once, without the busy
+    handler ``timeout`` installs, so two recorders creating one new file together had one fail.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.005)
+
+
+def migrate(conn: sqlite3.Connection, wait_s: float = 2.0) -> int:
+    """Bring a database to :data:`SCHEMA_VERSION`; never drops data. Returns the old version.
+
+    ``wait_s`` bounds the wait for another process that holds the file (as ``timeout`` does
+    for the statements)."""
     (version,) = conn.execute("PRAGMA user_version").fetchone()
     check_version(version)
     if version == 0:
@@ -218,7 +238,7 @@ def migrate(conn: sqlite3.Connection) -> int:
         # transaction then leaves uncommitted WAL frames, which every reader ignores, rather
         # than a hot rollback journal, which read-only connections cannot roll back — each
         # `trajmon runs`, `status` or `run` pre-check refused the file until a writer came.
-        conn.execute("PRAGMA journal_mode = WAL")
+        switch_to_wal(conn, wait_s)
         conn.executescript("BEGIN;" + _CATALOG + f"PRAGMA user_version = {SCHEMA_VERSION};COMMIT;")
     return int(version)
 
