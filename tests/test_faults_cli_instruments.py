@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from procs import query, run_cli, sim_process
+from test_error_streaks import assert_streaks_are_the_gaps
 
 FAULTS = """faults:
   - {at_s: 1.0, fault: drop, command: Signals.ValsGet}
@@ -72,3 +73,7 @@ def test_a_faulty_controller_never_ends_the_run(tmp_path: Path) -> None:
     kinds = {k for (k,) in query(db, "SELECT DISTINCT error_type FROM monitor_errors")}
     assert {"ConnectionError", "NanonisError", "TimeoutError"} <= kinds, kinds
     assert {i for (i,) in query(db, "SELECT DISTINCT instrument FROM monitor_errors")} == {"bad"}
+    for channel, table in (("bad I", "two/bad"), ("bad V", "two/specs")):
+        streaks = assert_streaks_are_the_gaps(db, table, channel)
+        # ~100 failed reads of the 10 s outage are a few rows, not one per read
+        assert len(streaks) <= 12 and max(reads for _, reads, _ in streaks) >= 50, streaks

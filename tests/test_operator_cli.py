@@ -87,7 +87,8 @@ def test_status_json_shape(knob_db: Path) -> None:
         "schema", "run_id", "run_name", "status", "stored_status", "running", "run_start_utc",
         "ended_utc", "elapsed_s", "requested_duration_s", "heartbeat_utc", "heartbeat_age_s",
         "stale_after_s", "signal_samples", "spec_samples", "missed_ticks", "actions", "errors",
-        "last_error", "lost_samples", "pending_samples", "sessions", "pid", "message", "groups",
+        "failed_reads", "last_error", "lost_samples", "pending_samples", "sessions", "pid",
+        "message", "groups",
     }  # fmt: skip
     assert set(doc) == expected, "the documented, versioned shape"
     text = invoke("status", "--db", str(knob_db))  # most recent run by default

@@ -24,6 +24,7 @@ from trajmon.cli.runs_cmd import render_status
 from trajmon.live import LiveSnapshot
 from trajmon.plotting import plot_action_window, plottable
 from trajmon.records import ActionEvent
+from trajmon.schema import SCHEMA_VERSION
 
 __all__ = ["knob_db"]  # the recorded run of test_operator_cli, used as a fixture here
 
@@ -57,10 +58,11 @@ def test_a_database_from_a_newer_trajmon_is_refused(
     db = _archived_copy(knob_db, tmp_path)
     with closing(sqlite3.connect(db)) as conn:
         conn.execute("ALTER TABLE runs RENAME COLUMN actions TO action_count")
-        conn.execute("PRAGMA user_version = 2")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
         conn.commit()
     result = invoke(*reader_args(args, tmp_path), "--db", str(db))
-    _assert_one_line_error(result, "schema version 2 is newer than this trajmon (1)")
+    newer = f"schema version {SCHEMA_VERSION + 1} is newer than this trajmon ({SCHEMA_VERSION})"
+    _assert_one_line_error(result, newer)
     assert not (tmp_path / "never.png").exists() and not (tmp_path / "export").exists()
 
 

@@ -19,6 +19,7 @@ from simulators.qcodes_sim import SimulatedSTM
 from trajmon import MonitorConfig, Recorder, RunExistsError, RunFailedError
 from trajmon import writer as writer_module
 from trajmon.queries import connect_readonly, list_actions, list_runs, resolve_run
+from trajmon.schema import SCHEMA_VERSION
 from trajmon.sink import QueueSink
 
 
@@ -54,7 +55,7 @@ async def test_short_run_commits_every_sample_and_the_catalog(
     assert ("Scan Status Code", "spec", "", "int", "stm.scan_status") in catalog
     assert len(catalog) == 12
     assert "stm" in snapshot
-    assert version == 1 and mode == "wal"
+    assert version == SCHEMA_VERSION and mode == "wal"
 
 
 async def test_spec_set_from_another_thread_becomes_an_action(

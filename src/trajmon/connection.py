@@ -15,7 +15,7 @@ from typing import Any, TypeVar, cast
 import aiosqlite
 import anyio
 
-from .schema import ACTION_INSERT, ERROR_INSERT, GROUP_UPDATE, RUN_BEAT, SEGMENT_UPSERT
+from .schema import ACTION_INSERT, ERROR_UPSERT, GROUP_UPDATE, RUN_BEAT, SEGMENT_UPSERT
 
 __all__ = [
     "RunTakenOverError",
@@ -72,7 +72,7 @@ def write_transaction(
         if actions:
             db.executemany(ACTION_INSERT, actions)
         if errors:
-            db.executemany(ERROR_INSERT, errors)
+            db.executemany(ERROR_UPSERT, errors)
         db.executemany(GROUP_UPDATE, group_rows)
         db.execute(RUN_BEAT, beat)
         db.execute("COMMIT")

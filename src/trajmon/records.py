@@ -64,7 +64,8 @@ class ActionEvent:
 
 @dataclass(slots=True)
 class MonitorError:
-    """A failed read (or other fault) the run survived; one row in ``monitor_errors``."""
+    """One failed read (or a value that did not fit) the run survived; the writer folds a
+    channel's consecutive ones into one ``monitor_errors`` row (:mod:`trajmon.streaks`)."""
 
     dt_s: float
     channel: str | None

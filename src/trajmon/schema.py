@@ -13,6 +13,7 @@ SQL keywords or unicode are just names. ``segment_id`` is a virtual generated co
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 import time
@@ -25,13 +26,15 @@ from .records import GroupStats
 __all__ = [
     "ACTION_INSERT",
     "CATALOG_TABLES",
-    "ERROR_INSERT",
+    "ERROR_COLUMNS",
+    "ERROR_UPSERT",
     "GROUP_UPDATE",
     "RUN_BEAT",
     "SCHEMA_VERSION",
     "SEGMENT_UPSERT",
     "SchemaError",
     "check_version",
+    "error_columns",
     "group_counters",
     "group_table_ddl",
     "group_table_name",
@@ -41,7 +44,7 @@ __all__ = [
     "segment_spans",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class SchemaError(RuntimeError):
@@ -147,6 +150,9 @@ CREATE TABLE IF NOT EXISTS monitor_errors (
     instrument TEXT,
     error_type TEXT NOT NULL,
     message TEXT NOT NULL,
+    reads INTEGER NOT NULL DEFAULT 1,
+    last_dt_s REAL,
+    last_message TEXT,
     PRIMARY KEY (run_id, error_idx)
 );
 CREATE TABLE IF NOT EXISTS sessions (
@@ -240,7 +246,52 @@ def migrate(conn: sqlite3.Connection, wait_s: float = 2.0) -> int:
         # `trajmon runs`, `status` or `run` pre-check refused the file until a writer came.
         switch_to_wal(conn, wait_s)
         conn.executescript("BEGIN;" + _CATALOG + f"PRAGMA user_version = {SCHEMA_VERSION};COMMIT;")
+    elif version < SCHEMA_VERSION:
+        _upgrade(conn)
     return int(version)
+
+
+#: Version 1 -> 2: a ``monitor_errors`` row stands for a streak of failed reads (``reads``,
+#: ``last_dt_s``, ``last_message``); a version-1 row is a streak of one.
+_UPGRADES = {
+    1: (
+        "ALTER TABLE monitor_errors ADD COLUMN reads INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE monitor_errors ADD COLUMN last_dt_s REAL",
+        "ALTER TABLE monitor_errors ADD COLUMN last_message TEXT",
+        "UPDATE monitor_errors SET last_dt_s = dt_s, last_message = message",
+    ),
+}
+
+
+def _upgrade(conn: sqlite3.Connection) -> None:
+    """Migrate in place under the write lock, reading the version again inside it: another
+    recorder may have upgraded the file meanwhile, and ``ALTER TABLE`` must run once."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        check_version(version)
+        while version < SCHEMA_VERSION:
+            for statement in _UPGRADES[version]:
+                conn.execute(statement)
+            version += 1
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+
+
+#: ``monitor_errors``' streak columns as a reader selects them: a file a version-1 trajmon wrote
+#: (read-only readers cannot migrate it) has one row per failed read.
+ERROR_COLUMNS = "reads, last_dt_s, last_message"
+_V1_ERROR_COLUMNS = "1 AS reads, dt_s AS last_dt_s, message AS last_message"
+
+
+def error_columns(conn: sqlite3.Connection) -> str:
+    """The select list for the streak columns on this file, whichever version wrote it."""
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    return ERROR_COLUMNS if version >= 2 else _V1_ERROR_COLUMNS
 
 
 # The statements the writer runs for every batch (one transaction per commit).
@@ -260,9 +311,14 @@ INSERT INTO actions (run_id, action_idx, dt_s, sample_idx, prev_dt_s, detected_a
     channel_id, old_value, new_value, delta, window_start_s, window_end_s)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
-ERROR_INSERT = """
-INSERT INTO monitor_errors (run_id, error_idx, dt_s, channel, instrument, error_type, message)
-VALUES (?, ?, ?, ?, ?, ?, ?)
+#: A streak's row: inserted by the commit that sees its first failed read, then brought up to
+#: date by each commit that sees more of it.
+ERROR_UPSERT = """
+INSERT INTO monitor_errors (run_id, error_idx, dt_s, channel, instrument, error_type, message,
+    reads, last_dt_s, last_message)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (run_id, error_idx) DO UPDATE SET
+    reads = excluded.reads, last_dt_s = excluded.last_dt_s, last_message = excluded.last_message
 """
 GROUP_UPDATE = """
 UPDATE poll_groups SET samples = ?, samples_read = ?, missed_ticks = ?, failed_reads = ?,

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from .queries import RunRef, effective_status
+from .schema import error_columns
 
 __all__ = ["STATUS_SCHEMA", "TERMINAL_STATUSES", "run_status"]
 
@@ -69,9 +70,10 @@ def run_status(conn: sqlite3.Connection, ref: RunRef, now: float | None = None) 
                 "last_dt_s": g["last_dt_s"],
             }
         )
+    # The streak with the latest failed read: one that began earlier may still be going on.
     last_error = conn.execute(
-        "SELECT dt_s, channel, instrument, error_type, message FROM monitor_errors"
-        " WHERE run_id = ? ORDER BY error_idx DESC LIMIT 1",
+        f"SELECT dt_s, channel, instrument, error_type, message, {error_columns(conn)}"
+        " FROM monitor_errors WHERE run_id = ? ORDER BY last_dt_s DESC, error_idx DESC LIMIT 1",
         (ref.run_id,),
     ).fetchone()
     lost = int(run["lost_samples"])
@@ -96,6 +98,7 @@ def run_status(conn: sqlite3.Connection, ref: RunRef, now: float | None = None) 
         "missed_ticks": sum(g["missed_ticks"] for g in groups),
         "actions": int(run["actions"]),
         "errors": int(run["errors"]),
+        "failed_reads": sum(g["failed_reads"] for g in groups),
         "last_error": None if last_error is None else dict(last_error),
         "lost_samples": lost,
         "pending_samples": pending if status == "running" else 0,

@@ -23,6 +23,7 @@ from .clock import Clock, utc_iso
 from .connection import StorageError, on_connection_thread, write_transaction
 from .records import ActionEvent, FlaggedSample, GroupStats, MonitorError, Sample, SampleBatch
 from .schema import group_counters, insert_sql, segment_spans
+from .streaks import ErrorStreaks, Streak
 
 __all__ = ["Item", "Writer", "WriterTarget"]
 
@@ -111,7 +112,9 @@ class Writer:
         #: them over now, so they make this commit without waking the loop on a timer of their
         #: own; each returns True when it had something to hand over.
         self.pullers: list[Callable[[], bool]] = []
-        self._pending_errors: list[MonitorError] = []
+        #: (group id, sample index, error) of the commit being built, in queue order.
+        self._pending_errors: list[tuple[int, int, MonitorError]] = []
+        self._streaks = ErrorStreaks()
         self._committed = anyio.Event()
 
     def wake(self) -> None:
@@ -228,15 +231,14 @@ class Writer:
                 out.append(None if value is None else enc(value))
             except (TypeError, ValueError, OverflowError) as exc:
                 out.append(None)
-                self._pending_errors.append(
-                    MonitorError(
-                        sample.dt_s,
-                        channel.label,
-                        channel.instrument,
-                        "bad_value",
-                        f"{value!r} is not a {channel.value_type}: {exc}",
-                    )
+                error = MonitorError(
+                    sample.dt_s,
+                    channel.label,
+                    channel.instrument,
+                    "bad_value",
+                    f"{value!r} is not a {channel.value_type}: {exc}",
                 )
+                self._pending_errors.append((sample.group_id, sample.sample_idx, error))
         return tuple(out)
 
     def _encode_action(self, run_id: int, event: ActionEvent) -> tuple[Any, ...]:
@@ -278,32 +280,38 @@ class Writer:
             elif type(item) is FlaggedSample:
                 sample = item.sample
                 self._encode_batch(buffers[sample.group_id], [sample])
-                self._pending_errors.extend(item.errors)
+                gid, idx = sample.group_id, sample.sample_idx
+                self._pending_errors.extend([(gid, idx, err) for err in item.errors])
                 actions.extend([self._encode_action(run_id, e) for e in item.events])
-        errors = []
-        for err in self._pending_errors:
-            errors.append(
-                (
-                    run_id,
-                    target.next_error_idx,
-                    err.dt_s,
-                    err.channel,
-                    err.instrument,
-                    err.error_type,
-                    err.message,
-                )
-            )
-            target.next_error_idx += 1
+        touched, new_rows = self._streak_rows()
+        errors = [streak.row(run_id) for streak in touched]
         try:
-            await self._write(actions, errors)
+            await self._write(actions, errors, new_rows)
         except sqlite3.Error as exc:
             for buf in self._buffers.values():
                 buf.rows.clear()
             raise StorageError(f"cannot write to the database: {exc}") from exc
         target.actions += len(actions)
-        target.errors += len(errors)
+        target.errors += new_rows
 
-    async def _write(self, actions: list[tuple[Any, ...]], errors: list[tuple[Any, ...]]) -> None:
+    def _streak_rows(self) -> tuple[list[Streak], int]:
+        """The streaks this commit's errors start or continue (each one row to upsert), and
+        how many of them are new rows."""
+        target = self._target
+        touched: dict[int, Streak] = {}
+        new_rows = 0
+        for gid, idx, err in self._pending_errors:
+            streak = self._streaks.extend(gid, idx, err)
+            if streak is None:
+                streak = self._streaks.start(gid, idx, err, target.next_error_idx)
+                target.next_error_idx += 1
+                new_rows += 1
+            touched[streak.error_idx] = streak
+        return list(touched.values()), new_rows
+
+    async def _write(
+        self, actions: list[tuple[Any, ...]], errors: list[tuple[Any, ...]], new_errors: int
+    ) -> None:
         target = self._target
         run_id, rotate = target.run_id, target.rotate_entries
         now = self._clock.monotonic()
@@ -325,7 +333,7 @@ class Writer:
             wall,
             now - target.t0_mono,
             target.actions + len(actions),
-            target.errors + len(errors),
+            target.errors + new_errors,
             run_id,
         )
         # The whole transaction is one call on the connection's thread: one hop instead of one

@@ -114,13 +114,29 @@ def render_status(doc: dict[str, Any]) -> RenderableType:
         )
     parts: list[RenderableType] = [head, beat, table]
     if doc["last_error"] is not None:
-        e = doc["last_error"]
-        parts.append(
-            Text(f"last error at {e['dt_s']:.2f} s: {e['error_type']}: {e['message']}", "red")
-        )
+        parts.extend(_last_error_lines(doc["last_error"]))
     if doc["message"]:
         parts.append(Text(f"note: {doc['message']}"))
     return Group(*parts)
+
+
+def _last_error_lines(e: dict[str, Any]) -> list[Text]:
+    """The latest streak of failed reads: where it began and why, and, when it spans more than
+    one read, how long it lasted and what the latest read said."""
+    where = f"{e['channel']} ({e['instrument']})" if e["instrument"] else str(e["channel"])
+    cause = f"{e['error_type']}: {e['message']}"
+    if e["reads"] == 1:
+        return [Text(f"last error at {e['dt_s']:.2f} s on {where}: {cause}", "red")]
+    lines = [
+        Text(
+            f"last error: {e['reads']} failed reads in a row on {where}"
+            f" from {e['dt_s']:.2f} s to {e['last_dt_s']:.2f} s: {cause}",
+            "red",
+        )
+    ]
+    if e["last_message"] != e["message"]:
+        lines.append(Text(f"  latest: {e['last_message']}", "red"))
+    return lines
 
 
 def _read_status(db: Path, run: str | None) -> dict[str, Any]:
