@@ -14,10 +14,11 @@ from typing import Any
 import anyio
 from test_writer import committed, started_writer
 
+from trajmon.cli.runner import group_progress
 from trajmon.cli.runs_cmd import _last_error_lines
 from trajmon.clock import FakeClock
 from trajmon.queries import connect_readonly, resolve_run
-from trajmon.records import FlaggedSample, MonitorError, Sample
+from trajmon.records import FlaggedSample, GroupStats, MonitorError, Sample
 from trajmon.schema import SCHEMA_VERSION, migrate, quote_ident
 from trajmon.status import run_status
 
@@ -198,3 +199,10 @@ def test_status_text_says_how_long_the_latest_streak_lasted() -> None:
         " ConnectionError: connection lost",
         "  latest: not connected; next reconnect attempt in 0.2 s",
     ]
+
+
+def test_the_progress_line_names_failed_reads_once_there_are_any() -> None:
+    healthy = GroupStats(0, "signals", 0.1, samples_read=51)
+    assert group_progress(healthy, 10.2) == "signals 51 (10.2/s, missed 0)"
+    outage = GroupStats(0, "signals", 0.1, samples_read=400, failed_reads=321)
+    assert group_progress(outage, 10.0) == "signals 400 (10.0/s, missed 0, failed 321)"

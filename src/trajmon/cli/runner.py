@@ -28,11 +28,13 @@ import anyio
 from ..config import ConfigError, MonitorConfig
 from ..live import progress_mode, run_live_view
 from ..recorder import Recorder, RunSummary
+from ..records import GroupStats
 from .common import console, err_console
 
 __all__ = [
     "RunOutcome",
     "connect_nanonis",
+    "group_progress",
     "record",
     "signal_exit_code",
     "signals_restored",
@@ -159,11 +161,19 @@ async def _progress(recorder: Recorder, every_s: float) -> None:
         for st in recorder.stats:
             rate = (st.samples_read - last.get(st.name, 0)) / max(now - last_t, 1e-9)
             last[st.name] = st.samples_read
-            parts.append(f"{st.name} {st.samples_read} ({rate:.1f}/s, missed {st.missed_ticks})")
+            parts.append(group_progress(st, rate))
         parts.append(f"queue {recorder.queue_depth}")
         parts.append(f"actions {recorder.detector_actions}")
         last_t = now
         err_console.print("  ".join(parts), markup=False)
+
+
+def group_progress(st: GroupStats, rate: float) -> str:
+    """A group's part of the progress line. Failed reads are named once there are any: a
+    failed read is still a sample, so in a log (no live view) an outage kept the rate and
+    showed nothing."""
+    failed = f", failed {st.failed_reads}" if st.failed_reads else ""
+    return f"{st.name} {st.samples_read} ({rate:.1f}/s, missed {st.missed_ticks}{failed})"
 
 
 async def _shown(show: Callable[[], Awaitable[None]]) -> None:
