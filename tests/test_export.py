@@ -357,8 +357,8 @@ def test_every_exported_file_name_is_unique(edge_db: Path, tmp_path: Path, fmt: 
     """Group 0 is `channels` (renamed `group0-channels`), group 1 is `group0-channels`."""
     files = export_edge(edge_db, tmp_path, fmt)
     names = [p.name.casefold() for p in files]
-    assert len(set(names)) == len(names) == 6
-    assert all(p.exists() for p in files) and len(list((tmp_path / "edge").iterdir())) == 6
+    assert len(set(names)) == len(names) == 7
+    assert all(p.exists() for p in files) and len(list((tmp_path / "edge").iterdir())) == 7
 
 
 def test_csv_headers_are_unique(edge_db: Path, tmp_path: Path) -> None:
@@ -376,7 +376,8 @@ def test_csv_headers_are_unique(edge_db: Path, tmp_path: Path) -> None:
 def test_failed_export_leaves_nothing_and_can_be_retried(
     odd_db: Path, tmp_path: Path, fmt: Format, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Disk full at the third file: no partial file, no finished ones that stop a retry."""
+    """Disk full at the first group's file, after three finished ones: no partial file, no
+    finished ones that stop a retry."""
     from trajmon import files  # the rename every export file goes through
 
     real = files.os.replace
@@ -426,3 +427,74 @@ def test_cli_chunk_rows_out_of_range_is_a_usage_error(odd_db: Path, tmp_path: Pa
         assert result.exit_code == 2 and "--chunk-rows" in result.stderr, n
     assert list(tmp_path.iterdir()) == []
     assert runner.invoke(app, [*args, "--chunk-rows", str(MAX_CHUNK_ROWS)]).exit_code == 0
+
+
+class FlakyInstrument(Instrument):
+    """Four reads of ``level`` in a row raise (one streak), a later one answers text."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        calls = itertools.count()
+
+        def level() -> Any:
+            n = next(calls)
+            if 3 <= n <= 6:
+                raise RuntimeError(f"overload {n}")
+            return "clipped" if n == 9 else 1.5
+
+        self.add_parameter("level", unit="A", vals=v.Numbers(), get_cmd=level)
+        self.add_parameter("knob", unit="V", vals=v.Numbers(), get_cmd=lambda: 0.0)
+
+
+@pytest.fixture(scope="module")
+def flaky_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    db = tmp_path_factory.mktemp("flaky") / "flaky.db"
+    flaky = FlakyInstrument("flaky")
+    channels = [
+        ChannelSpec(label="Level", source="flaky.level", kind="signal"),
+        ChannelSpec(label="Knob", source="flaky.knob", kind="spec"),
+    ]
+    config = MonitorConfig(
+        run_name="flaky", db=db, channels=channels, interval_s=0.01, duration_s=0.2
+    )
+    try:
+        assert anyio.run(Recorder(config, {"flaky": flaky}).run).status == "completed"
+    finally:
+        flaky.close()
+    return db
+
+
+def read_back(path: Path) -> list[dict[str, Any]]:
+    """An exported table as dicts keyed by column name (CSV headers without their unit)."""
+    if path.suffix == ".csv":
+        with path.open(newline="", encoding="utf-8") as f:
+            return [{k.split(" [")[0]: x for k, x in row.items()} for row in csv.DictReader(f)]
+    if path.suffix == ".parquet":
+        return list(pq.read_table(path).to_pylist())
+    with xr.open_dataset(path, engine="h5netcdf") as ds:
+        frame = ds.to_dataframe().reset_index()
+    return list(frame.to_dict("records"))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "netcdf"])
+def test_errors_export_one_row_per_streak_with_its_reads(
+    flaky_db: Path, tmp_path: Path, fmt: Format
+) -> None:
+    with closing(connect_readonly(flaky_db)) as conn:
+        result = export_run(conn, resolve_run(conn, "flaky"), fmt, tmp_path)
+        stored_rows = [dict(r) for r in conn.execute("SELECT * FROM monitor_errors")]
+    path = result.directory / f"errors.{EXTENSIONS[fmt]}"
+    assert path in result.files and result.rows[path.name] == 2
+    got = read_back(path)
+    assert [(r["error_type"], int(r["reads"])) for r in got] == [
+        ("RuntimeError", 4),
+        ("bad_value", 1),
+    ]
+    for row, want in zip(got, stored_rows, strict=True):
+        assert float(row["dt_s"]) == want["dt_s"] and float(row["last_dt_s"]) == want["last_dt_s"]
+        assert (row["channel"], row["message"], row["last_message"]) == (
+            "Level",
+            want["message"],
+            want["last_message"],
+        )
+    assert "overload 3" in got[0]["message"] and "overload 6" in got[0]["last_message"]

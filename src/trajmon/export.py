@@ -5,6 +5,7 @@ Layout, for a run named ``R`` exported to ``OUT`` (``EXT`` is ``csv``, ``parquet
     OUT/<safe R>/run.json         the run row (status, start, config, counts)
     OUT/<safe R>/channels.EXT     the channel catalog (label, kind, group, unit, type, source…)
     OUT/<safe R>/actions.EXT      the action events, old/new values as text, numeric delta
+    OUT/<safe R>/errors.EXT       the monitor errors: one row per streak of failed reads
     OUT/<safe R>/<group>.EXT      one file per poll group: sample_idx, dt_s, read_s, channels…
 
 The export reads inside one read transaction, so it is a consistent snapshot even while the run
@@ -18,11 +19,8 @@ directory name is sanitized (:func:`safe_filename`) and checked to stay inside `
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import sqlite3
-import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,9 +28,10 @@ from typing import Any
 
 from .channels import decode_value, unique_name
 from .export_sinks import EXTENSIONS, Column, ColumnKind, Format, Sink, open_sink
+from .files import safe_filename
 from .gcpause import gc_paused
 from .queries import QueryError, RunRef
-from .schema import quote_ident
+from .schema import error_columns, quote_ident
 
 __all__ = [
     "DEFAULT_CHUNK_ROWS",
@@ -55,9 +54,7 @@ _KINDS: dict[str, ColumnKind] = {
     "array": "text",
     "any": "text",
 }
-_UNSAFE = re.compile(r'[\x00-\x1f\x7f-\x9f<>:"/\\|?*]')
-_WINDOWS_RESERVED = re.compile(r"^(con|prn|aux|nul|com\d|lpt\d)(\..*)?$", re.IGNORECASE)
-_OWN_FILES = {"run", "channels", "actions"}
+_OWN_FILES = {"run", "channels", "actions", "errors"}
 _NOT_NULL = {"channel_id", "group_id", "position"}
 
 
@@ -72,25 +69,6 @@ class ExportResult:
     directory: Path
     files: list[Path] = field(default_factory=list)
     rows: dict[str, int] = field(default_factory=dict)
-
-
-def safe_filename(name: str, max_bytes: int = 120) -> str:
-    """A file name derived from ``name`` that is one path component on every OS.
-
-    Separators, quotes, control and Windows-reserved characters become ``_``; leading and
-    trailing dots/spaces go (no ``..``, no hidden files). If anything changed, a short hash of
-    the original is appended so two different run names never share an export directory.
-    """
-    text = unicodedata.normalize("NFC", name)
-    text = _UNSAFE.sub("_", text).strip(" .")
-    if _WINDOWS_RESERVED.match(text):
-        text = "_" + text
-    while len(text.encode("utf-8")) > max_bytes:
-        text = text[:-1]
-    if text != name or not text:
-        digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:8]
-        text = f"{text.rstrip(' .') or 'run'}-{digest}"
-    return text
 
 
 def _run_dir(out: Path, run_name: str) -> Path:
@@ -190,7 +168,7 @@ class _Exporter:
         groups whose names sanitize alike, would otherwise overwrite another file. A group whose
         name is taken (by the run's own files or an earlier group; compared case-insensitively,
         as on macOS and Windows) gets ``group<id>-`` in front, then ``-2``, ``-3``… if needed."""
-        stems = {"channels": self.path("channels"), "actions": self.path("actions")}
+        stems = {stem: self.path(stem) for stem in ("channels", "actions", "errors")}
         taken = {stem.casefold() for stem in _OWN_FILES}
         for gid, name in self.groups():
             stem = safe_filename(name)
@@ -244,11 +222,35 @@ class _Exporter:
             " ON g.run_id = c.run_id AND g.group_id = c.group_id WHERE c.run_id = ?"
             " ORDER BY c.channel_id"
         )
+        self.rows_as_stored(path, cols, sql, "channel_id")
+
+    def errors(self, path: Path) -> None:
+        """Why the gaps are there: a streak's first and latest failed read, and how many."""
+        cols = [
+            Column("error_idx", "int", has_nulls=False),
+            Column("dt_s", "float", "s", has_nulls=False),
+            Column("channel", "str"),
+            Column("instrument", "str"),
+            Column("error_type", "str", has_nulls=False),
+            Column("message", "str", has_nulls=False),
+            Column("reads", "int", has_nulls=False),
+            Column("last_dt_s", "float", "s"),
+            Column("last_message", "str"),
+        ]
+        sql = (
+            "SELECT error_idx, dt_s, channel, instrument, error_type, message,"
+            f" {error_columns(self.conn)} FROM monitor_errors WHERE run_id = ?"
+            " ORDER BY error_idx"
+        )
+        self.rows_as_stored(path, cols, sql, "error_idx")
+
+    def rows_as_stored(self, path: Path, cols: list[Column], sql: str, index: str) -> None:
+        """A catalog table's rows, written as SQLite gives them (``sql`` takes the run id)."""
         chunks = (
             _columns_of(rows, len(cols))
             for rows in _fetch(self.conn, sql, (self.ref.run_id,), self.chunk_rows)
         )
-        self.stream(path, cols, "channel_id", chunks, "channels")
+        self.stream(path, cols, index, chunks, path.stem)
 
     def actions(self, path: Path) -> None:
         cols = [
@@ -357,7 +359,7 @@ def export_run(
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> ExportResult:
-    """Write the run's samples, actions, catalog and run document under ``out``."""
+    """Write the run's samples, actions, errors, catalog and run document under ``out``."""
     if not 1 <= chunk_rows <= MAX_CHUNK_ROWS:
         raise ValueError(f"chunk_rows must be between 1 and {MAX_CHUNK_ROWS}")
     directory = _run_dir(out, ref.run_name)
@@ -380,6 +382,7 @@ def export_run(
         try:
             ex.channels(targets.pop("channels"))
             ex.actions(targets.pop("actions"))
+            ex.errors(targets.pop("errors"))
             with gc_paused():  # millions of row tuples, none in a cycle (see gcpause)
                 for key, path in targets.items():
                     ex.group(int(key.removeprefix("group:")), path)

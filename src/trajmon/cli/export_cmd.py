@@ -99,7 +99,7 @@ def export(
     ] = DEFAULT_CHUNK_ROWS,
     json_out: JsonOption = False,
 ) -> None:
-    """Export a run's samples, actions and channel catalog, with units."""
+    """Export a run's samples, actions, errors and channel catalog, with units."""
     if out.exists() and not out.is_dir():
         fail(f"--out {out} is not a directory")
     with reading(db) as conn:
