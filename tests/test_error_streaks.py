@@ -12,11 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from test_export import FlakyInstrument
+from test_live import group_view, text_of
 from test_writer import committed, started_writer
 
+from trajmon import ChannelSpec, MonitorConfig, Recorder
 from trajmon.cli.runner import group_progress
 from trajmon.cli.runs_cmd import _last_error_lines
 from trajmon.clock import FakeClock
+from trajmon.live import LiveSnapshot
 from trajmon.queries import connect_readonly, resolve_run
 from trajmon.records import FlaggedSample, GroupStats, MonitorError, Sample
 from trajmon.schema import SCHEMA_VERSION, migrate, quote_ident
@@ -206,3 +210,46 @@ def test_the_progress_line_names_failed_reads_once_there_are_any() -> None:
     assert group_progress(healthy, 10.2) == "signals 51 (10.2/s, missed 0)"
     outage = GroupStats(0, "signals", 0.1, samples_read=400, failed_reads=321)
     assert group_progress(outage, 10.0) == "signals 400 (10.0/s, missed 0, failed 321)"
+
+
+def test_the_live_view_says_why_a_group_fails() -> None:
+    failing = group_view(
+        [("Tunnel Current", "A", None)],
+        last_error=(12.3, "Tunnel Current", "ConnectionError", "connection lost\nreconnecting"),
+    )
+    recovered = group_view(
+        [("Bias", "V", 0.1)],
+        name="specs",
+        kind="spec",
+        last_error=(4.0, "Bias", "TimeoutError", "Bias.Get timed out"),
+    )
+    healthy = group_view([("Z", "m", 1e-9)], name="other", failed_reads=0)
+    out = text_of(LiveSnapshot("r", 12.4, 0, 100, 0, [failing, recovered, healthy], []))
+    assert (
+        "signals: failing at 12.3 s on Tunnel Current: ConnectionError: connection lost"
+        " reconnecting" in out
+    )
+    assert "specs: last error at 4.0 s on Bias: TimeoutError: Bias.Get timed out" in out
+    assert "other:" not in out
+
+
+async def test_a_group_keeps_its_latest_failed_read_for_the_live_view(db_path: Path) -> None:
+    flaky = FlakyInstrument("flaky")  # reads 3 to 6 of level fail
+    channels = [
+        ChannelSpec(label="Level", source="flaky.level", kind="signal"),
+        ChannelSpec(label="Knob", source="flaky.knob", kind="spec"),
+    ]
+    config = MonitorConfig(
+        run_name="flaky", db=db_path, channels=channels, interval_s=0.01, duration_s=0.15
+    )
+    recorder = Recorder(config, {"flaky": flaky})
+    try:
+        assert (await recorder.run()).status == "completed"
+    finally:
+        flaky.close()
+    signals, specs = recorder.stats
+    assert signals.failed_reads == 4 and specs.last_error is None
+    assert signals.last_error is not None
+    dt_s, channel, kind, message = signals.last_error
+    assert (channel, kind) == ("Level", "RuntimeError") and "overload 6" in message
+    assert rows(db_path)[0][5:7] == (4, dt_s), "the same read as the streak's last"

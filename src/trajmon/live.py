@@ -69,6 +69,7 @@ class GroupView:
     read_max_s: float
     last_dt_s: float | None
     latest: list[tuple[str, str, Any]] = field(default_factory=list)  # (label, unit, value)
+    last_error: tuple[float, str, str, str] | None = None  # (dt_s, channel, type, message)
 
 
 @dataclass(slots=True)
@@ -136,6 +137,7 @@ def snapshot_of(
                 read_max_s=st.read_s_max,
                 last_dt_s=st.last_dt_s,
                 latest=latest,
+                last_error=st.last_error,
             )
         )
     recent = list(recorder.recent_actions)[-last_actions:]
@@ -210,6 +212,8 @@ def render_live(snap: LiveSnapshot) -> RenderableType:
             f"{g.samples_committed}/{g.samples_read}",
         )
     parts: list[RenderableType] = [header, rates]
+    errors = _error_lines(snap.groups)
+    parts.extend(errors)
     if snap.recent_actions:
         acts = Table(box=None, pad_edge=False, header_style="bold", title_justify="left")
         for col in ("#", "dt_s", "spec", "old → new"):
@@ -228,9 +232,25 @@ def render_live(snap: LiveSnapshot) -> RenderableType:
     # The channel values come last: a terminal too small for all of them loses values, never
     # the rates or the last actions. Rows that cannot fit are not rendered at all (rendering
     # sixty rows to show ten cost the pollers CPU at every redraw).
-    used = 4 + len(snap.groups) + (2 + len(snap.recent_actions) if snap.recent_actions else 1)
+    used = 4 + len(snap.groups) + len(errors)
+    used += 2 + len(snap.recent_actions) if snap.recent_actions else 1
     parts.append(_values_table(snap, None if snap.max_lines is None else snap.max_lines - used))
     return Group(*parts)
+
+
+def _error_lines(groups: list[GroupView]) -> list[Text]:
+    """A group's latest failed read, one line each: the failed count alone does not say why
+    the values went blank. Red while the group's latest sample is that failure, dim after."""
+    lines = []
+    for g in groups:
+        if g.last_error is None:
+            continue
+        dt_s, channel, kind, message = g.last_error
+        failing = g.last_dt_s == dt_s
+        text = f"{g.name}: {'failing' if failing else 'last error'} at {dt_s:.1f} s"
+        text += f" on {channel}: {kind}: {' '.join(message.split())}"
+        lines.append(Text(text, "red" if failing else "dim", no_wrap=True, overflow="ellipsis"))
+    return lines
 
 
 def _values_table(snap: LiveSnapshot, room: int | None) -> Table:

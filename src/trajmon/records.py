@@ -106,3 +106,5 @@ class GroupStats:
     lateness_max_s: float = 0.0
     last_dt_s: float | None = None
     last_values: Sequence[Any] | None = None
+    #: The latest failed read, for the live view: (dt_s, channel, error type, message).
+    last_error: tuple[float, str, str, str] | None = None

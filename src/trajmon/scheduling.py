@@ -283,6 +283,8 @@ class Poller:
             stats.last_values = values
             if failures:
                 stats.failed_reads += 1
+                f = failures[0]
+                stats.last_error = (sample.dt_s, f.channel, f.error_type, f.message)
             events = () if self._detector is None else self._detector.feed(sample)
             try:
                 if failures or events or not self._send_now(sample):

@@ -254,6 +254,8 @@ class ThreadedGroup:
         stats.last_values = sample.values
         if failures:
             stats.failed_reads += 1
+            f = failures[0]
+            stats.last_error = (sample.dt_s, f.channel, f.error_type, f.message)
             self._failed[sample.sample_idx] = failures
         pending = self._pending
         if not pending:
