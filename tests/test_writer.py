@@ -14,7 +14,12 @@ import pytest
 from trajmon.channels import Channel, PollGroup
 from trajmon.clock import FakeClock
 from trajmon.config import MonitorConfig
-from trajmon.connection import StorageError, immediate_transaction, open_connection
+from trajmon.connection import (
+    StorageError,
+    immediate_transaction,
+    on_connection_thread,
+    open_connection,
+)
 from trajmon.records import ActionEvent, FlaggedSample, MonitorError, Sample, SampleBatch
 from trajmon.runstore import NewRun, create_run, finish_run
 from trajmon.schema import migrate
@@ -296,3 +301,29 @@ async def test_immediate_transaction_keeps_the_first_error(db_path: Path) -> Non
                 raise ValueError("first")
     finally:
         await conn.close()
+
+
+async def test_the_log_is_checkpointed_beside_the_commits_once_a_second(db_path: Path) -> None:
+    """No commit copies the log into the database itself (see trajmon.checkpoint): after a long
+    reader that copy took seconds, and the heartbeat waited for it."""
+    clock = FakeClock()
+    async with started_writer(db_path, clock) as (writer, sink, _, _):
+        checkpoints = writer.checkpoints
+        assert checkpoints is not None and checkpoints.path == db_path
+        await anyio.to_thread.run_sync(checkpoints.settle)  # the one after the first commit
+        assert checkpoints.runs == 1
+        commits = writer.commits
+        for step in range(4):
+            await sink.send(sample(0, step, 1.0, 2.0))
+            await clock.advance(0.25)
+            await committed(writer, commits + step + 1)
+            if step < 3:
+                assert checkpoints.runs == 1, "at most one a second"
+        await anyio.to_thread.run_sync(checkpoints.settle)
+        assert (checkpoints.runs, checkpoints.failures) == (2, 0)
+        (auto,) = await on_connection_thread(
+            writer._conn, lambda db: db.execute("PRAGMA wal_autocheckpoint").fetchone()
+        )
+        assert auto == 0, "the writer's own commits checkpoint nothing"
+    with closing(sqlite3.connect(db_path)) as conn:
+        assert conn.execute('SELECT count(*) FROM "w/signals"').fetchone() == (4,)

@@ -18,6 +18,7 @@ import anyio
 from .schema import ACTION_INSERT, ERROR_UPSERT, GROUP_UPDATE, RUN_BEAT, SEGMENT_UPSERT
 
 __all__ = [
+    "JOURNAL_SIZE_LIMIT",
     "RunTakenOverError",
     "StorageError",
     "check_owner",
@@ -110,6 +111,10 @@ async def on_connection_thread(conn: aiosqlite.Connection, fn: Callable[..., T],
     return cast(T, await conn._execute(fn, conn._conn, *args))  # type: ignore[no-untyped-call]
 
 
+#: Bytes the ``-wal`` file keeps once its log restarts (see :func:`open_connection`).
+JOURNAL_SIZE_LIMIT = 8 * 1024 * 1024
+
+
 async def open_connection(path: Path) -> aiosqlite.Connection:
     """The writer's connection: WAL so readers never block it, explicit transactions."""
     conn = await aiosqlite.connect(path, isolation_level=None)
@@ -120,6 +125,9 @@ async def open_connection(path: Path) -> aiosqlite.Connection:
         if row is None or str(row[0]).lower() != "wal":
             raise StorageError(f"{path}: cannot switch the database to WAL mode (got {row!r})")
         await conn.execute("PRAGMA synchronous = NORMAL")
+        # Once the log restarts (its content all checkpointed), cut its file back to 8 MiB: a
+        # log grown under a long reader otherwise keeps its peak size until the run ends.
+        await conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
     except BaseException:
         await conn.close()
         raise

@@ -19,6 +19,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from .channels import PollGroup, encoder_for
+from .checkpoint import Checkpoints, checkpoints_beside
 from .clock import Clock, utc_iso
 from .connection import StorageError, on_connection_thread, write_transaction
 from .records import ActionEvent, FlaggedSample, GroupStats, MonitorError, Sample, SampleBatch
@@ -115,6 +116,8 @@ class Writer:
         #: (group id, sample index, error) of the commit being built, in queue order.
         self._pending_errors: list[tuple[int, int, MonitorError]] = []
         self._streaks = ErrorStreaks()
+        #: The log's checkpoints, beside the commits (see :mod:`trajmon.checkpoint`).
+        self.checkpoints: Checkpoints | None = None
         self._committed = anyio.Event()
 
     def wake(self) -> None:
@@ -130,7 +133,8 @@ class Writer:
         task_status.started()
         try:
             with self._receive:  # owned here: closed when done, so blocked senders never hang
-                await self._loop()
+                async with checkpoints_beside(self._conn) as self.checkpoints:
+                    await self._loop()
         finally:
             self.stopped = True
             self._made_room()
@@ -355,6 +359,8 @@ class Writer:
             self._buffers[gid].rows.clear()
         self._last_beat = now
         self.commits += 1
+        if self.checkpoints is not None:
+            self.checkpoints.after_commit(now)
         self._committed.set()
         self._committed = anyio.Event()
 
