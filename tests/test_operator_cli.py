@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import sqlite3
@@ -14,11 +15,12 @@ from typing import Any
 
 import anyio
 import pytest
+from qcodes.instrument import Instrument
 from rich.console import Console
 from typer.testing import CliRunner
 
 from simulators.qcodes_sim import SimulatedSTM
-from trajmon import MonitorConfig, Recorder
+from trajmon import ChannelSpec, MonitorConfig, Recorder
 from trajmon import queries as queries_module
 from trajmon.cli import app
 from trajmon.cli.runs_cmd import render_status
@@ -296,3 +298,43 @@ def test_a_read_only_database_with_a_write_ahead_log_says_what_to_do(
     _read_only_place(monkeypatch)
     result = invoke("runs", "--db", str(archived))
     assert result.exit_code == 2 and "copy it with its archived.db-wal file" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def busy_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run whose one spec changes at every read: an action per spec sample."""
+    db = tmp_path_factory.mktemp("busy") / "busy.db"
+    knob = Instrument("busy_knob")
+    turns = itertools.count()
+    knob.add_parameter("position", unit="deg", get_cmd=lambda: float(next(turns)))
+    config = MonitorConfig(
+        run_name="busy",
+        db=db,
+        interval_s=0.01,
+        duration_s=0.15,
+        channels=[ChannelSpec(label="Knob", source="busy_knob.position", kind="spec")],
+    )
+    try:
+        assert anyio.run(Recorder(config, {"busy_knob": knob}).run).actions >= 8
+    finally:
+        knob.close()
+    return db
+
+
+def test_actions_list_last_shows_the_latest_oldest_first(busy_db: Path) -> None:
+    def listed(*args: str) -> list[int]:
+        result = invoke("actions", "list", "--db", str(busy_db), "--json", *args)
+        assert result.exit_code == 0, result.stderr
+        return [a["action_idx"] for a in json.loads(result.stdout)["actions"]]
+
+    everything = listed()
+    assert listed("--last", "3") == everything[-3:] and listed("--limit", "3") == everything[:3]
+    middle = invoke("actions", "show", str(everything[4]), "--db", str(busy_db), "--json")
+    until = str(json.loads(middle.stdout)["action"]["dt_s"])
+    assert listed("--last", "2", "--until", until) == everything[3:5], "after the filters"
+    assert listed("--last", str(len(everything) + 5)) == everything
+    table = invoke("actions", "list", "--db", str(busy_db), "--last", "1")
+    assert table.exit_code == 0 and "actions of run 'busy' (1)" in table.stdout
+    assert f"│ {everything[-1]} │" in table.stdout.replace("│  ", "│ ")
+    both = invoke("actions", "list", "--db", str(busy_db), "--last", "1", "--limit", "1")
+    assert both.exit_code == 2 and "--limit and --last cannot be combined" in both.stderr

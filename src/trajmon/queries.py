@@ -230,7 +230,12 @@ def list_actions(
     since: float | None = None,
     until: float | None = None,
     limit: int | None = None,
+    last: int | None = None,
 ) -> list[dict[str, Any]]:
+    """The run's actions in order, filtered; ``limit`` keeps the first N, ``last`` the latest N
+    (after a night's run those are the ones an operator asks about)."""
+    if limit is not None and last is not None:
+        raise ValueError("limit and last cannot be combined")
     sql = "SELECT * FROM actions WHERE run_id = ?"
     args: list[Any] = [run.run_id]
     if spec is not None:
@@ -242,7 +247,11 @@ def list_actions(
     if until is not None:
         sql += " AND dt_s <= ?"
         args.append(until)
-    sql += " ORDER BY action_idx"
+    if last is not None:
+        sql = f"SELECT * FROM ({sql} ORDER BY action_idx DESC LIMIT ?) ORDER BY action_idx"
+        args.append(last)
+    else:
+        sql += " ORDER BY action_idx"
     if limit is not None:
         sql += " LIMIT ?"
         args.append(limit)

@@ -58,17 +58,26 @@ def list_cmd(
     since: Annotated[float | None, typer.Option("--since", help="Only dt_s >= S.")] = None,
     until: Annotated[float | None, typer.Option("--until", help="Only dt_s <= S.")] = None,
     limit: Annotated[
-        int | None, typer.Option("--limit", min=1, max=INT64_MAX, help="At most N actions.")
+        int | None,
+        typer.Option("--limit", min=1, max=INT64_MAX, help="The first N actions only."),
+    ] = None,
+    last: Annotated[
+        int | None,
+        typer.Option("--last", min=1, max=INT64_MAX, help="The latest N actions only."),
     ] = None,
     json_out: JsonOption = False,
 ) -> None:
     """List the actions of a run."""
+    if limit is not None and last is not None:
+        fail("--limit and --last cannot be combined: --limit keeps the first N, --last the latest")
     for option, value in (("--since", since), ("--until", until)):
         if value is not None and math.isnan(value):
             fail(f"{option} must be a number of seconds, got {value}")
     with reading(db) as conn:
         ref = resolve_run(conn, run)
-        actions = list_actions(conn, ref, spec=spec, since=since, until=until, limit=limit)
+        actions = list_actions(
+            conn, ref, spec=spec, since=since, until=until, limit=limit, last=last
+        )
     if json_out:
         print_json({"run_name": ref.run_name, "actions": actions})
     else:
