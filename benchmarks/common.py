@@ -50,6 +50,9 @@ CHANNELS = 12
 #: Samples per queue item when feeding the writer directly: what an instrument thread hands over
 #: per batch at 1 kHz (``threaded.FLUSH_S`` = 50 ms), the common high-rate case.
 FEED_BATCH = 50
+#: The shortest duration a quick run at a small scale gets (:meth:`Ctx.seconds`): long enough
+#: for a recording to start, commit rows and stop, so every figure is still computed.
+QUICK_MIN_S = 0.2
 _names = itertools.count()
 
 
@@ -69,6 +72,16 @@ class Ctx:
         return max(minimum, int((quick if self.quick else full) * self.scale))
 
     def seconds(self, full: float, quick: float, minimum: float = 0.5) -> float:
+        """``full`` or ``quick`` seconds times the scale, never under ``minimum``.
+
+        In quick mode the minimum shrinks with a scale below 1 as well (never under
+        :data:`QUICK_MIN_S`): quick figures are not comparable with the targets anyway, and a
+        tiny-scale quick run is the test suite's check that the harness works
+        (``tests/test_bench_smoke.py``), which needs every benchmark to run, not to run long.
+        Full mode is untouched, and so is quick mode at scale 1 or more (``make bench-quick``):
+        every minimum passed here is above :data:`QUICK_MIN_S`."""
+        if self.quick:
+            minimum = max(QUICK_MIN_S, minimum * min(1.0, self.scale))
         return max(minimum, (quick if self.quick else full) * self.scale)
 
     def path(self, name: str) -> Path:

@@ -22,20 +22,50 @@ runner = CliRunner()
 
 
 def trajmon(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    (done,) = trajmon_together(args, timeout=timeout)
+    return done
+
+
+def trajmon_together(
+    *commands: tuple[str, ...], timeout: float = 60
+) -> list[subprocess.CompletedProcess[str]]:
+    """Run several ``trajmon`` commands as concurrent processes; their results, in order.
+
+    For independent commands (reads of one finished recording): each process spends most of
+    its ~0.7 s importing, so run side by side they take about half as long on two cores."""
     env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run(
-        [*TRAJMON, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
-    )
+    procs = [
+        subprocess.Popen(
+            [*TRAJMON, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        for args in commands
+    ]
+    done = []
+    try:
+        for args, proc in zip(commands, procs, strict=True):
+            out, err = proc.communicate(timeout=timeout)
+            done.append(subprocess.CompletedProcess([*TRAJMON, *args], proc.returncode, out, err))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    return done
 
 
 def invoke(*args: str) -> Any:
     return runner.invoke(app, list(args), catch_exceptions=False)
 
 
+#: Seconds of the demo recording the query tests read: the default scenario's first four
+#: changes (1.5 s to 3.6 s, five spec values) fall inside it.
+DEMO_S = 4.0
+
+
 @pytest.fixture(scope="module")
 def demo_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     db = tmp_path_factory.mktemp("demo") / "demo.db"
-    proc = trajmon("demo", "--duration", "5", "--db", str(db), "--json")
+    proc = trajmon("demo", "--duration", str(DEMO_S), "--db", str(db), "--json")
     assert proc.returncode == 0, proc.stderr
     return db, json.loads(proc.stdout)
 
@@ -45,7 +75,7 @@ def test_demo_json_reports_a_perfect_score(demo_db: tuple[Path, dict[str, Any]])
     assert out["status"] == "completed"
     for key in ("run_name", "db", "signal_samples", "spec_samples", "missed_ticks", "errors"):
         assert key in out
-    assert out["signal_samples"] + out["missed_ticks"] >= 50
+    assert out["signal_samples"] + out["missed_ticks"] >= 40, "DEMO_S at the 0.1 s interval"
     assert out["truth_actions"] >= 3, "the default scenario changes specs from 1.5 s on"
     assert out["actions"] >= out["truth_actions"]
     assert out["precision"] == 1.0 and out["recall"] == 1.0
@@ -124,7 +154,7 @@ def test_missing_database_is_exit_2(tmp_path: Path) -> None:
 def test_run_sim_then_duplicate_name_is_refused(tmp_path: Path) -> None:
     db = tmp_path / "runs.db"
     first = trajmon(
-        "run", "--run-name", "r1", "--sim", "--duration", "1.5", "--db", str(db), "--json"
+        "run", "--run-name", "r1", "--sim", "--duration", "0.5", "--db", str(db), "--json"
     )
     assert first.returncode == 0, first.stderr
     summary = json.loads(first.stdout)
@@ -148,10 +178,11 @@ def test_names_and_units_print_as_they_are(tmp_path: Path) -> None:
     run = trajmon("run", "--run-name", name, "--sim", "--duration", "2.5", "--db", str(db))
     assert run.returncode == 0, run.stderr
     assert f"run {name!r}: completed" in run.stdout
-    for args in (("runs",), ("status", name), ("actions", "list", "--run", name)):
-        shown = trajmon(*args, "--db", str(db))
+    reads = [("runs",), ("status", name), ("actions", "list", "--run", name)]
+    window_args = ("actions", "show", "0", "--run", name, "--with-signal-window")
+    *listed, window = trajmon_together(*((*a, "--db", str(db)) for a in [*reads, window_args]))
+    for args, shown in zip(reads, listed, strict=True):
         assert shown.returncode == 0 and name in shown.stdout, (args, shown.stderr)
-    window = trajmon("actions", "show", "0", "--run", name, "--db", str(db), "--with-signal-window")
     assert window.returncode == 0, window.stderr
     assert "Z Position [m]" in window.stdout and "Tunnel Current [A]" in window.stdout
 

@@ -8,7 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
 
@@ -17,6 +17,7 @@ import pytest
 from procs import (
     ENV,
     TRAJMON,
+    SimProcess,
     committed_samples,
     group_rows,
     heartbeat_dt_s,
@@ -40,13 +41,36 @@ from trajmon.resume import load_resume_config, resume_run
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 
+#: Seconds between ``trajmon run``'s progress lines under :data:`TRAJMON_FAST_PROGRESS`.
+PROGRESS_EVERY_S = 0.25
+
+#: ``trajmon`` whose ``run`` prints its progress line every :data:`PROGRESS_EVERY_S` instead of
+#: every 5 s: the same command and code path, so a test that needs progress lines to be written
+#: (or to fail) gets several within a second instead of waiting 5 s for the first.
+TRAJMON_FAST_PROGRESS = [
+    sys.executable,
+    "-c",
+    "import functools, sys\n"
+    "from trajmon.cli import main, run_cmd\n"
+    f"run_cmd.record = functools.partial(run_cmd.record, progress_every_s={PROGRESS_EVERY_S})\n"
+    "sys.argv[0] = 'trajmon'\n"
+    "main()\n",
+]
+
+
 @contextmanager
 def recording(
-    db: Path, name: str, port: int, *args: str, shell_prefix: str | None = None
+    db: Path,
+    name: str,
+    port: int,
+    *args: str,
+    shell_prefix: str | None = None,
+    trajmon: Sequence[str] = TRAJMON,
 ) -> Iterator[subprocess.Popen[str]]:
     """``trajmon run`` against the simulator on ``port``; killed if the test leaves it running.
-    ``shell_prefix`` runs it through ``sh -c '<prefix>; exec trajmon …'`` (a ``trap``)."""
-    argv = [*TRAJMON, *run_args(db, name, port, "--interval-s", "0.05", *args)]
+    ``shell_prefix`` runs it through ``sh -c '<prefix>; exec trajmon …'`` (a ``trap``);
+    ``trajmon`` is the command (:data:`TRAJMON_FAST_PROGRESS` for frequent progress lines)."""
+    argv = [*trajmon, *run_args(db, name, port, "--interval-s", "0.05", *args)]
     if shell_prefix is not None:
         argv = ["sh", "-c", f'{shell_prefix}; exec "$@"', "sh", *argv]
     proc = subprocess.Popen(
@@ -60,17 +84,25 @@ def recording(
         proc.communicate()
 
 
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimProcess]:
+    """One simulator process for the module (starting one takes ~0.7 s): the tests here only
+    record from it, each into its own database; none changes it or counts its requests."""
+    with sim_process(tmp_path_factory.mktemp("sim")) as running:
+        yield running
+
+
 def stored_status(db: Path, name: str) -> str:
     return str(query(db, "SELECT status FROM runs WHERE run_name = ?", (name,))[0][0])
 
 
 @needs_sighup
-def test_a_hangup_stops_the_run_like_sigterm(tmp_path: Path) -> None:
+def test_a_hangup_stops_the_run_like_sigterm(tmp_path: Path, sim: SimProcess) -> None:
     """SIGHUP — the terminal or ssh session the run was started from has gone — used to kill
     the process outright: the run stayed `running`, then `crashed`, the last commit interval
     of samples lost. Now it is a stop request: drained, committed, `interrupted`, exit 129."""
     db = tmp_path / "hup.db"
-    with sim_process(tmp_path) as sim, recording(db, "H", sim.port, "--json") as rec:
+    with recording(db, "H", sim.port, "--json") as rec:
         wait_for(lambda: committed_samples(db, "H") > 0, timeout=30, what="committed samples")
         rec.send_signal(signal.SIGHUP)
         out, err = rec.communicate(timeout=30)
@@ -80,14 +112,11 @@ def test_a_hangup_stops_the_run_like_sigterm(tmp_path: Path) -> None:
     assert all(rows == samples == read for rows, samples, read in group_rows(db, "H").values())
 
 
-def test_a_hangup_under_nohup_is_still_ignored(tmp_path: Path) -> None:
+def test_a_hangup_under_nohup_is_still_ignored(tmp_path: Path, sim: SimProcess) -> None:
     """``nohup trajmon run …`` (SIGHUP ignored when trajmon starts) keeps recording when the
     terminal closes: trajmon does not put a handler over the ignored signal."""
     db = tmp_path / "nohup.db"
-    with (
-        sim_process(tmp_path) as sim,
-        recording(db, "N", sim.port, "--json", shell_prefix="trap '' HUP") as rec,
-    ):
+    with recording(db, "N", sim.port, "--json", shell_prefix="trap '' HUP") as rec:
         wait_for(lambda: committed_samples(db, "N") > 0, timeout=30, what="committed samples")
         rec.send_signal(signal.SIGHUP)
         after_hup = committed_samples(db, "N")
@@ -98,22 +127,25 @@ def test_a_hangup_under_nohup_is_still_ignored(tmp_path: Path) -> None:
     assert json.loads(out)["status"] == "interrupted"
 
 
-def test_output_gone_never_ends_the_run_nor_its_record(tmp_path: Path) -> None:
+def test_output_gone_never_ends_the_run_nor_its_record(tmp_path: Path, sim: SimProcess) -> None:
     """A closed terminal or a log pipe whose reader died (``trajmon run … | tee log``, the tee
     killed): writes to stdout and stderr fail. The first progress line (after 5 s) used to end
     the process with exit 1 and the run unrecorded (`running`, then `crashed`); a stop signal
     was lost in its note's failing write, so the run could not be stopped but by SIGKILL; the
     summary's failing write turned exit 143 into 1. Now the output stops, the recording does
-    not: the stop signal ends it `interrupted`, with its exit code."""
+    not: the stop signal ends it `interrupted`, with its exit code.
+
+    The progress lines come every :data:`PROGRESS_EVERY_S` here, not every 5 s: the run is
+    watched past four of them (1 s) instead of past the first (6 s)."""
     db = tmp_path / "gone.db"
-    with sim_process(tmp_path) as sim, recording(db, "G", sim.port) as rec:
+    with recording(db, "G", sim.port, trajmon=TRAJMON_FAST_PROGRESS) as rec:
         assert rec.stdout is not None and rec.stderr is not None
         rec.stdout.close()
         rec.stderr.close()
         wait_for(
-            lambda: heartbeat_dt_s(db, "G") > 6.0,
+            lambda: rec.poll() is not None or heartbeat_dt_s(db, "G") > 4 * PROGRESS_EVERY_S,
             timeout=30,
-            what="a run past its first progress line",
+            what="a run past its first progress lines",
         )
         assert rec.poll() is None, "the run ended when its progress line could not be written"
         rec.send_signal(signal.SIGTERM)
@@ -224,12 +256,13 @@ def kill_in_catalog_transaction(tmp_path: Path, db: Path, how: str) -> None:
         child.wait()
 
 
-def record_briefly(tmp_path: Path, db: Path, name: str) -> subprocess.CompletedProcess[str]:
-    with sim_process(tmp_path) as sim:
-        return run_cli(*run_args(db, name, sim.port, "--duration", "0.3", "--quiet"))
+def record_briefly(sim: SimProcess, db: Path, name: str) -> subprocess.CompletedProcess[str]:
+    return run_cli(*run_args(db, name, sim.port, "--duration", "0.3", "--quiet"))
 
 
-def test_a_run_killed_while_creating_the_catalog_leaves_no_hot_journal(tmp_path: Path) -> None:
+def test_a_run_killed_while_creating_the_catalog_leaves_no_hot_journal(
+    tmp_path: Path, sim: SimProcess
+) -> None:
     """Killed while creating a new file's catalog, the recorder used to leave a hot rollback
     journal, which read-only connections cannot roll back: `trajmon runs` (and `status`, and
     the next `run`'s name check) failed with 'attempt to write a readonly database' until a
@@ -240,19 +273,19 @@ def test_a_run_killed_while_creating_the_catalog_leaves_no_hot_journal(tmp_path:
     listed = run_cli("runs", "--db", str(db))
     assert "readonly" not in listed.stderr
     assert listed.returncode == 2 and "not a trajmon database" in listed.stderr
-    assert record_briefly(tmp_path, db, "after").returncode == 0
+    assert record_briefly(sim, db, "after").returncode == 0
     assert query(db, "PRAGMA integrity_check") == [("ok",)]
     assert stored_status(db, "after") == "completed"
 
 
-def test_a_hot_journal_does_not_block_the_next_run(tmp_path: Path) -> None:
+def test_a_hot_journal_does_not_block_the_next_run(tmp_path: Path, sim: SimProcess) -> None:
     """Whatever left a hot rollback journal (a writer killed in a rollback-mode transaction),
     `trajmon run` used to refuse the file in its read-only name check ('cannot read …: attempt
     to write a readonly database', exit 2), forever. Its own writer rolls the journal back."""
     db = tmp_path / "hot.db"
     kill_in_catalog_transaction(tmp_path, db, "rollback")
     assert db.with_name("hot.db-journal").exists()
-    result = record_briefly(tmp_path, db, "after")
+    result = record_briefly(sim, db, "after")
     assert result.returncode == 0, result.stderr
     assert query(db, "PRAGMA integrity_check") == [("ok",)]
     assert stored_status(db, "after") == "completed"

@@ -1,7 +1,8 @@
-"""End to end: ~10 s of a scripted operator on the TCP simulator, through the real driver."""
+"""End to end: ~5 s of a scripted operator on the TCP simulator, through the real driver."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import sqlite3
@@ -13,7 +14,7 @@ from typing import Any
 import anyio
 import pytest
 
-from simulators.operator import load_scenario, quick_scenario_path
+from simulators.operator import Scenario, load_scenario, quick_scenario_path
 from simulators.serve import RunningSimulator, run_simulator
 from trajmon import MonitorConfig, Recorder, RunSummary
 from trajmon.drivers.nanonis import NanonisSTM
@@ -21,11 +22,23 @@ from trajmon.queries import connect_readonly, list_actions, resolve_run
 from trajmon.scoring import score_recording
 
 ROTATE = 7  # small, so the run spans many segments
+#: The quick scenario played twice as fast: its 12 changes 0.35 s apart instead of 0.7 s (still
+#: more than three spec ticks), the last at 4.35 s, so the recording takes 5 s instead of 10.
+#: Every check here is per change or per sample; none needs a longer run.
+SPEEDUP = 2.0
+DURATION_S = 5.0
+
+
+def scenario() -> Scenario:
+    """The bundled quick scenario, :data:`SPEEDUP` times faster."""
+    quick = load_scenario(quick_scenario_path())
+    changes = tuple(dataclasses.replace(c, at_s=c.at_s / SPEEDUP) for c in quick.changes)
+    return dataclasses.replace(quick, changes=changes)
 
 
 @asynccontextmanager
 async def simulated_stm() -> AsyncIterator[tuple[RunningSimulator, NanonisSTM]]:
-    async with run_simulator(port=0, scenario=quick_scenario_path(), start_operator=False) as sim:
+    async with run_simulator(port=0, scenario=scenario(), start_operator=False) as sim:
         stm = await anyio.to_thread.run_sync(
             lambda: NanonisSTM("stm", address=sim.host, port=sim.port, timeout=2.0)
         )
@@ -36,7 +49,7 @@ async def simulated_stm() -> AsyncIterator[tuple[RunningSimulator, NanonisSTM]]:
 
 
 async def record_scenario(db: Path) -> tuple[RunSummary, Recorder, RunningSimulator, list[Any]]:
-    config = MonitorConfig(run_name="it", db=db, duration_s=10.0, rotate_entries=ROTATE)
+    config = MonitorConfig(run_name="it", db=db, duration_s=DURATION_S, rotate_entries=ROTATE)
     async with simulated_stm() as (sim, stm):
         recorder = Recorder(config, {"stm": stm})
         async with anyio.create_task_group() as tg:
@@ -78,12 +91,12 @@ def test_run_completed_without_loss(recorded: dict[str, Any]) -> None:
             assert rows == samples == read, name
     # Each signal sample is exactly one Signals.ValsGet; nothing read was dropped.
     assert recorded["requests"]["Signals.ValsGet"] == summary.signal_samples
-    assert summary.signal_samples + summary.groups[0].missed_ticks == 100
+    # DURATION_S at the default 0.1 s interval: every tick is a sample or counted as missed.
+    assert summary.signal_samples + summary.groups[0].missed_ticks == 50
 
 
 def test_every_scenario_change_detected_once(recorded: dict[str, Any]) -> None:
-    scenario = load_scenario(quick_scenario_path())
-    assert len(scenario.changes) >= 10
+    assert len(scenario().changes) >= 10
     with closing(connect_readonly(recorded["db"])) as conn:
         actions = list_actions(conn, resolve_run(conn, "it"))
     score, required = score_recording(recorded["recorder"], recorded["truth"], actions)

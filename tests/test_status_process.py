@@ -82,7 +82,8 @@ def test_status_from_another_process_while_recording_then_sigint(tmp_path: Path)
 
 def test_killed_run_becomes_crashed(tmp_path: Path) -> None:
     db = tmp_path / "killed.db"
-    rec = start_sim_run(db, "K", "--stale-after-s", "2.5")
+    stale_after_s = 2.1  # the smallest allowed (two heartbeats): the wait below is that long
+    rec = start_sim_run(db, "K", "--stale-after-s", str(stale_after_s))
     try:
         wait_for(lambda: committed_samples(db, "K") > 0, timeout=60, what="committed samples")
         rec.send_signal(signal.SIGKILL)
@@ -99,7 +100,7 @@ def test_killed_run_becomes_crashed(tmp_path: Path) -> None:
         return doc if doc["status"] == "crashed" else None
 
     doc = wait_for(crashed, timeout=30, what="the heartbeat to go stale")
-    assert doc["stored_status"] == "running" and doc["heartbeat_age_s"] > 2.5
+    assert doc["stored_status"] == "running" and doc["heartbeat_age_s"] > stale_after_s
     assert doc["signal_samples"] > 0 and doc["running"] is False
     runs = json.loads(runner.invoke(app, ["runs", "--db", str(db), "--json"]).stdout)
     assert runs["runs"][0]["status"] == "crashed"
