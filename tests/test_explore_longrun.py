@@ -150,6 +150,21 @@ def _grow_wal_under_a_reader(db: Path) -> sqlite3.Connection:
     return reader
 
 
+async def _backlog_then_release(db: Path, recorder: Recorder) -> int:
+    """A reader's backlog as hours of it look to the writer: the log grows past the backlog
+    size while the reader holds it, and the writer (it looks once a second) sees that before
+    the reader lets go. Returns the log's size at its largest."""
+    reader = _grow_wal_under_a_reader(db)
+    try:
+        grown = _size(db.with_name(db.name + "-wal"))
+        committed = recorder.stats[0].samples_committed
+        # 1.5 s of samples at 100 Hz: at least one of the writer's looks at the log
+        await _until(recorder, lambda: recorder.stats[0].samples_committed >= committed + 150)
+    finally:
+        reader.close()
+    return grown
+
+
 async def test_a_long_reader_neither_stalls_nor_fails_the_recorder(db_path: Path) -> None:
     """While a reader holds its snapshot the recorder keeps committing (its counters rise, no
     'database is locked'); once it lets go, the writer's checkpoints copy the whole log into
@@ -181,8 +196,7 @@ async def test_the_wal_file_shrinks_once_a_long_reader_lets_go(db_path: Path) ->
     limit at the first commit after the log restarts."""
     wal = db_path.with_name(db_path.name + "-wal")
     async with _recording(db_path, []) as recorder:
-        _grow_wal_under_a_reader(db_path).close()
-        grown = _size(wal)
+        grown = await _backlog_then_release(db_path, recorder)
         # Checkpointed within a second or two (a 48 MiB copy on a loaded machine); the next
         # commit restarts the log and cuts its file back. Before the fix this timed out.
         await _until(recorder, lambda: _size(wal) <= WAL_WORKING_SIZE, timeout=20)
@@ -219,7 +233,7 @@ async def test_no_commit_waits_for_the_checkpoint_of_a_long_readers_backlog(
 
     monkeypatch.setattr(trajmon.writer, "write_transaction", measured)
     async with _recording(db_path, []) as recorder:
-        _grow_wal_under_a_reader(db_path).close()
+        await _backlog_then_release(db_path, recorder)
         await _until(recorder, lambda: _size(db_path) > WAL_GROWN)  # checkpointed
         committed = recorder.stats[0].samples_committed
         await _until(recorder, lambda: recorder.stats[0].samples_committed > committed)

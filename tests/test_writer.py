@@ -12,6 +12,7 @@ import anyio
 import pytest
 
 from trajmon.channels import Channel, PollGroup
+from trajmon.checkpoint import AUTOCHECKPOINT_PAGES, Checkpoints
 from trajmon.clock import FakeClock
 from trajmon.config import MonitorConfig
 from trajmon.connection import (
@@ -303,27 +304,41 @@ async def test_immediate_transaction_keeps_the_first_error(db_path: Path) -> Non
         await conn.close()
 
 
-async def test_the_log_is_checkpointed_beside_the_commits_once_a_second(db_path: Path) -> None:
-    """No commit copies the log into the database itself (see trajmon.checkpoint): after a long
-    reader that copy took seconds, and the heartbeat waited for it."""
+def test_a_growing_log_past_the_backlog_size_is_checkpointed_beside_the_writer(
+    tmp_path: Path,
+) -> None:
+    """trajmon.checkpoint's states, with the log's size given: the writer's own checkpoints
+    stay on until a growing log passes the backlog size, then a background checkpoint copies
+    it and, once it has caught up, the writer's come back on."""
+    db = tmp_path / "log.db"
+    with closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("CREATE TABLE t (x)")
+        conn.execute("INSERT INTO t VALUES (1)")
+        sizes = iter([4 << 20, 40 << 20, 44 << 20, 44 << 20, 30 << 20])
+        checkpoints = Checkpoints(db, backlog_bytes=32 << 20, wal_size=lambda: next(sizes))
+        try:
+            assert checkpoints.after_commit(0.0) is None, "4 MiB: the writer's own checkpoints"
+            assert checkpoints.after_commit(0.5) is None, "looked at once a second only"
+            assert checkpoints.after_commit(1.0) == 0, "40 MiB and growing: a backlog"
+            checkpoints.settle()
+            assert (checkpoints.backlog, checkpoints.runs, checkpoints.failures) == (True, 1, 0)
+            assert checkpoints.after_commit(2.0) == AUTOCHECKPOINT_PAGES, "caught up: back on"
+            assert checkpoints.after_commit(3.0) is None, "large but not growing: no backlog"
+            assert checkpoints.after_commit(4.0) is None and checkpoints.backlogs == 1
+        finally:
+            checkpoints.stop()
+
+
+async def test_the_writer_keeps_sqlites_own_checkpoints_outside_a_backlog(db_path: Path) -> None:
     clock = FakeClock()
     async with started_writer(db_path, clock) as (writer, sink, _, _):
-        checkpoints = writer.checkpoints
-        assert checkpoints is not None and checkpoints.path == db_path
-        await anyio.to_thread.run_sync(checkpoints.settle)  # the one after the first commit
-        assert checkpoints.runs == 1
-        commits = writer.commits
-        for step in range(4):
+        for step in range(8):  # two seconds of commits: the log was looked at twice
             await sink.send(sample(0, step, 1.0, 2.0))
             await clock.advance(0.25)
-            await committed(writer, commits + step + 1)
-            if step < 3:
-                assert checkpoints.runs == 1, "at most one a second"
-        await anyio.to_thread.run_sync(checkpoints.settle)
-        assert (checkpoints.runs, checkpoints.failures) == (2, 0)
+        await committed(writer, 3)
         (auto,) = await on_connection_thread(
             writer._conn, lambda db: db.execute("PRAGMA wal_autocheckpoint").fetchone()
         )
-        assert auto == 0, "the writer's own commits checkpoint nothing"
-    with closing(sqlite3.connect(db_path)) as conn:
-        assert conn.execute('SELECT count(*) FROM "w/signals"').fetchone() == (4,)
+        assert writer.checkpoints is not None and not writer.checkpoints.backlog
+        assert auto == AUTOCHECKPOINT_PAGES and writer.checkpoints.runs == 0

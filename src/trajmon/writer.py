@@ -116,7 +116,7 @@ class Writer:
         #: (group id, sample index, error) of the commit being built, in queue order.
         self._pending_errors: list[tuple[int, int, MonitorError]] = []
         self._streaks = ErrorStreaks()
-        #: The log's checkpoints, beside the commits (see :mod:`trajmon.checkpoint`).
+        #: A reader's backlog of the log, checkpointed beside the commits (trajmon.checkpoint).
         self.checkpoints: Checkpoints | None = None
         self._committed = anyio.Event()
 
@@ -360,7 +360,10 @@ class Writer:
         self._last_beat = now
         self.commits += 1
         if self.checkpoints is not None:
-            self.checkpoints.after_commit(now)
+            autocheckpoint = self.checkpoints.after_commit(now)
+            if autocheckpoint is not None:  # a backlog begins or ends (trajmon.checkpoint)
+                with anyio.CancelScope(shield=True):
+                    await self._conn.execute(f"PRAGMA wal_autocheckpoint = {autocheckpoint}")
         self._committed.set()
         self._committed = anyio.Event()
 
