@@ -45,9 +45,16 @@ def test_status_from_another_process_while_recording_then_sigint(tmp_path: Path)
     watch: subprocess.Popen[str] | None = None
     try:
         doc = wait_for(
-            lambda: (d := status_of(db, "X")) is not None and d["signal_samples"] > 0 and d,
+            # Both kinds: the first commit can come between the instrument's signal read and
+            # its spec read of the first tick (one thread reads both, one after the other).
+            lambda: (
+                (d := status_of(db, "X")) is not None
+                and d["signal_samples"] > 0
+                and d["spec_samples"] > 0
+                and d
+            ),
             timeout=60,
-            what="a running run with samples",
+            what="a running run with samples of both kinds",
         )
         assert doc["schema"] == 1 and doc["status"] == "running" and doc["running"] is True
         assert doc["pid"] == rec.pid and doc["ended_utc"] is None
