@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .sampling import ReadFailure
 
 __all__ = [
     "ActionEvent",
@@ -108,3 +111,10 @@ class GroupStats:
     last_values: Sequence[Any] | None = None
     #: The latest failed read, for the live view: (dt_s, channel, error type, message).
     last_error: tuple[float, str, str, str] | None = None
+
+    def read_failed(self, dt_s: float, failures: Sequence[ReadFailure]) -> None:
+        """Count a sample in which reads failed (both schedulers call this); keep the first
+        failure for the live view."""
+        self.failed_reads += 1
+        f = failures[0]
+        self.last_error = (dt_s, f.channel, f.error_type, f.message)

@@ -282,9 +282,7 @@ class Poller:
             stats.last_dt_s = sample.dt_s
             stats.last_values = values
             if failures:
-                stats.failed_reads += 1
-                f = failures[0]
-                stats.last_error = (sample.dt_s, f.channel, f.error_type, f.message)
+                stats.read_failed(sample.dt_s, failures)
             events = () if self._detector is None else self._detector.feed(sample)
             try:
                 if failures or events or not self._send_now(sample):

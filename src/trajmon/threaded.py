@@ -253,9 +253,7 @@ class ThreadedGroup:
         stats.last_dt_s = sample.dt_s
         stats.last_values = sample.values
         if failures:
-            stats.failed_reads += 1
-            f = failures[0]
-            stats.last_error = (sample.dt_s, f.channel, f.error_type, f.message)
+            stats.read_failed(sample.dt_s, failures)
             self._failed[sample.sample_idx] = failures
         pending = self._pending
         if not pending:
