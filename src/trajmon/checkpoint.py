@@ -64,7 +64,7 @@ class Checkpoints:
 
     def __init__(
         self,
-        path: Path | None,
+        path: Path,
         *,
         every_s: float = CHECK_EVERY_S,
         backlog_bytes: int = BACKLOG_BYTES,
@@ -73,8 +73,8 @@ class Checkpoints:
         self.path = path
         self.every_s = every_s
         self.backlog_bytes = backlog_bytes
-        wal = None if path is None else path.with_name(path.name + "-wal")
-        self._wal_size = wal_size or (lambda: 0 if wal is None else _file_size(wal))
+        wal = path.with_name(path.name + "-wal")
+        self._wal_size = wal_size or (lambda: _file_size(wal))
         #: In a backlog: the writer's own checkpoints are off and this thread's are on.
         self.backlog = False
         #: Backlogs entered, background checkpoints done and failed (a failure is retried a
@@ -94,7 +94,7 @@ class Checkpoints:
     def after_commit(self, now: float) -> int | None:
         """Called by the writer after each commit, on the loop; never waits. Returns the
         ``wal_autocheckpoint`` its connection should switch to, or None to keep it."""
-        if self.path is None or now - self._last < self.every_s:
+        if now - self._last < self.every_s:
             return None
         self._last = now
         size = self._wal_size()
@@ -129,7 +129,7 @@ class Checkpoints:
     def _checkpoint(self) -> None:
         try:
             if self._conn is None:
-                self._conn = sqlite3.connect(self.path or "", isolation_level=None)
+                self._conn = sqlite3.connect(self.path, isolation_level=None)
             row = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error as exc:
             self.failures += 1
@@ -162,10 +162,15 @@ async def _database_file(conn: aiosqlite.Connection) -> Path | None:
 
 
 @contextlib.asynccontextmanager
-async def checkpoints_beside(conn: aiosqlite.Connection) -> AsyncIterator[Checkpoints]:
-    """The :class:`Checkpoints` of ``conn``'s database for as long as the block runs; on the
-    way out its thread is stopped and ``conn`` checkpoints as SQLite does by default again."""
-    checkpoints = Checkpoints(await _database_file(conn))
+async def checkpoints_beside(conn: aiosqlite.Connection) -> AsyncIterator[Checkpoints | None]:
+    """The :class:`Checkpoints` of ``conn``'s database for as long as the block runs (None for
+    an in-memory one: it has no log); on the way out its thread is stopped and ``conn``
+    checkpoints as SQLite does by default again."""
+    path = await _database_file(conn)
+    if path is None:
+        yield None
+        return
+    checkpoints = Checkpoints(path)
     try:
         yield checkpoints
     finally:
