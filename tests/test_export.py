@@ -23,7 +23,7 @@ from qcodes import validators as v
 from qcodes.instrument import Instrument
 from typer.testing import CliRunner
 
-from trajmon import MonitorConfig, Recorder
+from trajmon import MonitorConfig, Recorder, RunSummary
 from trajmon.channels import decode_value
 from trajmon.cli import app
 from trajmon.config import ChannelSpec
@@ -74,6 +74,14 @@ LABELS = {
 }
 
 
+def recorded_from(instrument: Instrument, config: MonitorConfig) -> RunSummary:
+    """Record ``config`` from ``instrument`` (the channels' sources name it), then close it."""
+    try:
+        return anyio.run(Recorder(config, {instrument.name: instrument}).run)
+    finally:
+        instrument.close()
+
+
 @pytest.fixture(scope="module")
 def odd_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     db = tmp_path_factory.mktemp("export") / "odd.db"
@@ -81,10 +89,7 @@ def odd_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     channels = [ChannelSpec(label=k, source=f"odd.{p}", kind="signal") for k, p in LABELS.items()]
     channels.append(ChannelSpec(label="Knob", source="odd.knob", kind="spec"))
     config = MonitorConfig(run_name=RUN, db=db, channels=channels, interval_s=0.01, duration_s=0.4)
-    try:
-        summary = anyio.run(Recorder(config, {"odd": odd}).run)
-    finally:
-        odd.close()
+    summary = recorded_from(odd, config)
     assert summary.status == "completed" and summary.actions == 1
     assert summary.signal_samples > 20
     yield db
@@ -313,10 +318,7 @@ def edge_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = MonitorConfig(
         run_name="edge", db=db, channels=channels, interval_s=0.02, duration_s=0.2
     )
-    try:
-        assert anyio.run(Recorder(config, {"edge": edge}).run).status == "completed"
-    finally:
-        edge.close()
+    assert recorded_from(edge, config).status == "completed"
     return db
 
 
@@ -457,10 +459,7 @@ def flaky_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = MonitorConfig(
         run_name="flaky", db=db, channels=channels, interval_s=0.01, duration_s=0.2
     )
-    try:
-        assert anyio.run(Recorder(config, {"flaky": flaky}).run).status == "completed"
-    finally:
-        flaky.close()
+    assert recorded_from(flaky, config).status == "completed"
     return db
 
 
