@@ -8,6 +8,9 @@ Layout, for a run named ``R`` exported to ``OUT`` (``EXT`` is ``csv``, ``parquet
     OUT/<safe R>/errors.EXT       the monitor errors: one row per streak of failed reads
     OUT/<safe R>/<group>.EXT      one file per poll group: sample_idx, dt_s, read_s, channels…
 
+A Parquet or netCDF file also stands without ``run.json``: its metadata names the run (and the
+group) and gives the run's start, from which ``dt_s`` counts (:mod:`.export_meta`).
+
 The export reads inside one read transaction, so it is a consistent snapshot even while the run
 is still recording (rows committed later are not included), and it streams: sample rows are
 fetched ``chunk_rows`` at a time in ``sample_idx`` order (the tables' primary key) and each
@@ -27,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from .channels import decode_value, unique_name
-from .export_sinks import EXTENSIONS, Column, ColumnKind, Format, Sink, open_sink
+from .export_meta import run_document, run_metadata
+from .export_sinks import EXTENSIONS, Column, ColumnKind, Format, MetaValue, Sink, open_sink
 from .files import safe_filename
 from .gcpause import gc_paused
 from .queries import QueryError, RunRef
@@ -56,6 +60,8 @@ _KINDS: dict[str, ColumnKind] = {
 }
 _OWN_FILES = {"run", "channels", "actions", "errors"}
 _NOT_NULL = {"channel_id", "group_id", "position"}
+#: Points a reader of the file alone to the metadata key that holds the origin.
+_DT_LONG_NAME = "seconds since the run's start (trajmon_run_start_utc)"
 
 
 class ExportError(QueryError):
@@ -85,36 +91,6 @@ def count_rows(conn: sqlite3.Connection, ref: RunRef) -> int:
         "SELECT coalesce(sum(rows), 0) FROM segments WHERE run_id = ?", (ref.run_id,)
     ).fetchone()
     return int(n)
-
-
-def _run_doc(conn: sqlite3.Connection, ref: RunRef) -> dict[str, Any]:
-    from .status import run_status
-
-    row = conn.execute(
-        "SELECT config_json, trajmon_version, window_before_s, window_after_s, rotate_entries,"
-        " heartbeat_dt_s FROM runs WHERE run_id = ?",
-        (ref.run_id,),
-    ).fetchone()
-    doc = run_status(conn, ref)
-    # Where each recording session starts and ends on the run's timeline, and how it ended: the
-    # stretches between them are outages (a resumed run), not missed ticks.
-    spans = conn.execute(
-        "SELECT session_idx, started_utc, start_dt_s, end_dt_s, status FROM sessions"
-        " WHERE run_id = ? ORDER BY session_idx",
-        (ref.run_id,),
-    )
-    sessions = [dict(s) for s in spans]
-    if sessions and sessions[-1]["status"] == "running" and doc["status"] == "crashed":
-        sessions[-1].update(status="crashed", end_dt_s=row["heartbeat_dt_s"])  # as on resume
-    doc.update(
-        session_spans=sessions,
-        config=json.loads(row["config_json"]),
-        trajmon_version=row["trajmon_version"],
-        window_before_s=row["window_before_s"],
-        window_after_s=row["window_after_s"],
-        rotate_entries=row["rotate_entries"],
-    )
-    return doc
 
 
 def _fetch(
@@ -158,7 +134,8 @@ class _Exporter:
         self.chunk_rows, self.progress = chunk_rows, progress
         self.ext = EXTENSIONS[fmt]
         self.result = ExportResult(ref.run_name, fmt, directory)
-        self.meta = {"trajmon_run": ref.run_name}
+        self.run_meta = run_metadata(conn, ref)
+        self.meta: dict[str, MetaValue] = self.run_meta
 
     def path(self, stem: str) -> Path:
         return self.dir / f"{stem}.{self.ext}"
@@ -314,7 +291,7 @@ class _Exporter:
             nulls = [bool(n) for n in counts]
         cols = [
             Column("sample_idx", "int", has_nulls=False),
-            Column("dt_s", "float", "s", {"long_name": "seconds since the run's start"}),
+            Column("dt_s", "float", "s", {"long_name": _DT_LONG_NAME}),
             Column("read_s", "float", "s", {"long_name": "duration of the read"}),
         ]
         for c, has_nulls in zip(chans, nulls, strict=True):
@@ -341,10 +318,10 @@ class _Exporter:
                 yield columns
 
         self.meta = {
-            "trajmon_run": self.ref.run_name,
+            **self.run_meta,
             "trajmon_group": g["name"],
             "trajmon_kind": g["kind"],
-            "interval_s": repr(float(g["interval_s"])),
+            "interval_s": float(g["interval_s"]),  # the sink spells it (Parquet: text)
         }
         self.stream(path, cols, "dt_s", decoded(), f"group:{gid}")
 
@@ -392,7 +369,7 @@ def export_run(
             for done in ex.result.files:
                 done.unlink(missing_ok=True)
             raise
-        doc = _run_doc(conn, ref)
+        doc = run_document(conn, ref)
         run_json.write_text(
             json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8"
         )

@@ -20,6 +20,7 @@ import csv
 import io
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -32,12 +33,16 @@ from .files import replacing
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
-__all__ = ["Column", "Sink", "open_sink", "text_value"]
+__all__ = ["Column", "MetaValue", "Metadata", "Sink", "open_sink", "text_value"]
 
 #: Column kinds after decoding: numbers, flags, strings, and ``text`` (anything else, as JSON).
 ColumnKind = Literal["float", "int", "bool", "str", "text"]
 _NC4_HIDDEN = "_nc4_non_coord_"
 _NC_MAX_NAME = 255  # bytes: netCDF-C reads 256 (NC_MAX_NAME) without the final NUL
+#: A file-level metadata value. Numbers stay numbers until a sink spells them: netCDF attributes
+#: are typed (float64), Parquet key-value metadata is text only (the ``repr``, exact).
+MetaValue = str | float
+Metadata = Mapping[str, MetaValue]
 
 
 @dataclass(slots=True)
@@ -109,6 +114,11 @@ def _nc_text(value: str) -> str:
     """netCDF strings are C strings: HDF5 refuses an embedded NUL (the whole export failed),
     so it becomes U+FFFD, the replacement character."""
     return value.replace("\x00", "\ufffd") if "\x00" in value else value
+
+
+def _nc_attr(value: MetaValue) -> Any:
+    """Typed, unlike Parquet's: a number stays a number a reader can compute with."""
+    return _nc_text(value) if isinstance(value, str) else np.float64(value)
 
 
 def _fits_int64(value: Any) -> bool:
@@ -184,7 +194,7 @@ class CsvSink(_FileSink):
 class ParquetSink(_FileSink):
     """One row group per chunk; units and labels in each field's metadata."""
 
-    def __init__(self, path: Path, columns: list[Column], metadata: dict[str, str]) -> None:
+    def __init__(self, path: Path, columns: list[Column], metadata: Metadata) -> None:
         import pyarrow as pa  # type: ignore[import-untyped]
         import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
@@ -202,7 +212,8 @@ class ParquetSink(_FileSink):
             meta = {"unit": c.unit, **c.attrs}
             fields.append(pa.field(c.name, types[c.kind], nullable=True, metadata=meta))
         self._kinds = [c.kind for c in columns]
-        self._schema = pa.schema(fields, metadata=metadata)
+        text = {k: v if isinstance(v, str) else repr(float(v)) for k, v in metadata.items()}
+        self._schema = pa.schema(fields, metadata=text)
         try:
             self._writer = pq.ParquetWriter(self.partial, self._schema)
         except BaseException:
@@ -269,9 +280,7 @@ class NetcdfSink(_FileSink):
     ``dtype="bool"``, which xarray decodes back to booleans.
     """
 
-    def __init__(
-        self, path: Path, columns: list[Column], index: str, attrs: dict[str, str]
-    ) -> None:
+    def __init__(self, path: Path, columns: list[Column], index: str, attrs: Metadata) -> None:
         import h5netcdf  # type: ignore[import-untyped]
         import h5py  # type: ignore[import-untyped]
 
@@ -286,7 +295,7 @@ class NetcdfSink(_FileSink):
         try:
             self._file = h5netcdf.File(self._io, "w")
             self._file.dimensions = {index: None}
-            self._file.attrs.update({k: _nc_text(a) for k, a in attrs.items()})
+            self._file.attrs.update({k: _nc_attr(a) for k, a in attrs.items()})
             names = {index}  # the index column alone may have it: it is the coordinate
             for c in columns:
                 self._add(c, index if c.name == index else _nc_name(c.name, names))
@@ -381,7 +390,7 @@ EXTENSIONS: dict[str, str] = {"csv": "csv", "parquet": "parquet", "netcdf": "nc"
 
 
 def open_sink(
-    fmt: Format, path: Path, columns: list[Column], *, index: str, metadata: dict[str, str]
+    fmt: Format, path: Path, columns: list[Column], *, index: str, metadata: Metadata
 ) -> Sink:
     if fmt == "csv":
         return CsvSink(path, columns)
