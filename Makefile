@@ -11,8 +11,13 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@# uv resolves and installs the same packages as pip in seconds rather than a minute (CI and
+	@# every fresh clone pay this); where uv cannot be had or fails, pip does the install.
+	$(BIN)/python -m pip install --quiet 'uv>=0.4' \
+	  && $(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]' \
+	  || { echo 'make: installing with pip instead of uv' >&2; \
+	       $(BIN)/python -m pip install --quiet --upgrade pip \
+	       && $(BIN)/python -m pip install --quiet -e '.[dev]'; }
 	@touch $(STAMP)
 
 demo: $(STAMP)
