@@ -170,12 +170,16 @@ class InstrumentWorker:
                 timer.cancel()
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop the thread after its current call; safe to call twice."""
+        """Stop the thread after its current call; safe to call twice.
+
+        ``timeout`` counts from the start of the call in flight, as the hung-driver watchdog's
+        does, not from now: a call already older than that has been given up as hung, and
+        waiting for it all over again only doubled how long a stop took after a hang."""
         if self._closed:
             return
         self._closed = True
         self._jobs.put(None)
-        self._thread.join(timeout)
+        self._thread.join(max(0.0, timeout - self.stuck_for()))
 
 
 @dataclass(frozen=True, slots=True)
