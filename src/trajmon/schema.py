@@ -22,6 +22,13 @@ from typing import Any
 
 from .channels import Channel, PollGroup, sql_type
 from .records import GroupStats
+from .streaks import (
+    ERROR_COLUMNS,
+    ERROR_UPSERT,
+    V1_STREAK_COLUMNS,
+    error_columns,
+    fill_v1_streaks,
+)
 
 __all__ = [
     "ACTION_INSERT",
@@ -252,24 +259,22 @@ def migrate(conn: sqlite3.Connection, wait_s: float = 2.0) -> int:
 
 
 #: Version 1 -> 2: a ``monitor_errors`` row stands for a streak of failed reads (``reads``,
-#: ``last_dt_s``, ``last_message``); a version-1 row is a streak of one.
-_UPGRADES = {
-    1: (
-        "ALTER TABLE monitor_errors ADD COLUMN reads INTEGER NOT NULL DEFAULT 1",
-        "ALTER TABLE monitor_errors ADD COLUMN last_dt_s REAL",
-        "ALTER TABLE monitor_errors ADD COLUMN last_message TEXT",
-        "UPDATE monitor_errors SET last_dt_s = dt_s, last_message = message",
-    ),
-}
+#: ``last_dt_s``, ``last_message``); a version-1 row is a streak of one. Only ``ALTER TABLE``
+#: here, which rewrites no row: the old rows' streak columns are filled in afterwards
+#: (:func:`trajmon.streaks.fill_v1_streaks`), a chunk per transaction.
+_UPGRADES = {1: V1_STREAK_COLUMNS}
 
 
 def _upgrade(conn: sqlite3.Connection) -> None:
     """Migrate in place under the write lock, reading the version again inside it: another
-    recorder may have upgraded the file meanwhile, and ``ALTER TABLE`` must run once."""
+    recorder may have upgraded the file meanwhile, and ``ALTER TABLE`` must run once. The lock
+    is held for milliseconds whatever the file holds; anything that takes longer runs after it,
+    so a recorder still writing the file (an older trajmon's too) never waits past its 2 s."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         (version,) = conn.execute("PRAGMA user_version").fetchone()
         check_version(version)
+        upgraded_from = version
         while version < SCHEMA_VERSION:
             for statement in _UPGRADES[version]:
                 conn.execute(statement)
@@ -280,18 +285,8 @@ def _upgrade(conn: sqlite3.Connection) -> None:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
         raise
-
-
-#: ``monitor_errors``' streak columns as a reader selects them: a file a version-1 trajmon wrote
-#: (read-only readers cannot migrate it) has one row per failed read.
-ERROR_COLUMNS = "reads, last_dt_s, last_message"
-_V1_ERROR_COLUMNS = "1 AS reads, dt_s AS last_dt_s, message AS last_message"
-
-
-def error_columns(conn: sqlite3.Connection) -> str:
-    """The select list for the streak columns on this file, whichever version wrote it."""
-    (version,) = conn.execute("PRAGMA user_version").fetchone()
-    return ERROR_COLUMNS if version >= 2 else _V1_ERROR_COLUMNS
+    if upgraded_from < 2:
+        fill_v1_streaks(conn)
 
 
 # The statements the writer runs for every batch (one transaction per commit).
@@ -310,15 +305,6 @@ ACTION_INSERT = """
 INSERT INTO actions (run_id, action_idx, dt_s, sample_idx, prev_dt_s, detected_at_utc, spec_label,
     channel_id, old_value, new_value, delta, window_start_s, window_end_s)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-"""
-#: A streak's row: inserted by the commit that sees its first failed read, then brought up to
-#: date by each commit that sees more of it.
-ERROR_UPSERT = """
-INSERT INTO monitor_errors (run_id, error_idx, dt_s, channel, instrument, error_type, message,
-    reads, last_dt_s, last_message)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (run_id, error_idx) DO UPDATE SET
-    reads = excluded.reads, last_dt_s = excluded.last_dt_s, last_message = excluded.last_message
 """
 GROUP_UPDATE = """
 UPDATE poll_groups SET samples = ?, samples_read = ?, missed_ticks = ?, failed_reads = ?,

@@ -10,16 +10,87 @@ succeeds, or an error of another type, ends it; the next failure starts a new ro
 
 "Consecutive" means adjacent ``sample_idx`` of the channel's poll group, so a streak never
 spans a read that succeeded, and each of its reads is a NULL in the sample table.
+
+The rows' SQL is here too, and how a file from schema version 1 (one row per failed read) gets
+its streak columns.
 """
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
 from .records import MonitorError
 
-__all__ = ["ErrorStreaks", "Streak"]
+__all__ = [
+    "ERROR_COLUMNS",
+    "ERROR_UPSERT",
+    "FILL_CHUNK_ROWS",
+    "V1_STREAK_COLUMNS",
+    "ErrorStreaks",
+    "Streak",
+    "error_columns",
+    "fill_v1_streaks",
+]
+
+#: A streak's row: inserted by the commit that sees its first failed read, then brought up to
+#: date by each commit that sees more of it.
+ERROR_UPSERT = """
+INSERT INTO monitor_errors (run_id, error_idx, dt_s, channel, instrument, error_type, message,
+    reads, last_dt_s, last_message)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (run_id, error_idx) DO UPDATE SET
+    reads = excluded.reads, last_dt_s = excluded.last_dt_s, last_message = excluded.last_message
+"""
+
+#: ``monitor_errors``' streak columns as a reader selects them. A row without ``last_dt_s`` is
+#: one failed read: a version-1 row not filled in yet (:func:`fill_v1_streaks`), or one an
+#: older trajmon, still recording, wrote after the file was upgraded under it.
+ERROR_COLUMNS = (
+    "reads, coalesce(last_dt_s, dt_s) AS last_dt_s, coalesce(last_message, message) AS last_message"
+)
+#: A file a version-1 trajmon wrote (read-only readers cannot migrate it): a row per read.
+_V1_ERROR_COLUMNS = "1 AS reads, dt_s AS last_dt_s, message AS last_message"
+
+#: Schema version 1 -> 2. ``ALTER TABLE … ADD COLUMN`` with a constant default rewrites no row,
+#: so the upgrade's write lock is held for milliseconds however many rows there are.
+V1_STREAK_COLUMNS = (
+    "ALTER TABLE monitor_errors ADD COLUMN reads INTEGER NOT NULL DEFAULT 1",
+    "ALTER TABLE monitor_errors ADD COLUMN last_dt_s REAL",
+    "ALTER TABLE monitor_errors ADD COLUMN last_message TEXT",
+)
+#: Rows filled in per transaction: tens of milliseconds of write lock each.
+FILL_CHUNK_ROWS = 10_000
+
+
+def error_columns(conn: sqlite3.Connection) -> str:
+    """The select list for the streak columns on this file, whichever version wrote it."""
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    return ERROR_COLUMNS if version >= 2 else _V1_ERROR_COLUMNS
+
+
+def fill_v1_streaks(conn: sqlite3.Connection, chunk_rows: int = FILL_CHUNK_ROWS) -> None:
+    """Make each version-1 row a streak of one read (``last_dt_s``, ``last_message`` its own),
+    a chunk of rowids per transaction. In one transaction a night's outage recorded by version
+    1 (millions of rows) held the write lock for 10 s and more, and a run still recording the
+    file failed "database is locked" — unable even to record its end. A fill cut short leaves
+    rows that readers take as the same streak of one (:data:`ERROR_COLUMNS`)."""
+    (top,) = conn.execute("SELECT coalesce(max(rowid), 0) FROM monitor_errors").fetchone()
+    for start in range(0, int(top), chunk_rows):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "UPDATE monitor_errors SET last_dt_s = dt_s, last_message = message"
+                " WHERE rowid > ? AND rowid <= ? AND last_dt_s IS NULL",
+                (start, start + chunk_rows),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
 
 
 @dataclass(slots=True)
@@ -34,7 +105,7 @@ class Streak:
     last_message: str
 
     def row(self, run_id: int) -> tuple[Any, ...]:
-        """The row as :data:`trajmon.schema.ERROR_UPSERT` binds it."""
+        """The row as :data:`ERROR_UPSERT` binds it."""
         first = self.first
         return (
             run_id,
