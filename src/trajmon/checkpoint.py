@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import aiosqlite
@@ -50,6 +50,8 @@ AUTOCHECKPOINT_PAGES = 1000
 BACKLOG_BYTES = 32 * 1024 * 1024
 #: How often the writer looks at the log's size, and hands over a checkpoint in a backlog.
 CHECK_EVERY_S = 1.0
+#: How often :meth:`Checkpoints.stop` repeats its interrupt until the checkpoint has ended.
+_INTERRUPT_EVERY_S = 0.005
 
 
 def _file_size(path: Path) -> int:
@@ -87,6 +89,7 @@ class Checkpoints:
         self._last = -float("inf")
         self._size = 0
         self._caught_up = False
+        self._stopping = False
         self._pending: Future[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
@@ -127,17 +130,23 @@ class Checkpoints:
         self._pending = self._executor.submit(self._checkpoint)
 
     def _checkpoint(self) -> None:
+        if self._stopping:
+            return
         try:
             if self._conn is None:
                 self._conn = sqlite3.connect(self.path, isolation_level=None)
             row = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error as exc:
-            self.failures += 1
-            self.last_error = str(exc)
+            if not self._stopping:  # else stop() interrupted it: not a failure
+                self.failures += 1
+                self.last_error = str(exc)
         else:
             self.runs += 1
-            _, log_pages, copied = row
-            self._caught_up = log_pages - copied < AUTOCHECKPOINT_PAGES
+            busy, log_pages, copied = row
+            # Busy: another connection was checkpointing (a second recorder on this file, a
+            # sqlite3 shell) and SQLite answers -1 for both counts. Nothing is known then; taken
+            # as 0 left, it ended the backlog and the writer's next commit copied all of it.
+            self._caught_up = not busy and log_pages - copied < AUTOCHECKPOINT_PAGES
 
     def _close(self) -> None:
         """On the checkpoint thread, after any checkpoint still running there."""
@@ -146,11 +155,27 @@ class Checkpoints:
             self._conn = None
 
     def stop(self) -> None:
-        """Blocking: waits for a checkpoint in flight, then closes its connection."""
+        """Blocking: interrupts a checkpoint in flight, then closes its connection.
+
+        Not waited for: the run's end is recorded only after this, and until then nothing beats
+        the heartbeat. Copying hundreds of MB of backlog takes seconds (more on a slow disk), and
+        a run stopped meanwhile read as ``crashed``. An interrupted checkpoint loses nothing: the
+        log stays, and the writer's own checkpoints (back on at the end) or its closing copy it.
+        """
         executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.submit(self._close)
-            executor.shutdown(wait=True)
+        if executor is None:
+            return
+        self._stopping = True
+        pending = self._pending
+        # An interrupt reaches only a statement already running (SQLite forgets one that comes
+        # before), so it is repeated until the checkpoint has ended.
+        while pending is not None and not pending.done():
+            conn = self._conn
+            if conn is not None:
+                conn.interrupt()
+            wait([pending], timeout=_INTERRUPT_EVERY_S)
+        executor.submit(self._close)
+        executor.shutdown(wait=True)
 
 
 async def _database_file(conn: aiosqlite.Connection) -> Path | None:
