@@ -119,6 +119,15 @@ async def test_duplicate_run_name_is_refused_before_writing(
     assert await anyio.Path(db_path).read_bytes() == before
 
 
+def test_under_trio_it_says_so_before_anything_is_written(db_path: Path, stm: SimulatedSTM) -> None:
+    """library.md's "same event loop" is asyncio's: under trio the first await inside
+    aiosqlite failed with trio's "unrecognized yield message", the database file already made."""
+    config = MonitorConfig(run_name="trio", db=db_path, duration_s=0.1, interval_s=0.05)
+    with pytest.raises(RuntimeError, match="records on asyncio"):
+        anyio.run(Recorder(config, {"stm": stm}).run, backend="trio")
+    assert not db_path.exists()
+
+
 async def test_memory_does_not_grow_with_samples(db_path: Path, stm: SimulatedSTM) -> None:
     """Python heap after 1500 and after 6000 samples per group: no per-sample growth.
 

@@ -28,7 +28,7 @@ from .records import ActionEvent, GroupStats
 from .resolve import build_groups
 from .resume import ResumeState, resume_run
 from .runstore import NewRun, create_run, finish_run, prepare_db
-from .sampling import GroupReader, InstrumentWorker
+from .sampling import GroupReader, InstrumentWorker, require_asyncio
 from .scheduling import Poller, Schedule
 from .sink import EventTap, QueueSink, Waiters, open_queue
 from .writer import Writer, WriterTarget
@@ -161,6 +161,7 @@ class Recorder:
         no new read starts, what was read is committed, the run is marked ``interrupted`` — and
         then the cancellation goes on. Raises :class:`RunFailedError` if the run failed.
         """
+        require_asyncio()
         outcome: list[RunSummary | Exception] = []
         try:
             async with anyio.create_task_group() as tg:

@@ -23,7 +23,13 @@ from .channels import Channel, PollGroup
 from .clock import SPIN_S, ThreadClock
 from .threaded import ThreadedGroup
 
-__all__ = ["GroupReader", "InstrumentBusyError", "InstrumentWorker", "ReadFailure"]
+__all__ = [
+    "GroupReader",
+    "InstrumentBusyError",
+    "InstrumentWorker",
+    "ReadFailure",
+    "require_asyncio",
+]
 
 T = TypeVar("T")
 
@@ -58,6 +64,19 @@ def _resolve(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
 def _expire(future: asyncio.Future[Any]) -> None:
     if not future.done():
         future.set_exception(TimeoutError())
+
+
+def require_asyncio() -> None:
+    """Refuse any other event loop before anything is opened: the writer (aiosqlite) and the
+    instrument threads' hand-over are asyncio's, and under trio the first await deep inside
+    aiosqlite failed with trio's "unrecognized yield message", after creating the file."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise RuntimeError(
+            "trajmon records on asyncio (its writer is aiosqlite): run it with asyncio.run(),"
+            " or anyio.run(..., backend='asyncio') — not trio"
+        ) from None
 
 
 class InstrumentWorker:
