@@ -148,10 +148,13 @@ def test_a_version_1_file_is_read_as_it_is_and_upgraded_in_place(tmp_path: Path)
         (version,) = conn.execute("PRAGMA user_version").fetchone()
         got = conn.execute(f"SELECT {COLUMNS} FROM monitor_errors ORDER BY error_idx").fetchall()
     assert version == SCHEMA_VERSION
+    # Streaks of one read, not rewritten (ALTER TABLE only): NULL stands for dt_s and message.
     assert got == [
-        (0, 1.5, "Bias", "TimeoutError", "first", 1, 1.5, "first"),
-        (1, 1.6, "Bias", "TimeoutError", "second", 1, 1.6, "second"),
+        (0, 1.5, "Bias", "TimeoutError", "first", 1, None, None),
+        (1, 1.6, "Bias", "TimeoutError", "second", 1, None, None),
     ]
+    with closing(connect_readonly(db)) as conn:
+        assert run_status(conn, resolve_run(conn, "old"))["last_error"] == last
 
 
 def assert_streaks_are_the_gaps(db: Path, table: str, channel: str) -> list[tuple[Any, ...]]:

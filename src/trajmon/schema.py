@@ -27,7 +27,6 @@ from .streaks import (
     ERROR_UPSERT,
     V1_STREAK_COLUMNS,
     error_columns,
-    fill_v1_streaks,
 )
 
 __all__ = [
@@ -259,9 +258,8 @@ def migrate(conn: sqlite3.Connection, wait_s: float = 2.0) -> int:
 
 
 #: Version 1 -> 2: a ``monitor_errors`` row stands for a streak of failed reads (``reads``,
-#: ``last_dt_s``, ``last_message``); a version-1 row is a streak of one. Only ``ALTER TABLE``
-#: here, which rewrites no row: the old rows' streak columns are filled in afterwards
-#: (:func:`trajmon.streaks.fill_v1_streaks`), a chunk per transaction.
+#: ``last_dt_s``, ``last_message``); a version-1 row is a streak of one. Only ``ALTER TABLE``,
+#: which rewrites no row (:data:`trajmon.streaks.V1_STREAK_COLUMNS`).
 _UPGRADES = {1: V1_STREAK_COLUMNS}
 
 
@@ -274,7 +272,6 @@ def _upgrade(conn: sqlite3.Connection) -> None:
     try:
         (version,) = conn.execute("PRAGMA user_version").fetchone()
         check_version(version)
-        upgraded_from = version
         while version < SCHEMA_VERSION:
             for statement in _UPGRADES[version]:
                 conn.execute(statement)
@@ -285,8 +282,6 @@ def _upgrade(conn: sqlite3.Connection) -> None:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
         raise
-    if upgraded_from < 2:
-        fill_v1_streaks(conn)
 
 
 # The statements the writer runs for every batch (one transaction per commit).

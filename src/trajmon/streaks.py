@@ -17,7 +17,6 @@ its streak columns.
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 from dataclasses import dataclass
 from typing import Any
@@ -27,12 +26,10 @@ from .records import MonitorError
 __all__ = [
     "ERROR_COLUMNS",
     "ERROR_UPSERT",
-    "FILL_CHUNK_ROWS",
     "V1_STREAK_COLUMNS",
     "ErrorStreaks",
     "Streak",
     "error_columns",
-    "fill_v1_streaks",
 ]
 
 #: A streak's row: inserted by the commit that sees its first failed read, then brought up to
@@ -46,8 +43,8 @@ ON CONFLICT (run_id, error_idx) DO UPDATE SET
 """
 
 #: ``monitor_errors``' streak columns as a reader selects them. A row without ``last_dt_s`` is
-#: one failed read: a version-1 row not filled in yet (:func:`fill_v1_streaks`), or one an
-#: older trajmon, still recording, wrote after the file was upgraded under it.
+#: one failed read: a row from before the upgrade to version 2, or one an older trajmon, still
+#: recording, wrote after the file was upgraded under it.
 ERROR_COLUMNS = (
     "reads, coalesce(last_dt_s, dt_s) AS last_dt_s, coalesce(last_message, message) AS last_message"
 )
@@ -55,42 +52,22 @@ ERROR_COLUMNS = (
 _V1_ERROR_COLUMNS = "1 AS reads, dt_s AS last_dt_s, message AS last_message"
 
 #: Schema version 1 -> 2. ``ALTER TABLE … ADD COLUMN`` with a constant default rewrites no row,
-#: so the upgrade's write lock is held for milliseconds however many rows there are.
+#: so the upgrade's write lock is held for milliseconds however many rows there are. The old
+#: rows are not filled in: rewriting them (millions after a night's outage) held the lock for
+#: seconds, in one transaction or in chunks back to back (a waiting writer's busy handler polls
+#: every 25-100 ms and kept missing the gaps), and an older trajmon still recording the file
+#: failed "database is locked". Their NULLs read as a streak of one (:data:`ERROR_COLUMNS`).
 V1_STREAK_COLUMNS = (
     "ALTER TABLE monitor_errors ADD COLUMN reads INTEGER NOT NULL DEFAULT 1",
     "ALTER TABLE monitor_errors ADD COLUMN last_dt_s REAL",
     "ALTER TABLE monitor_errors ADD COLUMN last_message TEXT",
 )
-#: Rows filled in per transaction: tens of milliseconds of write lock each.
-FILL_CHUNK_ROWS = 10_000
 
 
 def error_columns(conn: sqlite3.Connection) -> str:
     """The select list for the streak columns on this file, whichever version wrote it."""
     (version,) = conn.execute("PRAGMA user_version").fetchone()
     return ERROR_COLUMNS if version >= 2 else _V1_ERROR_COLUMNS
-
-
-def fill_v1_streaks(conn: sqlite3.Connection, chunk_rows: int = FILL_CHUNK_ROWS) -> None:
-    """Make each version-1 row a streak of one read (``last_dt_s``, ``last_message`` its own),
-    a chunk of rowids per transaction. In one transaction a night's outage recorded by version
-    1 (millions of rows) held the write lock for 10 s and more, and a run still recording the
-    file failed "database is locked" — unable even to record its end. A fill cut short leaves
-    rows that readers take as the same streak of one (:data:`ERROR_COLUMNS`)."""
-    (top,) = conn.execute("SELECT coalesce(max(rowid), 0) FROM monitor_errors").fetchone()
-    for start in range(0, int(top), chunk_rows):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.execute(
-                "UPDATE monitor_errors SET last_dt_s = dt_s, last_message = message"
-                " WHERE rowid > ? AND rowid <= ? AND last_dt_s IS NULL",
-                (start, start + chunk_rows),
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
 
 
 @dataclass(slots=True)
