@@ -25,8 +25,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/trajmon demo
 
+# Two workers: most tests wait on simulator processes and sockets, so the suite takes ~3 min
+# instead of ~5 on two cores; whole files per worker (loadfile), so a module's simulator or
+# recorded run is built once. More workers would crowd the tests that check real-time behaviour.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(PY_DIRS)
