@@ -265,9 +265,9 @@ _UPGRADES = {1: V1_STREAK_COLUMNS}
 
 def _upgrade(conn: sqlite3.Connection) -> None:
     """Migrate in place under the write lock, reading the version again inside it: another
-    recorder may have upgraded the file meanwhile, and ``ALTER TABLE`` must run once. The lock
-    is held for milliseconds whatever the file holds; anything that takes longer runs after it,
-    so a recorder still writing the file (an older trajmon's too) never waits past its 2 s."""
+    recorder may have upgraded the file meanwhile, and ``ALTER TABLE`` must run once. No row is
+    rewritten, so the lock is held for milliseconds whatever the file holds, and a recorder still
+    writing the file (an older trajmon's too) never waits past its 2 s."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         (version,) = conn.execute("PRAGMA user_version").fetchone()
