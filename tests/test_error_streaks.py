@@ -7,6 +7,7 @@ now a row says where the streak began and why, how many reads it spans and its l
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -106,8 +107,12 @@ async def test_values_that_do_not_fit_on_every_read_are_one_row(db_path: Path) -
     assert last_message.startswith("'overload 5' is not a float")
 
 
-def _version_1(db: Path) -> None:
-    """A database as trajmon with schema version 1 left it: one row per failed read."""
+def version_1(
+    db: Path,
+    errors: Iterable[tuple[int, float, str]] = ((0, 1.5, "first"), (1, 1.6, "second")),
+) -> None:
+    """A database as trajmon with schema version 1 left it, run 'old': one row per failed read
+    (``errors``: error_idx, dt_s, message, each a TimeoutError of Bias)."""
     with closing(sqlite3.connect(db)) as conn:
         migrate(conn)
         for column in ("reads", "last_dt_s", "last_message"):
@@ -121,7 +126,7 @@ def _version_1(db: Path) -> None:
         )
         conn.executemany(
             "INSERT INTO monitor_errors VALUES (1, ?, ?, 'Bias', 'stm', 'TimeoutError', ?)",
-            [(0, 1.5, "first"), (1, 1.6, "second")],
+            errors,
         )
         conn.execute("PRAGMA user_version = 1")
         conn.commit()
@@ -129,7 +134,7 @@ def _version_1(db: Path) -> None:
 
 def test_a_version_1_file_is_read_as_it_is_and_upgraded_in_place(tmp_path: Path) -> None:
     db = tmp_path / "v1.db"
-    _version_1(db)
+    version_1(db)
     with closing(connect_readonly(db)) as conn:  # a reader cannot migrate: it reads v1 as is
         last = run_status(conn, resolve_run(conn, "old"))["last_error"]
     assert last == {

@@ -16,6 +16,8 @@ import time
 from contextlib import closing
 from pathlib import Path
 
+from test_error_streaks import version_1
+
 from trajmon.queries import connect_readonly, resolve_run
 from trajmon.schema import SCHEMA_VERSION, migrate
 from trajmon.status import run_status
@@ -40,28 +42,9 @@ V1_INSERT = (
 )
 
 
-def version_1(db: Path, rows: int) -> None:
-    """A file as schema version 1 left it, with ``rows`` error rows of one run."""
-    with closing(sqlite3.connect(db, isolation_level=None)) as conn:
-        migrate(conn)
-        for column in ("reads", "last_dt_s", "last_message"):
-            conn.execute(f"ALTER TABLE monitor_errors DROP COLUMN {column}")
-        conn.execute(
-            "INSERT INTO runs (run_id, run_name, status, run_start_utc, run_start_epoch,"
-            " rotate_entries, window_before_s, window_after_s, commit_interval_s,"
-            " stale_after_s, config_json, trajmon_version, heartbeat_epoch)"
-            " VALUES (1, 'night', 'running', '2026-01-01T00:00:00+00:00', 1767225600.0,"
-            " 6000, 2.5, 2.5, 0.25, 5.0, '{}', '0.1', 1767225600.0)"
-        )
-        conn.execute("BEGIN")
-        conn.executemany(V1_INSERT, ((i, i * 0.01, AWAY) for i in range(rows)))
-        conn.execute("PRAGMA user_version = 1")
-        conn.execute("COMMIT")
-
-
 def test_an_upgrade_never_locks_out_a_recorder_still_writing_the_file(tmp_path: Path) -> None:
     db = tmp_path / "v1.db"
-    version_1(db, V1_ROWS)
+    version_1(db, ((i, i * 0.01, AWAY) for i in range(V1_ROWS)))
     # The older recorder: a short write transaction every COMMIT_EVERY_S, each waiting at
     # most WRITER_WAIT_S for the lock, as its commits do.
     old = sqlite3.connect(db, isolation_level=None, timeout=WRITER_WAIT_S)
@@ -128,13 +111,13 @@ def test_rows_an_older_recorder_writes_after_the_upgrade_read_as_one_read_streak
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "v1.db"
-    version_1(db, 3)
+    version_1(db, ((i, i * 0.01, AWAY) for i in range(3)))
     with closing(sqlite3.connect(db)) as conn:
         migrate(conn)
     with closing(sqlite3.connect(db, isolation_level=None)) as old:  # still on version 1
         old.execute(V1_INSERT, (3, 5.0, "the older recorder's latest"))
     with closing(connect_readonly(db)) as conn:
-        last = run_status(conn, resolve_run(conn, "night"))["last_error"]
+        last = run_status(conn, resolve_run(conn, "old"))["last_error"]
     assert last is not None
     assert (last["dt_s"], last["reads"], last["last_dt_s"], last["last_message"]) == (
         5.0,
