@@ -15,7 +15,8 @@ from typing import Any, TypeVar, cast
 import aiosqlite
 import anyio
 
-from .schema import ACTION_INSERT, ERROR_UPSERT, GROUP_UPDATE, RUN_BEAT, SEGMENT_UPSERT
+from .schema import ACTION_INSERT, GROUP_UPDATE, RUN_BEAT, SEGMENT_UPSERT
+from .streaks import ERROR_UPSERT
 
 __all__ = [
     "JOURNAL_SIZE_LIMIT",

@@ -35,7 +35,8 @@ from .export_sinks import EXTENSIONS, Column, ColumnKind, Format, MetaValue, Sin
 from .files import safe_filename
 from .gcpause import gc_paused
 from .queries import QueryError, RunRef
-from .schema import error_columns, quote_ident
+from .schema import quote_ident
+from .streaks import error_columns
 
 __all__ = [
     "DEFAULT_CHUNK_ROWS",

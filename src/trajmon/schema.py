@@ -22,25 +22,17 @@ from typing import Any
 
 from .channels import Channel, PollGroup, sql_type
 from .records import GroupStats
-from .streaks import (
-    ERROR_COLUMNS,
-    ERROR_UPSERT,
-    V1_STREAK_COLUMNS,
-    error_columns,
-)
+from .streaks import V1_STREAK_COLUMNS
 
 __all__ = [
     "ACTION_INSERT",
     "CATALOG_TABLES",
-    "ERROR_COLUMNS",
-    "ERROR_UPSERT",
     "GROUP_UPDATE",
     "RUN_BEAT",
     "SCHEMA_VERSION",
     "SEGMENT_UPSERT",
     "SchemaError",
     "check_version",
-    "error_columns",
     "group_counters",
     "group_table_ddl",
     "group_table_name",

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from .queries import RunRef, effective_status
-from .schema import error_columns
+from .streaks import error_columns
 
 __all__ = ["STATUS_SCHEMA", "TERMINAL_STATUSES", "run_status"]
 
