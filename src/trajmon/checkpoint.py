@@ -34,6 +34,8 @@ from pathlib import Path
 import aiosqlite
 import anyio
 
+from .files import wal_file
+
 __all__ = [
     "AUTOCHECKPOINT_PAGES",
     "BACKLOG_BYTES",
@@ -75,7 +77,7 @@ class Checkpoints:
         self.path = path
         self.every_s = every_s
         self.backlog_bytes = backlog_bytes
-        wal = path.with_name(path.name + "-wal")
+        wal = wal_file(path)
         self._wal_size = wal_size or (lambda: _file_size(wal))
         #: In a backlog: the writer's own checkpoints are off and this thread's are on.
         self.backlog = False

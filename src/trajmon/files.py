@@ -4,7 +4,8 @@ it only once complete.
 A crash, a full disk or a Ctrl-C then leaves the old file or the new one — never half of one
 under the name asked for — and a reader never mistakes an interrupted write for a whole one.
 Used for the staged configuration, channels files, plots and export files. And names for
-files made from operator text (:func:`safe_filename`).
+files made from operator text (:func:`safe_filename`), and where SQLite keeps a database's
+write-ahead log (:func:`wal_file`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["replace_text_file", "replacing", "safe_filename"]
+__all__ = ["replace_text_file", "replacing", "safe_filename", "wal_file"]
 
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f-\x9f<>:"/\\|?*]')
 _WINDOWS_RESERVED = re.compile(r"^(con|prn|aux|nul|com\d|lpt\d)(\..*)?$", re.IGNORECASE)
@@ -63,3 +64,8 @@ def safe_filename(name: str, max_bytes: int = 120) -> str:
         digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:8]
         text = f"{text.rstrip(' .') or 'run'}-{digest}"
     return text
+
+
+def wal_file(db: Path) -> Path:
+    """The write-ahead log SQLite keeps beside ``db`` in WAL mode."""
+    return db.with_name(db.name + "-wal")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .channels import decode_value
+from .files import wal_file
 from .schema import CATALOG_TABLES, SchemaError, check_version
 
 __all__ = [
@@ -54,7 +55,7 @@ def _archived(path: Path) -> bool:
     needs to create ``-shm`` beside it, so SQLite refuses to open it at all. With no write-ahead
     log left over, the file is the whole database and nothing can be writing it, so it can be
     read as immutable."""
-    wal = path.with_name(path.name + "-wal")
+    wal = wal_file(path)
     return not os.access(path.parent, os.W_OK) and (not wal.exists() or wal.stat().st_size == 0)
 
 
