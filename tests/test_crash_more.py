@@ -30,11 +30,10 @@ from procs import (
 )
 
 from simulators.qcodes_sim import SimulatedSTM
-from trajmon import ConfigError, MonitorConfig, Recorder
+from trajmon import ConfigError, MonitorConfig, Recorder, RunSummary
 from trajmon.cli.runner import RunOutcome, exit_code_for
 from trajmon.connection import open_connection
 from trajmon.queries import connect_readonly, list_runs
-from trajmon.recorder import RunSummary
 from trajmon.resolve import build_groups
 from trajmon.resume import load_resume_config, resume_run
 

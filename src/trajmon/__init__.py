@@ -13,9 +13,10 @@ from .config import DEFAULT_CHANNELS, ChannelSpec, ConfigError, MonitorConfig
 from .connection import StorageError
 from .detection import ChangeDetector
 from .queries import QueryError, connect_readonly, list_actions, list_runs, resolve_run
-from .recorder import Recorder, RunFailedError, RunSummary
+from .recorder import Recorder
 from .runstore import RunExistsError
 from .scheduling import Schedule
+from .summary import RunFailedError, RunSummary
 
 __all__ = [
     "DEFAULT_CHANNELS",

@@ -9,11 +9,9 @@ answered is a sample the database gets.
 from __future__ import annotations
 
 import logging
-import math
 import sqlite3
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -31,51 +29,12 @@ from .runstore import NewRun, create_run, finish_run, prepare_db
 from .sampling import GroupReader, InstrumentWorker, require_asyncio
 from .scheduling import Poller, Schedule
 from .sink import EventTap, QueueSink, Waiters, open_queue
+from .summary import RunFailedError, RunSummary, group_summaries
 from .writer import Writer, WriterTarget
 
 _log = logging.getLogger(__name__)
 
-__all__ = ["Recorder", "RunSummary"]
-
-
-@dataclass(slots=True)
-class GroupSummary:
-    name: str
-    kind: str
-    interval_s: float
-    samples: int
-    samples_read: int
-    missed_ticks: int
-    failed_reads: int
-    mean_read_s: float
-
-
-@dataclass(slots=True)
-class RunSummary:
-    """What ``trajmon run`` prints at the end and ``--json`` returns."""
-
-    run_name: str
-    run_id: int
-    db: str
-    status: str
-    duration_s: float
-    groups: list[GroupSummary] = field(default_factory=list)
-    actions: int = 0
-    errors: int = 0
-    lost_samples: int = 0
-    message: str | None = None
-
-    @property
-    def signal_samples(self) -> int:
-        return sum(g.samples for g in self.groups if g.kind == "signal")
-
-    @property
-    def spec_samples(self) -> int:
-        return sum(g.samples for g in self.groups if g.kind == "spec")
-
-    @property
-    def missed_ticks(self) -> int:
-        return sum(g.missed_ticks for g in self.groups)
+__all__ = ["Recorder"]
 
 
 class Recorder:
@@ -341,25 +300,12 @@ class Recorder:
             db=str(cfg.db),
             status=status,
             duration_s=end_dt,
+            groups=group_summaries(self.groups, target.stats),
             actions=target.actions,
             errors=target.errors,
             lost_samples=lost,
             message=message,
         )
-        for gid, group in enumerate(self.groups):
-            st = target.stats[gid]
-            summary.groups.append(
-                GroupSummary(
-                    group.name,
-                    group.kind,
-                    group.interval_s,
-                    st.samples_committed,
-                    st.samples_read,
-                    st.missed_ticks,
-                    st.failed_reads,
-                    st.read_s_sum / st.samples_read if st.samples_read else math.nan,
-                )
-            )
         if status == "failed":
             raise RunFailedError(summary)
         return summary
@@ -397,11 +343,3 @@ class Recorder:
         except BaseException:
             self.request_stop()  # nobody drains the queue any more: stop sampling
             raise
-
-
-class RunFailedError(RuntimeError):
-    """The run ended as ``failed`` (storage fault); ``summary`` holds what was recorded."""
-
-    def __init__(self, summary: RunSummary) -> None:
-        super().__init__(summary.message or "run failed")
-        self.summary = summary

@@ -17,10 +17,10 @@ from rich.table import Table
 from ..config import ConfigError, MonitorConfig
 from ..connection import StorageError
 from ..queries import QueryError, open_readonly
-from ..recorder import RunFailedError, RunSummary
 from ..resume import load_resume_config
 from ..runstore import RunExistsError
 from ..staging import EffectiveConfig, consume_run_name, read_staged
+from ..summary import RunFailedError, RunSummary
 from .common import (
     EXIT_FAILED,
     JsonOption,

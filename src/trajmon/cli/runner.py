@@ -27,8 +27,9 @@ import anyio
 
 from ..config import ConfigError, MonitorConfig
 from ..live import progress_mode, run_live_view
-from ..recorder import Recorder, RunSummary
+from ..recorder import Recorder
 from ..records import GroupStats
+from ..summary import RunSummary
 from .common import console, err_console
 
 __all__ = [
