@@ -14,13 +14,15 @@ value that only changed its Python type (``5`` then ``"5"`` in a text column) is
 
 from __future__ import annotations
 
+import ast
+import copy
 import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
-from .channels import Channel, canonical_for, numeric_delta
+from .channels import Channel, canonical_for, encoder_for, numeric_delta
 from .clock import utc_iso
 from .records import ActionEvent, Sample
 
@@ -31,12 +33,34 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
+#: What an untyped column keeps of a value: its text for objects it cannot store as themselves.
+_STORED_ANY = encoder_for("any")
+#: Values that cannot change after the read (decoded arrays and tuples of them are fresh copies).
+_FROZEN = (type(None), bool, int, float, complex, str, bytes, np.ndarray, tuple)
+
+
+def _detached(value: Any) -> Any:
+    """A copy of an object an untyped spec keeps as itself (a dict, a set): drivers often return
+    the same object every time, changed in place, and the known value must not change with it
+    — else the change is never seen, and the event would carry what the object holds later."""
+    if isinstance(value, _FROZEN):
+        return value
+    try:
+        return copy.deepcopy(value)
+    except Exception:  # an object that cannot be copied (a lock inside) is compared as it is
+        return value
+
+
 def values_equal(
     old: Any, new: Any, tolerance_abs: float | None = None, tolerance_rel: float | None = None
 ) -> bool:
     """Equality as an operator means it: NaN equals NaN, floats within tolerance, else exact."""
     old, new = _plain(old), _plain(new)
     if isinstance(old, np.ndarray) or isinstance(new, np.ndarray):
+        if isinstance(old, tuple) or isinstance(new, tuple):
+            # arrays of different shapes (an .npz) never equal one array; numpy cannot even
+            # make one array of them, and that ValueError used to end the run
+            return False
         try:
             return bool(np.array_equal(np.asarray(old), np.asarray(new), equal_nan=True))
         except TypeError:
@@ -45,7 +69,11 @@ def values_equal(
         return len(old) == len(new) and all(map(values_equal, old, new))
     if isinstance(old, int) and isinstance(new, int) and _is_plain_number(old, new):
         return old == new or _ints_within(old, new, tolerance_abs, tolerance_rel)
+    if isinstance(old, complex) and isinstance(new, complex):  # NaN parts equal, as for floats
+        return values_equal(old.real, new.real) and values_equal(old.imag, new.imag)
     if isinstance(old, float) != isinstance(new, float) and _is_plain_number(old, new):
+        if tolerance_abs is None and tolerance_rel is None:
+            return bool(old == new)  # exact: float() would make 2**53 + 1 equal 2.0**53
         try:
             old, new = float(old), float(new)  # a float spec read once as 0 instead of 0.0
         except OverflowError:  # an int beyond every float equals none of them
@@ -79,8 +107,29 @@ def _is_plain_number(*values: Any) -> bool:
     return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
 
 
+def _reads_back_as(text: str, value: Any) -> bool:
+    """Whether ``value``, read now, is the object whose stored text a resumed run was primed
+    with: an untyped column keeps a dict or a complex as its ``str()``, so the known value read
+    back from the file is that text, while the detector compares the objects themselves — an
+    unchanged dict used to be an action (text -> dict) at the first read after every resume."""
+    if isinstance(value, str):
+        return False  # text read as text: compared the usual way
+    try:
+        stored = _STORED_ANY(value)
+    except (TypeError, ValueError, OverflowError):
+        return False
+    if type(stored) is not str:
+        return False  # kept as itself (a number, an array): the text was another value
+    if stored == text:
+        return True
+    try:  # the same items in another order are equal, as they are within a session
+        return values_equal(ast.literal_eval(text), value)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return False
+
+
 class _SpecState:
-    __slots__ = ("canonical", "channel", "channel_id", "last", "last_dt_s", "seen")
+    __slots__ = ("canonical", "channel", "channel_id", "last", "last_dt_s", "primed_text", "seen")
 
     def __init__(self, channel: Channel, channel_id: int) -> None:
         self.channel = channel
@@ -89,6 +138,8 @@ class _SpecState:
         self.seen = False
         self.last: Any = None
         self.last_dt_s = 0.0
+        # primed from a stored text that may stand for an object (see _reads_back_as)
+        self.primed_text = False
 
 
 class ChangeDetector:
@@ -118,6 +169,9 @@ class ChangeDetector:
                 if state.channel.label in last_values:
                     state.last_dt_s, state.last = last_values[state.channel.label]
                     state.seen = True
+                    state.primed_text = state.channel.value_type == "any" and isinstance(
+                        state.last, str
+                    )
 
     def feed(self, sample: Sample) -> list[ActionEvent]:
         states = self._states.get(sample.group_id)
@@ -133,13 +187,17 @@ class ChangeDetector:
                 continue  # stored as NULL with a bad_value error: a gap, like a failed read
             if not state.seen:
                 state.seen = True
-                state.last = value
+                state.last = _detached(value)
+            elif state.primed_text and _reads_back_as(state.last, value):
+                state.last = _detached(value)  # the object from now on, compared as itself
             elif not values_equal(
                 state.last, value, state.channel.tolerance_abs, state.channel.tolerance_rel
             ):
+                value = _detached(value)
                 events.append(self._event(state, sample, value))
                 state.last = value
             # else: equal, or within the tolerance of the known value, which stays as it was
+            state.primed_text = False
             state.last_dt_s = sample.dt_s
         return events
 

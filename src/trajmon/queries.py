@@ -7,6 +7,7 @@ block — nor are blocked by — a run that is recording. An action's signal win
 
 from __future__ import annotations
 
+import math
 import os
 import sqlite3
 import time
@@ -237,6 +238,14 @@ def list_actions(
     (after a night's run those are the ones an operator asks about)."""
     if limit is not None and last is not None:
         raise ValueError("limit and last cannot be combined")
+    # SQLite reads a negative LIMIT as no limit and a NaN bound as NULL (no row matches): both
+    # would quietly answer another question than the one asked, as `actions list` refuses them.
+    for name, count in (("limit", limit), ("last", last)):
+        if count is not None and count < 0:
+            raise ValueError(f"{name} must be 0 or more, got {count}")
+    for name, bound in (("since", since), ("until", until)):
+        if bound is not None and math.isnan(bound):
+            raise ValueError(f"{name} must be a number of seconds, got {bound}")
     sql = "SELECT * FROM actions WHERE run_id = ?"
     args: list[Any] = [run.run_id]
     if spec is not None:
