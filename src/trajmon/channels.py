@@ -27,6 +27,7 @@ __all__ = [
     "ValueType",
     "canonical_for",
     "decode_value",
+    "describe_vals",
     "encoder_for",
     "sql_type",
     "unique_name",
@@ -122,6 +123,25 @@ def value_type_from_vals(vals: object) -> ValueType:
     return "any"
 
 
+# What a repr carries that changes from run to run: QCoDeS's repr of a parameter (an Arrays
+# shape), a default object repr's address (QCoDeS's OnOff validator has no repr of its own),
+# any other address (a function's).
+_NAMED_AT = re.compile(r"<[\w.]+: ([^<>]*?) at \d+>")
+_OBJECT_AT = re.compile(r"(?:[\w.]+\.)?(\w+) object at 0x[0-9a-fA-F]+")
+_AT = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def describe_vals(vals: object) -> str | None:
+    """A validator as text (``<Numbers -1<=v<=1>``): its repr without memory addresses, so a
+    driver's validator reads the same in every run — ``<OnOff>``, ``<Arrays, shape: (n,)>``
+    rather than ``<qcodes.validators.validators.OnOff object at 0x7f…>`` and a shape that
+    names a parameter by its ``id``."""
+    if vals is None:
+        return None
+    text = _OBJECT_AT.sub(r"\1", _NAMED_AT.sub(r"\1", repr(vals)))
+    return _AT.sub("", text)
+
+
 def _scalar(value: Any) -> Any:
     """numpy scalars become their Python equivalent, so sqlite3 can bind them."""
     if isinstance(value, np.generic):
@@ -148,10 +168,12 @@ def _encode_float(value: Any) -> Any:
 
 def _encode_int(value: Any) -> Any:
     number = _not_text(_scalar(value), "an integer")
-    if isinstance(number, float):
-        if not number.is_integer():
+    if not isinstance(number, int):
+        # int() truncates: 3.5 (a float, a Decimal, a Fraction) would be stored as 3.
+        whole = int(number)
+        if whole != number:
             raise ValueError(f"{number!r} is not an integer")
-        number = int(number)
+        number = whole
     number = int(number)
     if INT64_MIN <= number <= INT64_MAX:
         return number
@@ -226,12 +248,13 @@ def _encode_any(value: Any) -> Any:
     if isinstance(value, bytes):
         return _BYTES_PREFIX + value
     if isinstance(value, np.ndarray | list | tuple):
+        nested = (
+            isinstance(value, list | tuple)
+            and bool(value)
+            and all(isinstance(v, np.ndarray | list | tuple) for v in value)
+        )
         try:
-            if (
-                isinstance(value, list | tuple)
-                and value
-                and all(isinstance(v, np.ndarray | list | tuple) for v in value)
-            ):
+            if nested and not isinstance(value, np.ndarray):  # (narrows the type)
                 try:
                     return _encode_array(value)
                 except ValueError:  # "inhomogeneous shape": one array per element instead
@@ -239,6 +262,13 @@ def _encode_any(value: Any) -> Any:
             return _encode_array(value)
         except _MixedText:  # kept as its text, like any other object
             pass
+        except ValueError:
+            # A list of scalars numpy can hold only as objects (a None among numbers, dicts,
+            # ints past int64) or not at all (1 and [2, 3]): no .npy without pickles, so it is
+            # kept as its text like any other object, not lost as a bad_value on every read.
+            # An object array, alone or among arrays, stays refused.
+            if nested or not isinstance(value, list | tuple):
+                raise
     return _utf8(str(value))
 
 

@@ -233,9 +233,13 @@ class _InstrumentPlan:
 def _make_read(instrument: Any, params: tuple[Any, ...]) -> Callable[[], tuple[Any, ...]]:
     """The one call that reads ``params``. Values come back as a tuple: a tuple of numbers is
     one the garbage collector stops tracking at its first pass, so a sample waiting for the
-    disk costs no collector work after that (a list would be walked at every pass)."""
-    get_many = getattr(instrument, "get_many", None)
-    if callable(get_many):
+    disk costs no collector work after that (a list would be walked at every pass).
+
+    ``get_many`` counts only as a method of the driver's class: a QCoDeS instrument also
+    answers ``instrument.get_many`` with a parameter or function of that name (through its
+    ``__getattr__``), and calling a parameter with an argument *sets* it."""
+    if callable(getattr(type(instrument), "get_many", None)):
+        get_many = instrument.get_many
         return lambda: tuple(get_many(params))
     return lambda: _read_each(params)
 
@@ -376,12 +380,24 @@ class GroupReader:
                 ReadFailure(lbl, plan.instrument, kind, str(exc)) for lbl in plan.labels
             )
             return
-        self._fill(plan, results, values, failures)
+        try:
+            self._fill(plan, results, values, failures)
+        except ValueError as exc:  # a driver's get_many fault: this instrument's read failed
+            failures.extend(
+                ReadFailure(lbl, plan.instrument, type(exc).__name__, str(exc))
+                for lbl in plan.labels
+            )
 
     @staticmethod
     def _fill(
         plan: _InstrumentPlan, results: Any, values: list[Any], failures: list[ReadFailure]
     ) -> None:
+        """Raises ``ValueError``, having filled nothing, when ``results`` (a driver's
+        ``get_many`` answer) does not have one entry per parameter."""
+        if len(results) != len(plan.labels):
+            raise ValueError(
+                f"get_many answered {len(results)} values for {len(plan.labels)} parameters"
+            )
         for pos, label, result in zip(plan.positions, plan.labels, results, strict=True):
             if isinstance(result, BaseException):
                 failures.append(

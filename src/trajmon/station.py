@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .channels import unique_name
+from .channels import describe_vals, unique_name
 from .config import (
     ChannelSpec,
     ConfigError,
@@ -76,9 +76,14 @@ def read_station_names(path: Path) -> list[str]:
     if not isinstance(instruments, dict) or not instruments:
         raise ConfigError(f"{path}: a station file needs an 'instruments:' mapping")
     for name, entry in instruments.items():
+        if not isinstance(name, str):  # QCoDeS's own error: "expected string … got 'bool'"
+            raise ConfigError(
+                f"{path}: instrument name {name!r} is a YAML {type(name).__name__}, not a name;"
+                " put it in quotes"
+            )
         if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):
             raise ConfigError(f"{path}: instrument {name!r} needs a 'type:' (driver class path)")
-    return [str(name) for name in instruments]
+    return list(instruments)
 
 
 def _driver_class(path: Path, name: str, type_path: str) -> Any:
@@ -112,13 +117,60 @@ def _references(cls: Any, init: Mapping[str, Any], names: set[str]) -> dict[str,
     return out
 
 
+class _HeldBack(logging.Handler):
+    """Log records no handler would take: Python prints those on stderr itself (``lastResort``),
+    as QCoDeS's ``log.exception("Could not connect at …")`` of an instrument that is off —
+    a traceback on the operator's terminal above the one-line error that says the same."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.lastResort.level if logging.lastResort else logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def _unhandled(self, name: str) -> bool:
+        logger: logging.Logger | None = logging.getLogger(name)
+        while logger is not None:
+            if any(h is not self for h in logger.handlers):
+                return False
+            logger = logger.parent if logger.propagate else None
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._unhandled(record.name):  # where logging is configured, it goes there as ever
+            self.records.append(record)
+
+
+@contextlib.contextmanager
+def _held_back() -> Iterator[None]:
+    """Hold back the warnings and unhandled log lines of loading a station: shown as ever
+    once it has loaded, dropped when it fails — the ``ConfigError`` is then the one line."""
+    held, root = _HeldBack(), logging.getLogger()
+    root.addHandler(held)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            yield
+    finally:
+        root.removeHandler(held)
+    for record in held.records:
+        if logging.lastResort is not None:
+            logging.lastResort.handle(record)
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
 def load_station(path: Path, *, update_snapshot: bool = False) -> tuple[Any, dict[str, Any]]:
     """Load every instrument of a QCoDeS station file -> (``Station``, ``{name: instrument}``).
 
     Instruments load in file order, except that one named by another's ``init`` loads first.
     A driver that cannot load (bad address, instrument off) refuses the whole station, and the
-    instruments already loaded are closed again.
+    instruments already loaded are closed again. What drivers and QCoDeS log or warn while
+    loading is held back until the station has loaded: a failure is one ``ConfigError`` line,
+    not a traceback QCoDeS logged on the way.
     """
+    with _held_back():
+        return _load_station(path, update_snapshot=update_snapshot)
+
+
+def _load_station(path: Path, *, update_snapshot: bool) -> tuple[Any, dict[str, Any]]:
     from qcodes.station import Station, ValidationWarning
 
     names = read_station_names(path)
@@ -331,8 +383,8 @@ def starter_channels_yaml(instruments: Mapping[str, Any], station_file: Path) ->
         declared = declared_kind(param)
         kind = declared or ("spec" if settable else "signal")
         notes = [f"unit: {_comment(getattr(param, 'unit', '') or '-')}"]
-        vals = getattr(param, "vals", None)
-        notes.append(f"vals: {_comment(repr(vals)) if vals is not None else '-'}")
+        vals = describe_vals(getattr(param, "vals", None))
+        notes.append(f"vals: {_comment(vals) if vals is not None else '-'}")
         qlabel = getattr(param, "label", "")
         if qlabel:
             notes.append(f"label: {_comment(qlabel)}")
