@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import queue
 import threading
 import time
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
+import numpy as np
 
 from .channels import Channel, PollGroup
 from .clock import SPIN_S, ThreadClock
@@ -211,6 +213,30 @@ class ReadFailure:
     message: str
 
 
+#: Values that cannot change once read: a sample holds them as the driver returned them.
+_IMMUTABLE = frozenset({float, int, bool, str, bytes, complex, type(None)})
+
+
+def _owned(value: Any) -> Any:
+    """The sample's own copy of a value the driver may change in place after the read: an
+    array it reuses as its buffer, its state dict. A sample waits for the next commit before
+    it is encoded, and was stored with whatever the object held by then."""
+    if type(value) in _IMMUTABLE or isinstance(value, np.generic | BaseException):
+        return value
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    try:
+        return copy.deepcopy(value)
+    except Exception:  # an object that cannot be copied (a lock inside) is kept as it is
+        return value
+
+
+def _owning(fn: Callable[[], Sequence[Any]]) -> Callable[[], Sequence[Any]]:
+    """``fn`` with its values made the sample's own on the instrument's thread, before that
+    thread's next read (of this group or another) can change them."""
+    return lambda: tuple(map(_owned, fn()))
+
+
 def _read_each(params: Sequence[Any]) -> tuple[Any, ...]:
     out: list[Any] = []
     for param in params:
@@ -292,13 +318,16 @@ class GroupReader:
         0..size-1). The thread has already taken a full tuple of plain values as it is
         (:meth:`ThreadedGroup.tick`); one of other types (numpy scalars, say) with no exception
         among them is taken as it is here, checked per type rather than per value."""
+        types = set(map(type, results)) if type(results) is tuple else set()
         if (
             error is None
             and type(results) is tuple
             and len(results) == self.size
-            and not any(issubclass(t, BaseException) for t in set(map(type, results)))
+            and not any(issubclass(t, BaseException) for t in types)
         ):
-            return results, ()
+            if all(t in _IMMUTABLE or issubclass(t, np.generic) for t in types):
+                return results, ()
+            return tuple(map(_owned, results)), ()
         values: list[Any] = [None] * self.size
         failures: list[ReadFailure] = []
         plan = self._plans[0]
@@ -308,7 +337,7 @@ class GroupReader:
                 for lbl in plan.labels
             )
             return values, failures
-        self._fill(plan, results, values, failures)
+        self._fill(plan, tuple(map(_owned, results)), values, failures)
         return values, failures
 
     def failures(self, error_type: str, message: str) -> list[ReadFailure]:
@@ -366,7 +395,7 @@ class GroupReader:
         timeout: float | None,
     ) -> None:
         try:
-            fn = plan.fn if wrap is None else wrap(plan.fn)
+            fn = _owning(plan.fn if wrap is None else wrap(plan.fn))
             results = await plan.worker.call(fn, timeout)
         except TimeoutError:
             message = f"no answer within {self._timeout} s"
