@@ -35,12 +35,13 @@ from trajmon.connection import open_connection
 from trajmon.queries import RunRef, connect_readonly
 from trajmon.records import GroupStats, Sample
 from trajmon.runstore import NewRun, create_run
-from trajmon.sampling import GroupReader, InstrumentWorker, ReadFailure
+from trajmon.sampling import GroupReader, ReadFailure
 from trajmon.scheduling import Poller, Schedule
 from trajmon.schema import migrate, quote_ident
 from trajmon.sink import open_queue
 from trajmon.threaded import ThreadedGroup
 from trajmon.windows import rows_of, window_columns, window_rows
+from trajmon.workers import InstrumentWorker
 
 FLOATS = PollGroup(
     "signals",

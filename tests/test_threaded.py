@@ -20,9 +20,10 @@ from trajmon.channels import Channel, PollGroup
 from trajmon.clock import SystemClock
 from trajmon.detection import ChangeDetector
 from trajmon.records import FlaggedSample, GroupStats, MonitorError, Sample, SampleBatch
-from trajmon.sampling import GroupReader, InstrumentWorker
+from trajmon.sampling import GroupReader
 from trajmon.scheduling import Poller, Schedule
 from trajmon.threaded import BATCH_ROOM, LOW_ROOM, WATCH_SLACK_S, ThreadedGroup
+from trajmon.workers import InstrumentWorker
 
 
 class Param:

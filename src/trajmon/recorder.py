@@ -26,10 +26,11 @@ from .records import ActionEvent, GroupStats
 from .resolve import build_groups
 from .resume import ResumeState, resume_run
 from .runstore import NewRun, create_run, finish_run, prepare_db
-from .sampling import GroupReader, InstrumentWorker, require_asyncio
+from .sampling import GroupReader
 from .scheduling import Poller, Schedule
 from .sink import EventTap, QueueSink, Waiters, open_queue
 from .summary import RunFailedError, RunSummary, group_summaries
+from .workers import InstrumentWorker, require_asyncio
 from .writer import Writer, WriterTarget
 
 _log = logging.getLogger(__name__)

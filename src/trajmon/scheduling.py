@@ -18,8 +18,9 @@ import anyio
 from .clock import Clock, ThreadClock
 from .detection import ChangeDetector
 from .records import ActionEvent, FlaggedSample, GroupStats, MonitorError, Sample, SampleBatch
-from .sampling import GroupReader, InstrumentWorker, ReadFailure
+from .sampling import GroupReader, ReadFailure
 from .threaded import FLUSH_S, PULLED_FLUSH_S, ThreadedGroup
+from .workers import InstrumentWorker
 
 __all__ = ["Poller", "SampleSink", "Schedule"]
 

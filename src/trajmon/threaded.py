@@ -3,7 +3,7 @@
 With the loop driving every tick, each sample costs a round trip between the loop and the
 instrument's thread (queue put, thread wake, ``call_soon_threadsafe``, loop wake): that latency
 capped the end-to-end rate, cost CPU at 100 Hz, and made every loop stall a missed tick at 1 kHz
-(docs/performance.md). Here the instrument's :class:`~trajmon.sampling.InstrumentWorker` thread
+(docs/performance.md). Here the instrument's :class:`~trajmon.workers.InstrumentWorker` thread
 runs the schedules of all single-instrument groups of that instrument itself — whichever group's
 tick is due next — sleeping with the thread's precise timed wait, timestamping and reading there,
 and the loop wakes once per batch to run change detection and enqueue. A spec group's batch is
@@ -45,8 +45,9 @@ from .records import GroupStats, Sample
 
 if TYPE_CHECKING:
     from .clock import ThreadClock
-    from .sampling import InstrumentWorker, ReadFailure
+    from .sampling import ReadFailure
     from .scheduling import Schedule
+    from .workers import InstrumentWorker
 
 __all__ = [
     "BATCH_ROOM",
