@@ -17,14 +17,15 @@ from typing import Any
 
 import pytest
 from procs import ENV, TRAJMON
-from qcodes.instrument_drivers.mock_instruments import DummyInstrument
+from qcodes.instrument_drivers.mock_instruments import DummyInstrument, MockDAC
 from review_drivers import GetManyParameter, Odd, ShortGetMany
 from typer.testing import CliRunner
 
-from trajmon import ChannelSpec, MonitorConfig, Recorder
+from trajmon import ChannelSpec, ConfigError, MonitorConfig, Recorder
 from trajmon.channels import canonical_for, encoder_for
 from trajmon.cli import app
 from trajmon.queries import connect_readonly, resolve_run
+from trajmon.resolve import build_groups, resolve_parameter
 from trajmon.station import starter_channels_yaml
 from trajmon.windows import window_rows
 
@@ -269,3 +270,39 @@ def test_a_starter_file_describes_validators_without_memory_addresses() -> None:
     assert "vals: <OnOff>; label: relay" in text
     assert "vals: <Arrays, shape: (n,)>; label: trace" in text
     assert not re.search(r"0x[0-9a-fA-F]+| at \d+", text), text
+
+
+def test_the_run_catalog_describes_validators_without_memory_addresses() -> None:
+    """The channels table (and ``list-signals``) stored ``repr(vals)``: an address that changes
+    from run to run, where the starter file already shows ``<OnOff>``."""
+    instrument = Odd("odd")
+    try:
+        config = MonitorConfig(
+            run_name="v",
+            source="instruments",
+            channels=[
+                ChannelSpec(label="Relay", source="odd.relay", kind="spec"),
+                ChannelSpec(label="Trace", source="odd.trace", kind="signal"),
+            ],
+        )
+        vals = {
+            c.label: c.vals for g in build_groups(config, {"odd": instrument}) for c in g.channels
+        }
+    finally:
+        instrument.close()
+    assert vals == {"Relay": "<OnOff>", "Trace": "<Arrays, shape: (n,)>"}
+
+
+def test_a_channel_list_is_refused_as_a_source(tmp_path: Path) -> None:
+    """``mdac.channels`` (a ChannelTuple) has a get() — the instrument's — so it was taken as a
+    parameter and every read of it failed with a TypeError for the whole run."""
+    dac = MockDAC("mdac", num_channels=2)
+    try:
+        with pytest.raises(ConfigError) as caught:
+            resolve_parameter("mdac.channels", {"mdac": dac})
+    finally:
+        dac.close()
+    assert str(caught.value) == (
+        "'mdac.channels' is a list of channels, not a parameter"
+        " (name a parameter of one channel, e.g. mdac.ch01.<parameter>)"
+    )

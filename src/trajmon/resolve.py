@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .channels import Channel, PollGroup, ValueType, value_type_from_vals
+from .channels import Channel, PollGroup, ValueType, describe_vals, value_type_from_vals
 from .config import ChannelSpec, ConfigError, MonitorConfig
 
 __all__ = ["build_groups", "resolve_parameter", "value_type_of"]
@@ -36,8 +36,15 @@ def resolve_parameter(source: str, instruments: Mapping[str, Any]) -> tuple[str,
     # instrument's GroupedParameter) has .parameters too — a ParameterBase is a parameter.
     # Imported here: instruments exist by now, and `import trajmon` (queries, export) stays
     # without QCoDeS's ~23 MB.
+    from qcodes.instrument import ChannelTuple
     from qcodes.parameters import ParameterBase
 
+    if isinstance(node, ChannelTuple):  # its get() is the instrument's: every read would fail
+        first = next(iter(node), None)
+        owner = source.rsplit(".", 1)[0]
+        hint = "" if first is None else f", e.g. {owner}.{first.short_name}.<parameter>"
+        hint = f" (name a parameter of one channel{hint})"
+        raise ConfigError(f"{source!r} is a list of channels, not a parameter{hint}")
     container = hasattr(node, "parameters") and not isinstance(node, ParameterBase)
     # A set-only parameter has no get() at all: it is a parameter, just not one to read.
     if not getattr(node, "gettable", True) and not container:
@@ -64,7 +71,6 @@ def value_type_of(param: Any) -> ValueType:
 
 def _channel(spec: ChannelSpec, instruments: Mapping[str, Any]) -> Channel:
     instrument, param = resolve_parameter(spec.source, instruments)
-    vals = getattr(param, "vals", None)
     return Channel(
         label=spec.label,
         kind=spec.kind,
@@ -73,7 +79,7 @@ def _channel(spec: ChannelSpec, instruments: Mapping[str, Any]) -> Channel:
         group=spec.group_name,
         unit=str(getattr(param, "unit", "") or ""),
         value_type=value_type_of(param),
-        vals=None if vals is None else repr(vals),
+        vals=describe_vals(getattr(param, "vals", None)),
         tolerance_abs=spec.tolerance_abs,
         tolerance_rel=spec.tolerance_rel,
         parameter=param,
