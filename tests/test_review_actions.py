@@ -27,7 +27,7 @@ from trajmon import (
     list_actions,
     resolve_run,
 )
-from trajmon.channels import Channel
+from trajmon.channels import Channel, numeric_delta
 from trajmon.detection import ChangeDetector, values_equal
 from trajmon.records import Sample
 from trajmon.resume import load_resume_config
@@ -261,3 +261,14 @@ def test_list_actions_refuses_what_sqlite_would_misread(
         assert list_actions(conn, run, last=0) == []
         with pytest.raises(ValueError, match=message):
             list_actions(conn, run, **keywords)
+
+
+def test_the_delta_of_an_int_and_a_float_is_exact_before_rounding() -> None:
+    """``int - float`` rounds the int to a float first: 2**53 + 1 after 2.0**53 had delta 0.0
+    (an action with no size), where the values differ by 1."""
+    assert numeric_delta(2.0**53, 2**53 + 1) == 1.0
+    assert numeric_delta(2**53 + 1, 2.0**53) == -1.0
+    assert numeric_delta(0, 0.5) == 0.5
+    assert numeric_delta(1, math.inf) == math.inf
+    assert numeric_delta(math.inf, math.inf) is None  # inf - inf is NaN: no size
+    assert numeric_delta(10**400, 1.0) is None  # beyond every float

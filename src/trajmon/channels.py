@@ -12,6 +12,7 @@ import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from fractions import Fraction
 from io import BytesIO
 from typing import Any, Literal
 
@@ -378,11 +379,17 @@ def is_number(value: Any) -> bool:
 def numeric_delta(old: Any, new: Any) -> float | None:
     """new - old where both are plain numbers (booleans excluded: their change has no size).
 
-    Ints are subtracted exactly, then rounded (``2**60 + 1`` after ``2**60`` is 1.0); a
-    difference beyond every float (ints past 1.8e308) has no delta."""
+    Ints are subtracted exactly, then rounded (``2**60 + 1`` after ``2**60`` is 1.0), also
+    from a finite float (``2**53 + 1`` after ``2.0**53`` is 1.0, where ``int - float`` rounds
+    the int first and gives 0.0); a difference beyond every float (ints past 1.8e308) has no
+    delta."""
     if is_number(old) and is_number(new):
+        a, b = _scalar(old), _scalar(new)
         try:
-            delta = float(_scalar(new) - _scalar(old))
+            if isinstance(a, int) != isinstance(b, int) and math.isfinite(a) and math.isfinite(b):
+                delta = float(Fraction(b) - Fraction(a))
+            else:
+                delta = float(b - a)
         except OverflowError:
             return None
         return delta if not math.isnan(delta) else None
