@@ -306,3 +306,25 @@ def test_a_channel_list_is_refused_as_a_source(tmp_path: Path) -> None:
         "'mdac.channels' is a list of channels, not a parameter"
         " (name a parameter of one channel, e.g. mdac.ch01.<parameter>)"
     )
+
+
+def test_a_tolerance_on_a_spec_compared_exactly_is_refused() -> None:
+    """Arrays, text and booleans are compared exactly whatever the tolerance: one configured
+    on them was accepted and then silently ignored."""
+    instrument = Odd("odd")
+
+    def config(source: str) -> MonitorConfig:
+        spec = ChannelSpec(label="S", source=source, kind="spec", tolerance_abs=0.5)
+        return MonitorConfig(run_name="t", source="instruments", channels=[spec])
+
+    try:
+        with pytest.raises(ConfigError) as caught:
+            build_groups(config("odd.trace"), {"odd": instrument})
+        (group,) = build_groups(config("odd.n"), {"odd": instrument})  # an int: it applies
+    finally:
+        instrument.close()
+    assert str(caught.value) == (
+        "'S': a tolerance applies to numbers, and 'odd.trace' is array (compared exactly);"
+        " remove its tolerance"
+    )
+    assert group.channels[0].tolerance_abs == 0.5

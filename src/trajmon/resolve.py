@@ -69,8 +69,18 @@ def value_type_of(param: Any) -> ValueType:
     return value_type
 
 
+#: Value types whose changes have no size: a tolerance on them would be ignored.
+_EXACT_ONLY = frozenset({"bool", "str", "array"})
+
+
 def _channel(spec: ChannelSpec, instruments: Mapping[str, Any]) -> Channel:
     instrument, param = resolve_parameter(spec.source, instruments)
+    value_type = value_type_of(param)
+    if value_type in _EXACT_ONLY and (spec.tolerance_abs or spec.tolerance_rel):
+        raise ConfigError(
+            f"{spec.label!r}: a tolerance applies to numbers, and {spec.source!r} is"
+            f" {value_type} (compared exactly); remove its tolerance"
+        )
     return Channel(
         label=spec.label,
         kind=spec.kind,
@@ -78,7 +88,7 @@ def _channel(spec: ChannelSpec, instruments: Mapping[str, Any]) -> Channel:
         instrument=instrument,
         group=spec.group_name,
         unit=str(getattr(param, "unit", "") or ""),
-        value_type=value_type_of(param),
+        value_type=value_type,
         vals=describe_vals(getattr(param, "vals", None)),
         tolerance_abs=spec.tolerance_abs,
         tolerance_rel=spec.tolerance_rel,
