@@ -328,3 +328,13 @@ def test_a_tolerance_on_a_spec_compared_exactly_is_refused() -> None:
         " remove its tolerance"
     )
     assert group.channels[0].tolerance_abs == 0.5
+
+
+@pytest.mark.parametrize("value", [Decimal("1e400"), Decimal("-1e400")])
+def test_a_float_channel_refuses_a_decimal_beyond_every_float(value: Decimal) -> None:
+    """``float(Decimal("1e400"))`` is inf, stored as an infinity the instrument never answered,
+    where the int 2**1100 was a bad_value; a real infinity is still stored as one."""
+    encode = encoder_for("float")
+    with pytest.raises(OverflowError, match="beyond every float"):
+        encode(value)
+    assert encode(Decimal("-Infinity")) == float("-inf")

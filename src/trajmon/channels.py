@@ -159,11 +159,16 @@ def _not_text(value: Any, kind: str) -> Any:
 
 
 def _encode_float(value: Any) -> Any:
-    number = float(_not_text(_scalar(value), "a number"))
+    raw = _not_text(_scalar(value), "a number")
+    number = float(raw)
     # SQLite stores NaN as NULL (and NULL means "read failed") and -0.0 as integer 0: keep the
     # exact bits of both instead.
     if number != number or (number == 0.0 and math.copysign(1.0, number) < 0):
         return _NAN.pack(number)
+    if (number == math.inf or number == -math.inf) and raw != number:
+        # Decimal("1e400") floats to inf, where int 2**1100 raises: a value beyond every
+        # float is a bad_value either way, not an infinity the instrument never answered.
+        raise OverflowError(f"{raw!r} is beyond every float")
     return number
 
 
