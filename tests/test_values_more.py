@@ -13,6 +13,7 @@ from itertools import cycle
 from pathlib import Path
 from typing import Any
 
+import anyio
 import numpy as np
 import pytest
 from pydantic import ValidationError
@@ -301,11 +302,16 @@ async def test_an_offset_ints_spec_records_every_read_and_its_actions(
         run_name="offset",
         db=db_path,
         interval_s=0.01,
-        duration_s=0.1,
         channels=[ChannelSpec(label="gate", source="scaled_inst.gate", kind="spec")],
     )
-    summary = await Recorder(config, {"scaled_inst": scaled}).run()
-    assert summary.status == "completed" and summary.errors == 0
+    recorder = Recorder(config, {"scaled_inst": scaled})
+    # Until four reads, not for 0.1 s: on a loaded machine that once held no read at all.
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(recorder.run)
+        with anyio.fail_after(20):
+            assert await recorder.wait_until(lambda: recorder.stats[0].samples_read >= 4)
+        recorder.request_stop()
+    assert recorder.stats[0].failed_reads == 0
     with closing(connect_readonly(db_path)) as conn:
         ref = resolve_run(conn, "offset")
         (rows,) = [g["rows"] for g in window_rows(conn, ref, "spec", -1.0, 1e9)]
