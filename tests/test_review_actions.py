@@ -6,6 +6,7 @@ them in place or changes their shapes, ints against floats beyond 2**53, and the
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
@@ -31,6 +32,7 @@ from trajmon.channels import Channel, numeric_delta
 from trajmon.detection import ChangeDetector, values_equal
 from trajmon.records import Sample
 from trajmon.resume import load_resume_config
+from trajmon.windows import window_columns
 
 
 class Knobs(Instrument):
@@ -272,3 +274,39 @@ def test_the_delta_of_an_int_and_a_float_is_exact_before_rounding() -> None:
     assert numeric_delta(1, math.inf) == math.inf
     assert numeric_delta(math.inf, math.inf) is None  # inf - inf is NaN: no size
     assert numeric_delta(10**400, 1.0) is None  # beyond every float
+
+
+def _bits(value: Any) -> bytes:
+    """A complex number's exact bits: NaN parts and the sign of -0.0 compare as themselves."""
+    assert type(value) is complex, value
+    return struct.pack(">dd", value.real, value.imag)
+
+
+async def test_complex_values_round_trip_exactly(db_path: Path, knobs: Knobs) -> None:
+    """A lock-in's complex reading was kept as its ``str()`` text, which does not round-trip
+    (the design: non-numeric values round-trip exactly); it is a tagged blob of two doubles,
+    NaN parts and the sign of -0.0 included, read back as the same complex."""
+    values = [complex(1.5, -2.25), complex(math.nan, -0.0), complex(1e-300, math.inf)]
+    knobs.setting = values[0]
+    clock = FakeClock()
+    steps = [_set(knobs, v) for v in values[1:]]
+    await _record(Recorder(_config(db_path), {"knobs": knobs}, clock=clock), clock, steps)
+    with closing(connect_readonly(db_path)) as conn:
+        ref = resolve_run(conn, None)
+        (group,) = window_columns(conn, ref, "spec", -1.0, 1e9)
+        actions = list_actions(conn, ref)
+    assert [_bits(v) for v in group["columns"]["Setting"]] == [_bits(v) for v in values]
+    assert [(_bits(a["old_value"]), _bits(a["new_value"])) for a in actions] == [
+        (_bits(values[0]), _bits(values[1])),
+        (_bits(values[1]), _bits(values[2])),
+    ]
+
+
+def test_a_complex_kept_as_text_by_an_older_file_is_no_action_after_a_resume() -> None:
+    """Files recorded before complex numbers had their tag hold ``"(1+2j)"``; a resume primes
+    detection with that text, and the same complex read again is no change."""
+    detector = _untyped_detector()
+    detector.prime({"Setting": (0.0, "(1+2j)")})
+    assert detector.feed(Sample(1, 0, 0.1, 0.0, [1 + 2j])) == []
+    (event,) = detector.feed(Sample(1, 1, 0.2, 0.0, [1 + 3j]))
+    assert (event.old_value, event.new_value) == (1 + 2j, 1 + 3j)

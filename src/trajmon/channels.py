@@ -59,6 +59,9 @@ _BIGINT_PREFIX = b"int:"
 # with the float blobs above.
 _BOOL_TRUE, _BOOL_FALSE = b"bool:1", b"bool:0"
 _BYTES_PREFIX = b"bytes:"
+# A complex number: the tag, then its real and imaginary parts as big-endian doubles.
+_COMPLEX_PREFIX = b"complex:"
+_COMPLEX = struct.Struct(">dd")
 # A tuple of arrays of different shapes (a QCoDeS MultiParameter) is one .npz archive.
 _NPZ_MAGIC = b"PK\x03\x04"
 
@@ -253,6 +256,8 @@ def _encode_any(value: Any) -> Any:
         return _utf8(value)
     if isinstance(value, bytes):
         return _BYTES_PREFIX + value
+    if isinstance(value, complex):
+        return _COMPLEX_PREFIX + _COMPLEX.pack(value.real, value.imag)
     if isinstance(value, np.ndarray | list | tuple):
         nested = (
             isinstance(value, list | tuple)
@@ -303,6 +308,12 @@ def _decode_blob(value_type: str, data: bytes) -> Any:
         return data == _BOOL_TRUE
     if value_type == "any" and data.startswith(_BYTES_PREFIX):
         return data[len(_BYTES_PREFIX) :]
+    if (
+        value_type == "any"
+        and data.startswith(_COMPLEX_PREFIX)
+        and len(data) == len(_COMPLEX_PREFIX) + _COMPLEX.size
+    ):
+        return complex(*_COMPLEX.unpack_from(data, len(_COMPLEX_PREFIX)))
     if data.startswith(_BIGINT_PREFIX) and value_type in ("int", "any"):
         return int(data[len(_BIGINT_PREFIX) :])
     if len(data) == _NAN.size and value_type in ("float", "any"):
@@ -334,7 +345,7 @@ def canonical_for(value_type: ValueType) -> Callable[[Any], Any]:
     def canonical(value: Any) -> Any:
         stored = encode(value)
         if type(stored) is str and value_type == "any" and not isinstance(value, str):
-            # Stored as its str() (a dict, a complex): compared as the object it is, so a
+            # Stored as its str() (a dict): compared as the object it is, so a
             # dict that lists the same items in another order is not an action. A list kept
             # as text (numbers mixed with text) is its text: as a list, numpy would compare
             # ["a", 1] equal to the array ["a", "1"].

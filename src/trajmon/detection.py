@@ -109,17 +109,21 @@ def _is_plain_number(*values: Any) -> bool:
 
 def _reads_back_as(text: str, value: Any) -> bool:
     """Whether ``value``, read now, is the object whose stored text a resumed run was primed
-    with: an untyped column keeps a dict or a complex as its ``str()``, so the known value read
-    back from the file is that text, while the detector compares the objects themselves — an
-    unchanged dict used to be an action (text -> dict) at the first read after every resume."""
+    with: an untyped column keeps a dict (and, in files recorded before complex numbers had
+    their tag, a complex) as its ``str()``, so the known value read back from the file is that
+    text, while the detector compares the objects themselves — an unchanged dict used to be an
+    action (text -> dict) at the first read after every resume."""
     if isinstance(value, str):
         return False  # text read as text: compared the usual way
-    try:
-        stored = _STORED_ANY(value)
-    except (TypeError, ValueError, OverflowError):
-        return False
-    if type(stored) is not str:
-        return False  # kept as itself (a number, an array): the text was another value
+    if isinstance(value, complex):
+        stored: Any = str(value)  # how an older file kept it
+    else:
+        try:
+            stored = _STORED_ANY(value)
+        except (TypeError, ValueError, OverflowError):
+            return False
+        if type(stored) is not str:
+            return False  # kept as itself (a number, an array): the text was another value
     if stored == text:
         return True
     try:  # the same items in another order are equal, as they are within a session
