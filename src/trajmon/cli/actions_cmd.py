@@ -175,10 +175,10 @@ def plot_cmd(
     """Plot the signals in an action's window, the action instant marked."""
     from ..plotting import plot_action_window
 
+    if not out.suffix and not out.is_dir():  # what matplotlib would write; the name printed
+        out = out.with_suffix(".png")  # must be the file's — and the check below see it
     if out.is_dir():
         fail(f"{out} is a directory; give an image file, e.g. {out / f'action-{idx}.png'}")
-    if not out.suffix:  # what matplotlib would write; the name printed must be the file's
-        out = out.with_suffix(".png")
     with reading(db) as conn:
         ref = resolve_run(conn, run)
         action = get_action(conn, ref, idx)

@@ -6,7 +6,7 @@ import json
 import math
 import sqlite3
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -14,8 +14,10 @@ from typing import Annotated, Any, NoReturn
 import numpy as np
 import typer
 from pydantic import ValidationError
-from rich.console import Console, RenderableType
+from rich import box
+from rich.console import Console, Group, RenderableType
 from rich.measure import Measurement
+from rich.table import Table
 
 from ..config import ConfigError, format_validation_error
 from ..queries import QueryError, connect_readonly
@@ -32,6 +34,7 @@ __all__ = [
     "console",
     "err_console",
     "fail",
+    "fit_to_width",
     "print_json",
     "print_table",
     "reading",
@@ -122,13 +125,87 @@ def fmt_value(value: Any, fmt: Callable[[float], str] = lambda v: f"{v:.6g}") ->
     return str(value)
 
 
+#: Wider than any table's natural width: measured against this, a table asks for all it needs.
+_UNBOUNDED = 1_000_000
+
+
+def _natural_width(target: Console, renderable: RenderableType) -> int:
+    """The width at which every cell of ``renderable`` fits on one line."""
+    options = target.options.update(max_width=_UNBOUNDED)
+    return Measurement.get(target, options, renderable).maximum
+
+
+def fit_to_width(renderable: RenderableType, target: Console) -> bool:
+    """Make the tables in ``renderable`` fit ``target``'s width keeping every character of every
+    cell; False when they cannot (fewer columns on the screen than the table has columns).
+
+    rich would squeeze a table's widest columns and end each cell that no longer fits in "…"
+    (``1e-…``, or ``178…`` for 17894: data lost, or misread, on an 80-column terminal). Here
+    the headers wrap first, each column keeping the width of its widest value; when even the
+    values cannot fit side by side, the narrow ones stay whole and the widest fold onto more
+    lines — with a rule between rows, so that the rest of a folded value is not taken for the
+    next row's."""
+    if isinstance(renderable, Group):
+        return all([fit_to_width(part, target) for part in renderable.renderables])
+    if not isinstance(renderable, Table) or _natural_width(target, renderable) <= target.width:
+        return True
+    table = renderable
+    if table.box is None:  # a rule to tell rows apart, should values fold
+        table.box, table.show_edge = box.SIMPLE_HEAD, False
+    options = target.options.update(max_width=_UNBOUNDED)
+
+    def widest(cells: Iterable[RenderableType]) -> int:
+        return max((Measurement.get(target, options, c).maximum for c in cells), default=1)
+
+    columns = table.columns
+    values = [max(widest(c.cells), 1) for c in columns]
+    full = [max(v, widest([c.header])) for v, c in zip(values, columns, strict=True)]
+    room = target.width - (_natural_width(target, table) - sum(full))  # for the contents
+    if room < len(columns):
+        return False
+    widths = _share(room, values)
+    spare = room - sum(widths)
+    while spare > 0:  # then a character more, in turn, for each header that still wraps
+        short = [i for i, most in enumerate(full) if widths[i] < most][:spare]
+        if not short:
+            break
+        for i in short:
+            widths[i] += 1
+        spare -= len(short)
+    for column, width in zip(columns, widths, strict=True):
+        column.width = width
+        column.overflow = "fold"
+        column.no_wrap = False
+    table.show_lines = any(w < v for w, v in zip(widths, values, strict=True))
+    return True
+
+
+def _share(room: int, wanted: list[int]) -> list[int]:
+    """``room`` characters for columns that want ``wanted``: the narrowest get all they want,
+    what is left is shared evenly by the rest (at least one character each)."""
+    widths = [0] * len(wanted)
+    pending = sorted(range(len(wanted)), key=wanted.__getitem__)
+    while pending:
+        share = room // len(pending)
+        if wanted[pending[0]] > share:
+            for n, i in enumerate(pending):
+                widths[i] = max(1, share + (1 if n < room % len(pending) else 0))
+            break
+        i = pending.pop(0)
+        widths[i] = wanted[i]
+        room -= wanted[i]
+    return widths
+
+
 def print_table(renderable: RenderableType) -> None:
-    """On a terminal rich fits the table to the window; in a pipe or a log there is no window,
-    so print at the table's natural width rather than squeezing it into 80 columns."""
-    if console.is_terminal:
+    """On a terminal, fitted to the window without cutting a cell (:func:`fit_to_width`); in a
+    pipe or a log there is no window — nor on a terminal too narrow for the table's columns —
+    so at the table's natural width, however wide (squeezed into any fixed width, a cell would
+    end in "…")."""
+    if console.is_terminal and fit_to_width(renderable, console):
         console.print(renderable)
         return
-    width = Measurement.get(console, console.options.update(max_width=1000), renderable).maximum
-    Console(highlight=False, soft_wrap=True, markup=False, width=max(width, console.width)).print(
+    width = max(_natural_width(console, renderable), console.width)
+    Console(file=console.file, highlight=False, soft_wrap=True, markup=False, width=width).print(
         renderable
     )

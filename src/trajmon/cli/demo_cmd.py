@@ -7,6 +7,7 @@ trajmon saw every change the scripted operator made.
 
 from __future__ import annotations
 
+import shlex
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -47,6 +48,18 @@ def _free_demo_name(db: Path) -> str:
             continue
         return base + suffix
     raise RunExistsError(f"too many demo runs named {base}* in {db}")
+
+
+def _next_command(run_name: str, db: Path, actions: list[dict[str, Any]]) -> str:
+    """A command to paste into the shell as printed: the first action's window, or — when the
+    run saw none (a short --duration) — the run's status; the file name quoted if need be."""
+    where = f"--db {shlex.quote(str(db))}"
+    if not actions:
+        return f"trajmon status {shlex.quote(run_name)} {where}"
+    first = actions[0]["action_idx"]
+    return (
+        f"trajmon actions show {first} --run {shlex.quote(run_name)} {where} --with-signal-window"
+    )
 
 
 def demo(
@@ -124,10 +137,7 @@ def demo(
                     f" precision {score.precision:.2f}, recall {score.recall:.2f}{latency}",
                     markup=False,
                 )
-                console.print(
-                    f"next: trajmon actions show 0 --run {run_name} --db {db} --with-signal-window",
-                    markup=False,
-                )
+                console.print(f"next: {_next_command(run_name, db, actions)}", markup=False)
     code = exit_code_for(outcome)
     if code == EXIT_FAILED:
         fail(summary.message or "run failed", EXIT_FAILED)

@@ -182,7 +182,7 @@ def run(
         str | None,
         typer.Option(
             "--resume",
-            help="Continue this crashed or interrupted run (same channels, same timeline).",
+            help="Continue this crashed, interrupted or failed run (same channels, same timeline).",
         ),
     ] = None,
     stale_after_s: Annotated[

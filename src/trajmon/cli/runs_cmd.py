@@ -27,6 +27,7 @@ from .common import (
     JsonOption,
     _jsonable,
     console,
+    fit_to_width,
     print_json,
     print_table,
     reading,
@@ -156,7 +157,9 @@ def _watch(db: Path, run: str | None, interval: float, json_out: bool) -> dict[s
                 return doc
             time.sleep(interval)
             doc = _read_status(db, name)
-    if not console.is_terminal:
+    if not console.is_terminal or console.is_dumb_terminal:
+        # No redrawing (a pipe, a log, TERM=dumb — where rich's Live shows nothing until the
+        # end): a line per refresh, then the final state.
         while doc["running"]:
             console.print(
                 f"{name}: {doc['status']} t={_num(doc['elapsed_s'])} s"
@@ -168,11 +171,24 @@ def _watch(db: Path, run: str | None, interval: float, json_out: bool) -> dict[s
             doc = _read_status(db, name)
         print_table(render_status(doc))
         return doc
-    with Live(render_status(doc), console=console, auto_refresh=False) as live:
-        while doc["running"]:
-            time.sleep(interval)
-            doc = _read_status(db, name)
-            live.update(render_status(doc), refresh=True)
+
+    # Lines wrap rather than run off the edge: soft-wrapped, the redrawn view would crop them
+    # at the window's width, and the final state left on the screen would lose its ends
+    # ("lost samples 0  ses" on 80 columns).
+    def view(doc: dict[str, Any]) -> RenderableType:
+        shown = render_status(doc)
+        fit_to_width(shown, console)
+        return shown
+
+    soft_wrap, console.soft_wrap = console.soft_wrap, False
+    try:
+        with Live(view(doc), console=console, auto_refresh=False) as live:
+            while doc["running"]:
+                time.sleep(interval)
+                doc = _read_status(db, name)
+                live.update(view(doc), refresh=True)
+    finally:
+        console.soft_wrap = soft_wrap
     return doc
 
 
