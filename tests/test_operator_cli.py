@@ -16,10 +16,10 @@ from typing import Any
 import anyio
 import pytest
 from qcodes.instrument import Instrument
+from recordings import record_one_bias_change
 from rich.console import Console
 from typer.testing import CliRunner
 
-from simulators.qcodes_sim import SimulatedSTM
 from trajmon import ChannelSpec, MonitorConfig, Recorder
 from trajmon import queries as queries_module
 from trajmon.cli import app
@@ -36,25 +36,7 @@ RUN = "knob turned"
 def knob_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A run in which the operator changed the bias once, stopped with Ctrl-C (interrupted)."""
     db = tmp_path_factory.mktemp("operator") / "runs.db"
-    stm = SimulatedSTM("stm", seed=3)
-    config = MonitorConfig(run_name=RUN, db=db, interval_s=0.02, window_before_s=0.3)
-    recorder = Recorder(config, {"stm": stm})
-
-    async def main() -> None:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(recorder.run)
-            with anyio.fail_after(30):
-                await recorder.wait_until(lambda: recorder.stats[1].samples_read >= 20)
-                await anyio.to_thread.run_sync(stm.bias.set, 0.6)
-                await recorder.wait_until(
-                    lambda: recorder.detector_actions >= 1 and recorder.stats[0].samples_read >= 45
-                )
-            recorder.request_stop()
-
-    try:
-        anyio.run(main)
-    finally:
-        stm.close()
+    record_one_bias_change(db, RUN, seed=3, window_before_s=0.3, before=20, after=45)
     yield db
 
 

@@ -13,14 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
+from recordings import record_one_bias_change
 from rich.console import Console
 from rich.table import Table
 from typer.testing import CliRunner
 
-from simulators.qcodes_sim import SimulatedSTM
-from trajmon import MonitorConfig, Recorder
 from trajmon.cli import app, common, runs_cmd
 from trajmon.cli.common import fmt_value
 
@@ -33,25 +31,7 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 def turned_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A run (every default channel) in which the operator changed the bias once."""
     db = tmp_path_factory.mktemp("edges") / "runs.db"
-    stm = SimulatedSTM("stm", seed=5)
-    config = MonitorConfig(run_name=RUN, db=db, interval_s=0.02, window_before_s=0.2)
-    recorder = Recorder(config, {"stm": stm})
-
-    async def main() -> None:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(recorder.run)
-            with anyio.fail_after(30):
-                await recorder.wait_until(lambda: recorder.stats[1].samples_read >= 15)
-                await anyio.to_thread.run_sync(stm.bias.set, 0.6)
-                await recorder.wait_until(
-                    lambda: recorder.detector_actions >= 1 and recorder.stats[0].samples_read >= 30
-                )
-            recorder.request_stop()
-
-    try:
-        anyio.run(main)
-    finally:
-        stm.close()
+    record_one_bias_change(db, RUN, seed=5, window_before_s=0.2, before=15, after=30)
     yield db
 
 

@@ -1,0 +1,40 @@
+"""Small recordings the read-side tests share: made once per module with the in-process
+simulator, so that queries and the CLI have a real run to read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+
+from simulators.qcodes_sim import SimulatedSTM
+from trajmon import MonitorConfig, Recorder
+
+
+def record_one_bias_change(
+    db: Path, run: str, *, seed: int, window_before_s: float, before: int, after: int
+) -> None:
+    """A run of every default channel at 50 Hz in which the operator turns the bias once,
+    after ``before`` spec reads; it stops (interrupted) once the action is detected and
+    ``after`` signal samples were read."""
+    stm = SimulatedSTM("stm", seed=seed)
+    config = MonitorConfig(run_name=run, db=db, interval_s=0.02, window_before_s=window_before_s)
+    recorder = Recorder(config, {"stm": stm})
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(recorder.run)
+            with anyio.fail_after(30):
+                await recorder.wait_until(lambda: recorder.stats[1].samples_read >= before)
+                await anyio.to_thread.run_sync(stm.bias.set, 0.6)
+                await recorder.wait_until(
+                    lambda: (
+                        recorder.detector_actions >= 1 and recorder.stats[0].samples_read >= after
+                    )
+                )
+            recorder.request_stop()
+
+    try:
+        anyio.run(main)
+    finally:
+        stm.close()
