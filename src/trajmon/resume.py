@@ -25,7 +25,7 @@ from .config import ConfigError, MonitorConfig
 from .connection import immediate_transaction
 from .queries import effective_status
 from .records import GroupStats
-from .schema import quote_ident
+from .schema import SchemaError, check_version, quote_ident
 from .writer import WriterTarget
 
 __all__ = ["ResumeState", "load_resume_config", "resume_run"]
@@ -54,7 +54,7 @@ def _check_resumable(row: sqlite3.Row | None, name: str, now: float) -> None:
                 " that recorded it); correct the clock, or resume it from that computer"
             )
         raise ConfigError(
-            f"cannot resume {name!r}: it is still recording (heartbeat {age:.1f} s ago)"
+            f"cannot resume {name!r}: it is still recording (heartbeat {max(age, 0.0):.1f} s ago)"
         )
     if status not in RESUMABLE:
         raise ConfigError(
@@ -70,12 +70,16 @@ def load_resume_config(db: Path, run_name: str, now: float | None = None) -> Mon
     uri = f"{db.resolve().as_uri()}?mode=ro"
     try:
         with closing(sqlite3.connect(uri, uri=True)) as conn:
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            check_version(version)  # before reading a newer trajmon's rows as this one's
             conn.row_factory = sqlite3.Row
             row = conn.execute(
                 "SELECT * FROM runs WHERE run_name = ?", (run_name.strip(),)
             ).fetchone()
     except sqlite3.Error as exc:
         raise ConfigError(f"cannot resume {run_name!r}: cannot read {db}: {exc}") from exc
+    except SchemaError as exc:
+        raise ConfigError(f"cannot resume {run_name!r}: {exc}") from exc
     _check_resumable(row, run_name, time.time() if now is None else now)
     assert row is not None
     config = MonitorConfig.model_validate_json(row["config_json"])
@@ -123,8 +127,8 @@ async def resume_run(
             )
             labels = await _fetchall(
                 conn,
-                "SELECT channel_id, group_id, label, value_type FROM channels WHERE run_id = ?"
-                " ORDER BY group_id, position",
+                "SELECT channel_id, group_id, label, value_type, unit FROM channels"
+                " WHERE run_id = ? ORDER BY group_id, position",
                 (run_id,),
             )
             planned = [(g.name, g.kind, [c.label for c in g.channels]) for g in groups]
@@ -141,6 +145,7 @@ async def resume_run(
                     f"cannot resume {run_name!r}: its channels differ from the configured ones"
                     " (a resumed run must record the same groups and labels)"
                 )
+            _check_columns(run_name, groups, labels)
             target, next_idx, last = await _load_groups(conn, run_id, groups, stored, labels)
             action = await _fetchone(
                 conn,
@@ -171,6 +176,24 @@ async def resume_run(
         last_spec_values=last,
         next_action_idx=int(action[0]),
     )
+
+
+def _check_columns(run_name: str, groups: Sequence[PollGroup], labels: Sequence[Any]) -> None:
+    """Each channel must still give what its column holds: the type the column was declared
+    with and the unit its values are in. A driver or station changed since (a validator
+    ``Numbers`` now ``Strings``, a unit ``V`` now ``mV``) would put text into a REAL column,
+    which readers cannot decode, or values of another unit into the same column, unmarked."""
+    planned = [c for g in groups for c in g.channels]
+    for channel, row in zip(planned, labels, strict=True):
+        was = (str(row["value_type"]), str(row["unit"]))
+        now = (channel.value_type, channel.unit)
+        if was != now:
+            raise ConfigError(
+                f"cannot resume {run_name!r}: channel {channel.label!r} was recorded as"
+                f" {was[0]} in unit {was[1]!r} and {channel.source} now gives {now[0]}"
+                f" in unit {now[1]!r} (its driver or station changed); a resumed run keeps"
+                " each column's type and unit: record a new run instead"
+            )
 
 
 def _session_start_dt(run: Any, stored: Sequence[Any], now_wall: float) -> float:
