@@ -55,7 +55,8 @@ class RawClient:
         spec = COMMANDS.get(command)
         values, offset = unpack_body(spec.returns, body) if spec else ([], 0)
         status, message = decode_error(body, offset)
-        assert offset + 8 + len(message.encode()) == size  # the error section ends the body
+        # the error section ends the body; its text is one byte per character (Latin-1)
+        assert offset + 8 + len(message.encode("latin-1")) == size
         return values, status, message
 
     async def call(self, command: str, *args: Any) -> list[Any]:

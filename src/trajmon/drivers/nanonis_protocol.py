@@ -13,8 +13,14 @@ them with bytes written out by hand from the manual.
 Body formats are tuples of codes:
 
 ``f`` float32, ``d`` float64, ``i`` int32, ``I`` uint32, ``h`` int16, ``H`` uint16,
-``str`` (int32 byte length + UTF-8 bytes), ``i[]`` / ``f[]`` (int32 count + items),
-``str[]`` (int32 total byte size, int32 count, then each string as ``str``).
+``str`` (int32 byte length + that many one-byte characters), ``i[]`` / ``f[]`` (int32 count +
+items), ``str[]`` (int32 total byte size, int32 count, then each string as ``str``).
+
+The manual's ``string`` is "an array of characters, where every character has a size of one
+byte" (the controller's LabVIEW strings are bytes, not UTF-8). Strings, error descriptions
+included, are therefore Latin-1: every byte is one character and back, as in the vendor client's
+string decoding, so a signal name such as ``"T (°C)"`` arrives whole and two different names never
+decode to the same text. A character outside Latin-1 is sent as ``?``.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ _SCALARS = {
 }
 _INT32 = _SCALARS["i"]
 _ERROR_HEAD = struct.Struct(">Ii")
+_TEXT = "latin-1"  # one byte per character, every byte valid: see the module docstring
 
 
 class ProtocolError(Exception):
@@ -125,8 +132,12 @@ def decode_header(data: bytes) -> tuple[str, int, bool]:
     return command, size, bool(flag)
 
 
+def _encode_text(text: str) -> bytes:
+    return text.encode(_TEXT, errors="replace")
+
+
 def _pack_str(text: str) -> bytes:
-    data = text.encode("utf-8")
+    data = _encode_text(text)
     return _INT32.pack(len(data)) + data
 
 
@@ -195,11 +206,11 @@ def _unpack_str(body: bytes, offset: int) -> tuple[str, int]:
     end = _take(body, offset, 4)
     (length,) = _INT32.unpack_from(body, offset)
     stop = _take(body, end, length)
-    return body[end:stop].decode("utf-8", errors="replace"), stop
+    return body[end:stop].decode(_TEXT), stop
 
 
 def encode_error(status: int = 0, message: str = "") -> bytes:
-    data = message.encode("utf-8")
+    data = _encode_text(message)
     return _ERROR_HEAD.pack(status, len(data)) + data
 
 
@@ -208,7 +219,7 @@ def decode_error(body: bytes, offset: int) -> tuple[int, str]:
     end = _take(body, offset, _ERROR_HEAD.size)
     status, length = _ERROR_HEAD.unpack_from(body, offset)
     stop = _take(body, end, length)
-    return status, body[end:stop].decode("utf-8", errors="replace")
+    return status, body[end:stop].decode(_TEXT)
 
 
 def decode_reply(returns: Sequence[str], body: bytes) -> tuple[list[Any], int, str]:
@@ -225,6 +236,6 @@ def decode_reply(returns: Sequence[str], body: bytes) -> tuple[list[Any], int, s
         if len(body) >= _ERROR_HEAD.size:
             status, length = _ERROR_HEAD.unpack_from(body, 0)
             if (status or length) and _ERROR_HEAD.size + length == len(body):
-                return [], status, body[_ERROR_HEAD.size :].decode("utf-8", errors="replace")
+                return [], status, body[_ERROR_HEAD.size :].decode(_TEXT)
         raise
     return values, status, message
