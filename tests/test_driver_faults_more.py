@@ -293,3 +293,32 @@ def test_sim_serve_refuses_a_fault_plan_with_a_typo(tmp_path: Path) -> None:
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "unknown command 'Signals.ValGets'" in lines[0], done.stderr
     assert "Traceback" not in done.stderr and "listening" not in done.stdout
+
+
+def test_a_note_with_status_0_keeps_the_values_and_is_logged_once(
+    controller: Callable[[Respond], ScriptedController], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Status 0 is "no error" (the manual), and the vendor client returns the values beside a
+    description: the driver raised instead, and every sample of that channel was lost. An
+    error-only reply with status 0 and a description is still an error: it has no values."""
+
+    def noting(command: str, args: list[Any], conn: socket.socket) -> bytes | None:
+        if command == "Bias.Get":
+            body = pack_body(COMMANDS[command].returns, [0.5]) + encode_error(0, "Bias limited")
+            return encode_header(command, len(body)) + body
+        if command == "ZCtrl.SetpntGet":
+            return error_only(command, 0, "Setpoint not available")
+        return normal(command, args, conn)
+
+    fake = controller(noting)
+    stm = NanonisSTM("stm_noting", port=fake.port, timeout=1.0)
+    with caplog.at_level("WARNING", logger="trajmon.drivers.nanonis_protocol"):
+        assert [stm.bias(), stm.bias()] == [0.5, 0.5]
+    notes = [r.getMessage() for r in caplog.records]
+    assert notes == [
+        "Bias.Get: the controller answered with a note (status 0, values kept): Bias limited"
+    ]
+    with pytest.raises(NanonisError, match="Setpoint not available") as caught:
+        stm.z_setpoint()
+    assert caught.value.status == 0
+    assert stm.bias() == 0.5 and fake.connections == 1  # the stream stayed in sync

@@ -30,9 +30,9 @@ from trajmon.drivers.nanonis_protocol import (
     NanonisError,
     ProtocolError,
     decode_header,
-    decode_reply,
     encode_header,
     pack_body,
+    reply_values,
 )
 
 __all__ = ["SIGNAL_CHANNELS", "NanonisError", "NanonisSTM", "ProtocolError"]
@@ -362,10 +362,7 @@ class NanonisSTM(Instrument):
         finally:
             if sock.gettimeout() != self.timeout:
                 sock.settimeout(self.timeout)
-        values, status, message = decode_reply(spec.returns, payload)
-        if status or message:
-            raise NanonisError(command, status, message)
-        return values
+        return reply_values(command, payload)
 
     @staticmethod
     def _recv_exact(sock: socket.socket, size: int, deadline: float) -> bytes:

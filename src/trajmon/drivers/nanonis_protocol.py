@@ -25,6 +25,8 @@ decode to the same text. A character outside Latin-1 is sent as ``?``.
 
 from __future__ import annotations
 
+import functools
+import logging
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,6 +45,7 @@ __all__ = [
     "encode_header",
     "encode_reply_header",
     "pack_body",
+    "reply_values",
     "unpack_body",
 ]
 
@@ -58,6 +61,7 @@ _SCALARS = {
 }
 _INT32 = _SCALARS["i"]
 _ERROR_HEAD = struct.Struct(">Ii")
+_log = logging.getLogger(__name__)
 _TEXT = "latin-1"  # one byte per character, every byte valid: see the module docstring
 
 
@@ -239,3 +243,27 @@ def decode_reply(returns: Sequence[str], body: bytes) -> tuple[list[Any], int, s
                 return [], status, body[_ERROR_HEAD.size :].decode(_TEXT)
         raise
     return values, status, message
+
+
+@functools.lru_cache(maxsize=64)  # once per distinct note, not at every poll
+def _note(command: str, note: str) -> None:
+    _log.warning(
+        "%s: the controller answered with a note (status 0, values kept): %s", command, note
+    )
+
+
+def reply_values(command: str, body: bytes) -> list[Any]:
+    """The return values of a whole reply body to ``command``; a note beside them is logged.
+
+    Status 0 is "no error" (the manual); a description next to complete return values with
+    status 0 is a note — the vendor client prints it and returns the values, and so does this:
+    dropping them would lose the sample. A non-zero status, or a description where the return
+    values should be (the error-only reply to a command the controller does not know), is a
+    :class:`NanonisError`."""
+    returns = COMMANDS[command].returns
+    values, status, message = decode_reply(returns, body)
+    if status or (message and len(values) != len(returns)):
+        raise NanonisError(command, status, message)
+    if message:
+        _note(command, message)
+    return values
