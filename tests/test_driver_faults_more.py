@@ -322,3 +322,19 @@ def test_a_note_with_status_0_keeps_the_values_and_is_logged_once(
         stm.z_setpoint()
     assert caught.value.status == 0
     assert stm.bias() == 0.5 and fake.connections == 1  # the stream stayed in sync
+
+
+def test_a_signal_name_listed_twice_is_read_at_its_first_index(
+    controller: Callable[[Respond], ScriptedController],
+) -> None:
+    """The driver took the last of two equal names; a search of the list, as the vendor's
+    examples do, finds the first."""
+
+    def twice(command: str, args: list[Any], conn: socket.socket) -> bytes | None:
+        if command == "Signals.NamesGet":
+            return reply(command, [["Current (A)", "Z (m)", "Current (A)"]])
+        return normal(command, args, conn)  # ValsGet answers each index as its value
+
+    fake = controller(twice)
+    stm = NanonisSTM("stm_twice", port=fake.port, timeout=1.0)
+    assert stm.read_signals(["Current (A)", "Z (m)"]) == [0.0, 1.0]

@@ -294,7 +294,8 @@ class NanonisSTM(Instrument):
         self._sock = sock
         if names != self._names:
             self._names = names
-            self._index = {n: i for i, n in enumerate(names)}
+            # A name listed twice is the first one, as a search of the list finds it.
+            self._index = {n: i for i, n in reversed(list(enumerate(names)))}
             self._plans.clear()
 
     def _ensure_connected(self) -> None:
