@@ -29,10 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .channels import decode_value, unique_name
+from .channels import INT64_MIN, decode_value, unique_name
 from .export_meta import run_document, run_metadata
 from .export_sinks import EXTENSIONS, Column, ColumnKind, Format, MetaValue, Sink, open_sink
-from .files import safe_filename
+from .export_values import FILL_AS_FLOAT, block_rows, free_fill, joined
+from .files import replace_text_file, safe_filename
 from .gcpause import gc_paused
 from .queries import QueryError, RunRef
 from .schema import quote_ident
@@ -165,10 +166,15 @@ class _Exporter:
         )
         return [(int(r[0]), str(r[1])) for r in rows]
 
-    def stream(self, path: Path, cols: list[Column], index: str, chunks: Any, key: str) -> None:
+    def stream(
+        self, path: Path, cols: list[Column], index: str, chunks: Any, key: str, total: int
+    ) -> None:
         # A sink that fails to open, or to close, removes its partial file itself; one that
         # fails in between is aborted here. Nothing half-written is left for a retry to find.
         sink: Sink = open_sink(self.fmt, path, cols, index=index, metadata=self.meta)
+        block = block_rows(self.chunk_rows, total)
+        if self.fmt != "csv" and block > self.chunk_rows:  # see block_rows
+            chunks = joined(chunks, block)
         n = 0
         try:
             for chunk in chunks:
@@ -228,7 +234,8 @@ class _Exporter:
             _columns_of(rows, len(cols))
             for rows in _fetch(self.conn, sql, (self.ref.run_id,), self.chunk_rows)
         )
-        self.stream(path, cols, index, chunks, path.stem)
+        (total,) = self.conn.execute(f"SELECT count(*) FROM ({sql})", (self.ref.run_id,)).fetchone()
+        self.stream(path, cols, index, chunks, path.stem, total)
 
     def actions(self, path: Path) -> None:
         cols = [
@@ -262,7 +269,10 @@ class _Exporter:
                     out.append((*r[:7], old, new, *r[10:]))
                 yield _columns_of(out, len(cols))
 
-        self.stream(path, cols, "action_idx", decoded(), "actions")
+        (total,) = self.conn.execute(
+            "SELECT count(*) FROM actions WHERE run_id = ?", (self.ref.run_id,)
+        ).fetchone()
+        self.stream(path, cols, "action_idx", decoded(), "actions", total)
 
     def group(self, gid: int, path: Path) -> None:
         g = self.conn.execute(
@@ -278,24 +288,33 @@ class _Exporter:
         table = quote_ident(g["table_name"])
         labels = [quote_ident(c["label"]) for c in chans]
         nulls = [True] * len(chans)
+        fills = [INT64_MIN] * len(chans)
         if self.fmt == "netcdf" and chans:  # one scan: which columns need a fill value
-            # An int beyond int64 (stored as a blob) is written as the fill value too.
-            missing = [
-                f"{q} IS NULL OR typeof({q}) = 'blob'"
-                if c["value_type"] == "int"
-                else f"{q} IS NULL"
-                for q, c in zip(labels, chans, strict=True)
-            ]
+            # An int beyond int64 (stored as a blob) is written as the fill value too; and the
+            # fill must be a value no sample has, or a reader takes that sample for a gap.
+            tests = []
+            for q, c in zip(labels, chans, strict=True):
+                is_int = c["value_type"] == "int"
+                tests.append(f"{q} IS NULL OR typeof({q}) = 'blob'" if is_int else f"{q} IS NULL")
+                tests.append(
+                    f"typeof({q}) = 'integer' AND CAST({q} AS REAL) = {FILL_AS_FLOAT}"
+                    if is_int
+                    else "0"
+                )
             counts = self.conn.execute(
-                f"SELECT {', '.join(f'coalesce(sum({m}), 0)' for m in missing)} FROM {table}"
+                f"SELECT {', '.join(f'coalesce(sum({t}), 0)' for t in tests)} FROM {table}"
             ).fetchone()
-            nulls = [bool(n) for n in counts]
+            nulls = [bool(n) for n in counts[0::2]]
+            fills = [
+                free_fill(self.conn, table, q) if n and taken else INT64_MIN
+                for q, n, taken in zip(labels, nulls, counts[1::2], strict=True)
+            ]
         cols = [
             Column("sample_idx", "int", has_nulls=False),
             Column("dt_s", "float", "s", {"long_name": _DT_LONG_NAME}),
             Column("read_s", "float", "s", {"long_name": "duration of the read"}),
         ]
-        for c, has_nulls in zip(chans, nulls, strict=True):
+        for c, has_nulls, fill in zip(chans, nulls, fills, strict=True):
             cols.append(
                 Column(
                     c["label"],
@@ -303,6 +322,7 @@ class _Exporter:
                     c["unit"],
                     {"label": c["label"], "value_type": c["value_type"], "source": c["source"]},
                     has_nulls,
+                    fill,
                 )
             )
         types = [str(c["value_type"]) for c in chans]
@@ -324,7 +344,9 @@ class _Exporter:
             "trajmon_kind": g["kind"],
             "interval_s": float(g["interval_s"]),  # the sink spells it (Parquet: text)
         }
-        self.stream(path, cols, "dt_s", decoded(), f"group:{gid}")
+        # sample_idx has no holes: the last one gives the count without a scan
+        (last,) = self.conn.execute(f"SELECT max(sample_idx) FROM {table}").fetchone()
+        self.stream(path, cols, "dt_s", decoded(), f"group:{gid}", 0 if last is None else last + 1)
 
 
 def export_run(
@@ -364,16 +386,15 @@ def export_run(
             with gc_paused():  # millions of row tuples, none in a cycle (see gcpause)
                 for key, path in targets.items():
                     ex.group(int(key.removeprefix("group:")), path)
+            # Last, and in one step (a full disk leaves the earlier run.json, not half of one).
+            doc = json.dumps(run_document(conn, ref), indent=2, ensure_ascii=False, default=str)
+            replace_text_file(run_json, doc + "\n")
         except BaseException:
             # A failed export (disk full) takes its finished files with it, so it can be
-            # retried as it was, without --overwrite.
+            # retried as it was, without --overwrite; also when only run.json failed.
             for done in ex.result.files:
                 done.unlink(missing_ok=True)
             raise
-        doc = run_document(conn, ref)
-        run_json.write_text(
-            json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8"
-        )
         ex.result.files.insert(0, run_json)
     finally:
         if own_snapshot:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,7 +26,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
-from .channels import INT64_MAX, INT64_MIN, unique_name
+from .channels import INT64_MIN, unique_name
+from .export_values import fits_int64, text_value
 from .files import replacing
 
 if TYPE_CHECKING:
@@ -54,32 +54,7 @@ class Column:
     unit: str = ""
     attrs: dict[str, str] = field(default_factory=dict)
     has_nulls: bool = True  # netCDF only: whether a fill value is needed
-
-
-def text_value(value: Any) -> str | None:
-    """Values without a natural column type (arrays, mixed ``any`` channels) as text: JSON for
-    arrays (shape kept as nested lists; a MultiParameter's arrays of different shapes as a list
-    of them), ``repr``-exact numbers, hex for raw bytes."""
-    if value is None:
-        return None
-    if isinstance(value, np.ndarray):
-        return _json_text(value.tolist())
-    if isinstance(value, tuple) and value and all(isinstance(v, np.ndarray) for v in value):
-        return _json_text([v.tolist() for v in value])
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
-
-
-def _json_text(nested: Any) -> str:
-    try:
-        return json.dumps(nested)
-    except (TypeError, ValueError):  # complex elements: no JSON for them
-        return str(nested)
+    fill: int = INT64_MIN  # netCDF only: an int column's fill value (one no sample holds)
 
 
 def csv_headers(columns: list[Column]) -> list[str]:
@@ -119,10 +94,6 @@ def _nc_text(value: str) -> str:
 def _nc_attr(value: MetaValue) -> Any:
     """Typed, unlike Parquet's: a number stays a number a reader can compute with."""
     return _nc_text(value) if isinstance(value, str) else np.float64(value)
-
-
-def _fits_int64(value: Any) -> bool:
-    return isinstance(value, int) and INT64_MIN <= value <= INT64_MAX
 
 
 class Sink(Protocol):
@@ -229,7 +200,7 @@ class ParquetSink(_FileSink):
                     arrays.append(pa.array(values, type=f.type))
                     continue
                 except (OverflowError, pa.ArrowInvalid):
-                    values = [v if _fits_int64(v) else None for v in values]
+                    values = [v if fits_int64(v) else None for v in values]
             elif kind == "text":
                 values = [text_value(v) for v in values]
             arrays.append(pa.array(values, type=f.type))
@@ -308,7 +279,7 @@ class NetcdfSink(_FileSink):
         if c.kind == "float":
             dtype: Any = "f8"
         elif c.kind == "int":
-            dtype, fill = "i8", (INT64_MIN if c.has_nulls else None)
+            dtype, fill = "i8", (c.fill if c.has_nulls else None)
         elif c.kind == "bool":
             dtype, fill = "i1", (-1 if c.has_nulls else None)
         else:
@@ -334,7 +305,7 @@ class NetcdfSink(_FileSink):
             if kind == "float":
                 data: Any = np.array([math.nan if v is None else v for v in values], "f8")
             elif kind == "int":
-                data = np.array([v if _fits_int64(v) else fill for v in values], "i8")
+                data = np.array([v if fits_int64(v) else fill for v in values], "i8")
             elif kind == "bool":
                 data = np.array([fill if v is None else int(bool(v)) for v in values], "i1")
             elif kind == "str":

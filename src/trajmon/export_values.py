@@ -1,0 +1,113 @@
+"""Values as an export writes them: text for what a format has no column type for, the fill
+value of a netCDF int variable, and chunks joined into blocks worth a Parquet row group.
+
+:mod:`.export_sinks` writes what these decide.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+from .channels import INT64_MAX, INT64_MIN
+
+__all__ = ["FILL_AS_FLOAT", "block_rows", "fits_int64", "free_fill", "joined", "text_value"]
+
+#: Parquet keeps every row group's metadata (a few kB with a dozen columns) in memory until
+#: the file closes, and netCDF pays one HDF5 call per variable per write: ``--chunk-rows 10``
+#: held 2 GB for 2M rows (a row group per chunk), and one row per chunk wrote 150 rows a second.
+#: So a file gets at most about MAX_BLOCKS writes: small chunks are joined, up to
+#: MIN_BLOCK_ROWS rows (a few MB) at most.
+MAX_BLOCKS, MIN_BLOCK_ROWS = 200, 10_000
+
+
+def block_rows(chunk_rows: int, total: int) -> int:
+    """Rows per write (a Parquet row group) for a file of ``total`` rows read in chunks of
+    ``chunk_rows``: the chunk, unless that makes more than :data:`MAX_BLOCKS` writes."""
+    return max(chunk_rows, min(MIN_BLOCK_ROWS, -(-total // MAX_BLOCKS)))
+
+
+def text_value(value: Any) -> str | None:
+    """Values without a natural column type (arrays, mixed ``any`` channels) as text: JSON for
+    arrays (shape kept as nested lists; a MultiParameter's arrays of different shapes as a list
+    of them), ``repr``-exact numbers, hex for raw bytes."""
+    if value is None:
+        return None
+    if isinstance(value, np.ndarray):
+        return _json_text(value.tolist())
+    if isinstance(value, tuple) and value and all(isinstance(v, np.ndarray) for v in value):
+        return _json_text([v.tolist() for v in value])
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _json_text(nested: Any) -> str:
+    try:
+        return json.dumps(nested)
+    except (TypeError, ValueError):  # complex elements: no JSON for them
+        return str(nested)
+
+
+def fits_int64(value: Any) -> bool:
+    return isinstance(value, int) and INT64_MIN <= value <= INT64_MAX
+
+
+def free_fill(conn: sqlite3.Connection, table: str, column: str) -> int:
+    """The fill value of a netCDF int variable with gaps, for ``column`` (quoted) of ``table``
+    (quoted): the smallest int64 that no recorded value equals, also once both are rounded to
+    float64.
+
+    A reader masks every value equal to the fill, so a recorded ``-2**63`` under the usual fill
+    ``-2**63`` read back as a failed read; and xarray turns the variable into float64 before it
+    compares, so ``-2**63 + 1`` would too (both round to ``-2.0**63``). One sorted pass, only
+    for a column holding such a value.
+    """
+    fill = float(INT64_MIN)
+    cur = conn.execute(
+        f"SELECT DISTINCT CAST({column} AS REAL) FROM {table}"
+        f" WHERE typeof({column}) = 'integer' ORDER BY 1"
+    )
+    try:
+        for (value,) in cur:
+            if value > fill:
+                break
+            fill = math.nextafter(fill, math.inf)
+    finally:
+        cur.close()
+    if fill > INT64_MAX:  # every float64 in the int64 range recorded: not in one SQLite file
+        raise ValueError(f"no free fill value for {column}")
+    return int(fill)
+
+
+#: Recorded ints that round to this float64 need a fill other than ``INT64_MIN``.
+FILL_AS_FLOAT = repr(float(INT64_MIN))
+
+
+def joined(chunks: Iterable[list[Any]], min_rows: int) -> Iterator[list[Any]]:
+    """Consecutive column chunks, joined until each holds at least ``min_rows`` rows (the last
+    may hold fewer); a chunk that is large enough passes as it is."""
+    pending: list[list[Any]] | None = None
+    for chunk in chunks:
+        if pending is None:
+            if not chunk or len(chunk[0]) >= min_rows:
+                yield chunk
+                continue
+            pending = [list(column) for column in chunk]
+        else:
+            for column, more in zip(pending, chunk, strict=True):
+                column.extend(more)
+        if len(pending[0]) >= min_rows:
+            yield pending
+            pending = None
+    if pending is not None:
+        yield pending
