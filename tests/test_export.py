@@ -387,10 +387,10 @@ def test_failed_export_leaves_nothing_and_can_be_retried(
     monkeypatch.setattr(files.os, "replace", fail)
     with pytest.raises(OSError, match="No space"):
         export(odd_db, tmp_path, fmt)
-    (directory,) = tmp_path.iterdir()
-    assert list(directory.iterdir()) == []
+    assert list(tmp_path.iterdir()) == []  # nor the run's directory the export made
     monkeypatch.setattr(files.os, "replace", real)
     export(odd_db, tmp_path, fmt)  # no --overwrite needed
+    (directory,) = tmp_path.iterdir()
     assert {p.suffix for p in directory.iterdir()} == {".json", f".{EXTENSIONS[fmt]}"}
 
 

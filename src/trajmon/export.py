@@ -22,6 +22,7 @@ directory name is sanitized (:func:`safe_filename`) and checked to stay inside `
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -378,6 +379,7 @@ def export_run(
             raise ExportError(
                 f"{existing[0]} already exists ({len(existing)} file(s)); use --overwrite"
             )
+        made = not directory.exists()
         directory.mkdir(parents=True, exist_ok=True)
         try:
             ex.channels(targets.pop("channels"))
@@ -394,6 +396,9 @@ def export_run(
             # retried as it was, without --overwrite; also when only run.json failed.
             for done in ex.result.files:
                 done.unlink(missing_ok=True)
+            if made:  # nor the run's directory it made (left empty, it looks like an export)
+                with contextlib.suppress(OSError):
+                    directory.rmdir()
             raise
         ex.result.files.insert(0, run_json)
     finally:
