@@ -33,7 +33,7 @@ from typing import Any
 from .channels import INT64_MIN, decode_value, unique_name
 from .export_meta import run_document, run_metadata
 from .export_sinks import EXTENSIONS, Column, ColumnKind, Format, MetaValue, Sink, open_sink
-from .export_values import FILL_AS_FLOAT, block_rows, free_fill, joined
+from .export_values import block_rows, joined, netcdf_fills
 from .files import replace_text_file, safe_filename
 from .gcpause import gc_paused
 from .queries import QueryError, RunRef
@@ -288,28 +288,10 @@ class _Exporter:
         ).fetchall()
         table = quote_ident(g["table_name"])
         labels = [quote_ident(c["label"]) for c in chans]
-        nulls = [True] * len(chans)
-        fills = [INT64_MIN] * len(chans)
-        if self.fmt == "netcdf" and chans:  # one scan: which columns need a fill value
-            # An int beyond int64 (stored as a blob) is written as the fill value too; and the
-            # fill must be a value no sample has, or a reader takes that sample for a gap.
-            tests = []
-            for q, c in zip(labels, chans, strict=True):
-                is_int = c["value_type"] == "int"
-                tests.append(f"{q} IS NULL OR typeof({q}) = 'blob'" if is_int else f"{q} IS NULL")
-                tests.append(
-                    f"typeof({q}) = 'integer' AND CAST({q} AS REAL) = {FILL_AS_FLOAT}"
-                    if is_int
-                    else "0"
-                )
-            counts = self.conn.execute(
-                f"SELECT {', '.join(f'coalesce(sum({t}), 0)' for t in tests)} FROM {table}"
-            ).fetchone()
-            nulls = [bool(n) for n in counts[0::2]]
-            fills = [
-                free_fill(self.conn, table, q) if n and taken else INT64_MIN
-                for q, n, taken in zip(labels, nulls, counts[1::2], strict=True)
-            ]
+        types = [str(c["value_type"]) for c in chans]
+        nulls, fills = [True] * len(chans), [INT64_MIN] * len(chans)
+        if self.fmt == "netcdf" and chans:  # netCDF ints and bools: a fill only if needed
+            nulls, fills = netcdf_fills(self.conn, table, labels, types)
         cols = [
             Column("sample_idx", "int", has_nulls=False),
             Column("dt_s", "float", "s", {"long_name": _DT_LONG_NAME}),
@@ -326,7 +308,6 @@ class _Exporter:
                     fill,
                 )
             )
-        types = [str(c["value_type"]) for c in chans]
         sql = (
             f"SELECT sample_idx, dt_s, read_s{''.join(', ' + q for q in labels)}"
             f" FROM {table} ORDER BY sample_idx"

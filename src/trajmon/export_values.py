@@ -16,7 +16,15 @@ import numpy as np
 
 from .channels import INT64_MAX, INT64_MIN
 
-__all__ = ["FILL_AS_FLOAT", "block_rows", "fits_int64", "free_fill", "joined", "text_value"]
+__all__ = [
+    "FILL_AS_FLOAT",
+    "block_rows",
+    "fits_int64",
+    "free_fill",
+    "joined",
+    "netcdf_fills",
+    "text_value",
+]
 
 #: Parquet keeps every row group's metadata (a few kB with a dozen columns) in memory until
 #: the file closes, and netCDF pays one HDF5 call per variable per write: ``--chunk-rows 10``
@@ -91,6 +99,31 @@ def free_fill(conn: sqlite3.Connection, table: str, column: str) -> int:
 
 #: Recorded ints that round to this float64 need a fill other than ``INT64_MIN``.
 FILL_AS_FLOAT = repr(float(INT64_MIN))
+
+
+def netcdf_fills(
+    conn: sqlite3.Connection, table: str, columns: list[str], types: list[str]
+) -> tuple[list[bool], list[int]]:
+    """Which of ``columns`` (quoted) of ``table`` (quoted) need a netCDF fill value, and the
+    int columns' fill, in one scan. An int beyond int64 (stored as a blob) is written as the
+    fill value too; and the fill must be a value no sample has, or a reader takes that sample
+    for a gap (:func:`free_fill`)."""
+    tests = []
+    for q, value_type in zip(columns, types, strict=True):
+        is_int = value_type == "int"
+        tests.append(f"{q} IS NULL OR typeof({q}) = 'blob'" if is_int else f"{q} IS NULL")
+        tests.append(
+            f"typeof({q}) = 'integer' AND CAST({q} AS REAL) = {FILL_AS_FLOAT}" if is_int else "0"
+        )
+    counts = conn.execute(
+        f"SELECT {', '.join(f'coalesce(sum({t}), 0)' for t in tests)} FROM {table}"
+    ).fetchone()
+    nulls = [bool(n) for n in counts[0::2]]
+    fills = [
+        free_fill(conn, table, q) if n and taken else INT64_MIN
+        for q, n, taken in zip(columns, nulls, counts[1::2], strict=True)
+    ]
+    return nulls, fills
 
 
 def joined(chunks: Iterable[list[Any]], min_rows: int) -> Iterator[list[Any]]:
