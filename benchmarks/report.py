@@ -149,15 +149,33 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+def _earlier(path: Path) -> list[dict[str, Any]]:
+    """The results already in ``path`` (none if it is missing or unreadable)."""
+    if not path.exists():
+        return []
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8")).get("results", [])
+        return [r for r in earlier if isinstance(r, dict) and "name" in r]
+    except (ValueError, AttributeError):
+        return []
+
+
+def other_modes(path: Path, mode: str) -> set[str]:
+    """Modes of the results in ``path`` other than ``mode``: rows a ``mode`` run must not be
+    merged with (quick figures are not comparable with the targets' sizes and durations)."""
+    return {str(r.get("mode")) for r in _earlier(path)} - {mode}
+
+
 def write_results(path: Path, results: Sequence[dict[str, Any]], meta: dict[str, Any]) -> None:
-    """Write ``latest.json``; results of earlier runs not re-run now (``--only``) are kept."""
-    merged: dict[str, dict[str, Any]] = {}
-    if path.exists():
-        try:
-            for old in json.loads(path.read_text(encoding="utf-8")).get("results", []):
-                merged[old["name"]] = old
-        except (ValueError, KeyError, AttributeError):
-            merged = {}
+    """Write ``latest.json``; results of earlier runs not re-run now (``--only``) are kept, if
+    they were measured in the same mode: a file never holds quick and full figures together."""
+    for mode in {str(r["mode"]) for r in results}:
+        if others := other_modes(path, mode):
+            raise ValueError(
+                f"{path} holds {', '.join(sorted(others))} results: {mode} ones are not merged"
+                " into it (choose another --out)"
+            )
+    merged: dict[str, dict[str, Any]] = {old["name"]: old for old in _earlier(path)}
     for res in results:
         merged[res["name"]] = res
     ordered = sorted(merged.values(), key=lambda r: (r.get("target_id", 99), r["name"]))

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.registry import BENCHMARKS, Bench
-from benchmarks.report import not_measured, print_table, write_results
+from benchmarks.report import not_measured, other_modes, print_table, write_results
 
 __all__ = ["main"]
 
@@ -72,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", action="append", metavar="NAME", help="benchmark name(s), comma-separated"
     )
-    parser.add_argument("--scale", type=float, default=1.0, help="multiply sizes and durations")
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="multiply sizes and durations (with --quick)"
+    )
     parser.add_argument(
         "--out", type=Path, help="results JSON (default: results/latest.json, quick.json)"
     )
@@ -83,8 +85,14 @@ def main(argv: list[str] | None = None) -> int:
         for b in BENCHMARKS:
             print(f"{b.name:15} targets {', '.join(map(str, b.targets)):10} {b.about}")
         return 0
+    if args.scale != 1.0 and not args.quick:
+        # Full rows are the sizes and durations: a scaled run marked "full" would be
+        # merged into latest.json and judged against the targets as if it were one.
+        parser.error("--scale needs --quick (full mode runs the issue's sizes and durations)")
     mode = "quick" if args.quick else "full"
     out: Path = args.out or (QUICK_OUT if args.quick else DEFAULT_OUT)
+    if others := other_modes(out, mode):
+        parser.error(f"{out} holds {', '.join(sorted(others))} results; choose another --out")
     benches = _selected(args.only)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="trajmon-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
