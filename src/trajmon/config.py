@@ -8,11 +8,20 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .channels import Kind, check_label
 
@@ -28,6 +37,8 @@ __all__ = [
     "check_run_name",
     "format_validation_error",
     "group_conflict",
+    "label_key",
+    "refuse_bool",
 ]
 
 
@@ -78,11 +89,31 @@ def _positive_finite(name: str, value: float | None, high: float, low: float = 0
         raise ValueError(f"{name} must be at least {low:g} s, got {value:g}")
 
 
-def _refuse_bool(value: Any) -> Any:
+def refuse_bool(value: Any) -> Any:
     """YAML ``true`` (``yes``, ``on``) is not a size or a count: pydantic would take it as 1."""
     if isinstance(value, bool):
         raise ValueError(f"expected a number, got {value!r}")
     return value
+
+
+def _text(value: Any) -> Any:
+    """A label or group YAML read as something else (``1``, ``yes``, ``2024-01-01``): say so,
+    rather than pydantic's "Input should be a valid string"."""
+    if value is None:
+        raise ValueError("nothing given; give text, or leave the key out")
+    if isinstance(value, bool | int | float) or type(value).__module__ == "datetime":
+        shown = str(value).lower() if isinstance(value, bool) else str(value)
+        kind = "boolean" if isinstance(value, bool) else "number"
+        kind = "date" if type(value).__module__ == "datetime" else kind
+        raise ValueError(f"{shown} is read by YAML as a {kind}, not text; put it in quotes")
+    return value
+
+
+def label_key(label: str) -> str:
+    """What makes two labels the same: case (SQLite column names are case-insensitive) and
+    Unicode normalisation (``é`` typed as one character or as ``e`` + accent looks the same,
+    and an operator cannot tell which one a query needs)."""
+    return unicodedata.normalize("NFC", label).casefold()
 
 
 class ChannelSpec(BaseModel):
@@ -100,8 +131,15 @@ class ChannelSpec(BaseModel):
     tolerance_rel: float | None = Field(default=None, ge=0, allow_inf_nan=False)
 
     _not_bool = field_validator("tolerance_abs", "tolerance_rel", "interval_s", mode="before")(
-        _refuse_bool
+        refuse_bool
     )
+
+    @field_validator("label", "group", mode="before")
+    @classmethod
+    def _is_text(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.field_name == "group" and value is None:
+            return None
+        return _text(value)
 
     @field_validator("label")
     @classmethod
@@ -126,7 +164,9 @@ class ChannelSpec(BaseModel):
     @model_validator(mode="after")
     def _checks(self) -> ChannelSpec:
         _positive_finite("interval_s", self.interval_s, MAX_INTERVAL_S, MIN_INTERVAL_S)
-        if self.kind == "signal" and (self.tolerance_abs or self.tolerance_rel):
+        if self.kind == "signal" and (
+            self.tolerance_abs is not None or self.tolerance_rel is not None
+        ):
             raise ValueError(f"{self.label!r}: tolerances apply to specs only")
         return self
 
@@ -198,7 +238,7 @@ class MonitorConfig(BaseModel):
         "read_timeout_s",
         "duration_s",
         mode="before",
-    )(_refuse_bool)
+    )(refuse_bool)
 
     @field_validator("run_name")
     @classmethod
@@ -231,9 +271,15 @@ class MonitorConfig(BaseModel):
             raise ValueError("commit_rows and queue_size must be >= 1 and <= 2**53")
         seen: dict[str, str] = {}
         for spec in self.channels:
-            key = spec.label.casefold()
+            key = label_key(spec.label)
             if key in seen:
-                raise ValueError(f"duplicate channel label {spec.label!r}")
+                if seen[key].casefold() == spec.label.casefold():
+                    raise ValueError(f"duplicate channel label {spec.label!r}")
+                raise ValueError(
+                    f"duplicate channel label {spec.label!r}: {seen[key]!a} and"
+                    f" {spec.label!a} are the same text in different Unicode forms"
+                    " (NFC/NFD); write both the same way"
+                )
             seen[key] = spec.label
         conflict = group_conflict(self.channels)
         if conflict is not None:

@@ -27,6 +27,7 @@ from .config import (
     MonitorConfig,
     check_run_name,
     format_validation_error,
+    refuse_bool,
 )
 from .files import replace_text_file
 
@@ -87,6 +88,18 @@ class StagedConfig(BaseModel):
     station: Path | None = None
     channels: Path | None = None
 
+    # JSON ``true`` is not 1: a hand-edited ``"interval_s": true`` must not poll once a second.
+    _not_bool = field_validator(
+        "interval_s",
+        "signal_interval_s",
+        "spec_interval_s",
+        "rotate_entries",
+        "window_before_s",
+        "window_after_s",
+        "port",
+        mode="before",
+    )(refuse_bool)
+
     @field_validator("run_name")
     @classmethod
     def _run_name(cls, value: str | None) -> str | None:
@@ -111,20 +124,36 @@ def read_staged(path: Path) -> StagedConfig:
             f"staged config {path} is not UTF-8 text (byte {exc.start}: {exc.reason}); {hint}"
         ) from exc
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_unique_keys)
         return StagedConfig.model_validate(data)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"staged config {path} is not valid JSON ({exc}); {hint}") from exc
-    except ValidationError as exc:
-        problem = format_validation_error(exc)
+    except (ValidationError, _RepeatedKeyError) as exc:
+        problem = format_validation_error(exc) if isinstance(exc, ValidationError) else exc
         raise ConfigError(f"staged config {path} is invalid ({problem}); {hint}") from exc
+
+
+class _RepeatedKeyError(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A field given twice in a hand-edited file: ``json`` would keep the last one silently."""
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise _RepeatedKeyError(f"{key!r} is given twice")
+        data[key] = value
+    return data
 
 
 def write_staged(path: Path, staged: StagedConfig) -> None:
     """Replace the file in one step: a crash mid-write leaves the old file, never half a file."""
+    # A symlinked file (a dotfiles repository) stays a link: its target is replaced.
+    target = Path(os.path.realpath(path))
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        replace_text_file(path, json.dumps(staged.values(), indent=2) + "\n")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        replace_text_file(target, json.dumps(staged.values(), indent=2) + "\n")
     except OSError as exc:
         raise ConfigError(f"cannot write staged config {path}: {exc}") from exc
 
@@ -163,8 +192,12 @@ def consume_run_name(path: Path) -> bool:
     return bool(clear_staged(path, ["run_name"]))
 
 
-def _absolute(value: Path | None) -> Path | None:
-    return None if value is None else value.expanduser().resolve()
+def _absolute(value: Path, *, follow: bool) -> Path:
+    """Absolute. A station or channels file is kept as the operator named it, so re-pointing a
+    link (``channels.yaml -> cooldown-2.yaml``) is seen by the next run; the database is
+    resolved, because SQLite keeps its WAL beside the file a link points to."""
+    value = value.expanduser()
+    return value.resolve() if follow else Path(os.path.abspath(value))
 
 
 def _with_source(staged: StagedConfig, changes: dict[str, Any]) -> dict[str, Any]:
@@ -173,7 +206,7 @@ def _with_source(staged: StagedConfig, changes: dict[str, Any]) -> dict[str, Any
     new = {k: v for k, v in changes.items() if v is not None}
     for key in ("db", "station", "channels"):
         if key in new:
-            new[key] = _absolute(new[key])
+            new[key] = _absolute(new[key], follow=key == "db")
     chosen = {k for k in ("host", "port", "station") if k in new}
     if new.get("source") == "sim" and chosen:
         raise ConfigError("choose one instrument source: --sim, --host H --port P, or --station")
@@ -182,7 +215,11 @@ def _with_source(staged: StagedConfig, changes: dict[str, Any]) -> dict[str, Any
     merged = staged.model_dump()
     stale: set[str] = set()  # what named the old source's channels, or the old file's labels
     if "channels" in new and new["channels"] != merged.get("channels"):
-        stale |= {"signals", "specs"}
+        # A selection staged for a station before it had a channels file was checked against
+        # nothing yet: it is checked against this first file, not dropped.
+        unchecked = merged.get("channels") is None and merged.get("source") == "station"
+        if not unchecked:
+            stale |= {"signals", "specs"}
     if "source" in new or chosen:
         source = new.get("source") or ("station" if "station" in new else "tcp")
         new["source"] = source
@@ -210,15 +247,19 @@ def _channels_for(staged: StagedConfig) -> list[ChannelSpec] | None:
     if staged.channels is None:
         return None
     specs = load_channels_file(staged.channels)
+    hint = ""
     if staged.station is not None:
-        names = read_station_names(staged.station)
-        for i, spec in enumerate(specs, start=1):
-            instrument = spec.source.split(".")[0]
-            if instrument not in names:
-                raise ConfigError(
-                    f"{staged.channels}: entry {i} ({spec.label!r}): instrument {instrument!r}"
-                    f" is not in {staged.station} (instruments: {', '.join(names)})"
-                )
+        names, where = read_station_names(staged.station), str(staged.station)
+    else:  # the simulator and a Nanonis controller are one instrument, named stm
+        names, where = ["stm"], "the simulator or a Nanonis controller"
+        hint = "; for a station's instruments, give --station FILE with it"
+    for i, spec in enumerate(specs, start=1):
+        instrument = spec.source.split(".")[0]
+        if instrument not in names:
+            raise ConfigError(
+                f"{staged.channels}: entry {i} ({spec.label!r}): instrument {instrument!r}"
+                f" is not in {where} (instruments: {', '.join(names)}){hint}"
+            )
     return specs
 
 
@@ -275,7 +316,24 @@ def stage(path: Path, changes: dict[str, Any]) -> StagedConfig:
         staged = StagedConfig.model_validate(_with_source(current, changes))
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc)) from exc
-    effective_config(staged)
+    try:
+        effective_config(staged)
+    except ConfigError as exc:
+        # A selection staged earlier (for a station without a channels file yet) and checked
+        # only now: say which, or the operator looks for the label in this command.
+        kept = [
+            f
+            for f in ("signals", "specs")
+            if changes.get(f) is None
+            and any(f"label {label!r}" in str(exc) for label in getattr(staged, f) or [])
+        ]
+        if not kept:
+            raise
+        fix = " ".join(f"--field {f}" for f in kept)
+        raise ConfigError(
+            f"{exc}; the staged {' and '.join(kept)} came from an earlier `config set`: give"
+            f" new ones here, or clear them: trajmon config clear {fix}"
+        ) from exc
     write_staged(path, staged)
     return staged
 

@@ -30,9 +30,27 @@ class _StrictLoader(yaml.SafeLoader):
     """SafeLoader that refuses a key repeated in one mapping."""
 
 
-def _mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _check_unique(loader: _StrictLoader, node: yaml.MappingNode) -> None:
+    """Refuse a key given twice in ``node``. A merge key (``<<: *defaults``) is YAML's way to
+    share entries: the mappings it merges are checked on their own, and a key given beside it
+    overrides theirs, as YAML says (``safe_load`` does the same); a second ``<<`` is a repeat."""
     seen: set[Hashable] = set()
-    for key_node, _ in node.value:
+    merges = 0
+    for key_node, value_node in node.value:
+        if key_node.tag == _MERGE_TAG:
+            merges += 1
+            if merges > 1:
+                raise yaml.constructor.ConstructorError(
+                    None, None, "duplicate key '<<'", key_node.start_mark
+                )
+            merged = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            for sub in merged:
+                if isinstance(sub, yaml.MappingNode):
+                    _check_unique(loader, sub)
+            continue
         key = loader.construct_object(key_node, deep=True)
         if isinstance(key, Hashable) and key in seen:
             raise yaml.constructor.ConstructorError(
@@ -40,6 +58,10 @@ def _mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
             )
         if isinstance(key, Hashable):
             seen.add(key)
+
+
+def _mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    _check_unique(loader, node)
     return loader.construct_mapping(node, deep=True)
 
 

@@ -6,6 +6,7 @@ each run with only a new name; the name is single-use (see :mod:`trajmon.staging
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -45,11 +46,17 @@ ConfigPathOption = Annotated[
 RunNameOption = Annotated[str | None, typer.Option("--run-name", help="Name of the next run.")]
 SignalsOption = Annotated[
     list[str] | None,
-    typer.Option("--signals", help="Signal labels to record (comma-separated or repeated)."),
+    typer.Option(
+        "--signals",
+        help="Signal labels to record (comma-separated or repeated; a comma in a label: \\,).",
+    ),
 ]
 SpecsOption = Annotated[
     list[str] | None,
-    typer.Option("--specs", help="Spec labels to record (comma-separated or repeated)."),
+    typer.Option(
+        "--specs",
+        help="Spec labels to record (comma-separated or repeated; a comma in a label: \\,).",
+    ),
 ]
 IntervalOption = Annotated[
     float | None, typer.Option("--interval-s", help="Poll interval of every group, seconds.")
@@ -85,11 +92,18 @@ def config_path_or_default(path: Path | None) -> Path:
     return path if path is not None else default_config_path()
 
 
+#: A comma that separates labels: one not escaped as ``\,`` (labels may contain commas).
+_LABEL_SEPARATOR = re.compile(r"(?<!\\),")
+
+
 def label_list(values: list[str] | None, option: str) -> list[str] | None:
-    """``--signals "A, B" --signals C`` -> ``["A", "B", "C"]``; None when the option is absent."""
+    r"""``--signals "A, B" --signals C`` -> ``["A", "B", "C"]``; None when the option is absent.
+    ``\,`` is a comma inside a label: ``--specs 'Bias\, fine'`` selects the label
+    ``Bias, fine``."""
     if values is None:
         return None
-    labels = [part.strip() for value in values for part in value.split(",") if part.strip()]
+    parts = (part for value in values for part in _LABEL_SEPARATOR.split(value))
+    labels = [text for part in parts if (text := part.replace("\\,", ",").strip())]
     if not labels:
         raise ConfigError(
             f"{option} needs at least one label (to record all, clear it:"
