@@ -259,3 +259,62 @@ def test_every_channels_example_in_the_configuration_docs_loads(tmp_path: Path) 
     assert any("<<: *" in text for text in examples)
     for i, text in enumerate(examples):
         assert load_channels_file(_write(tmp_path / f"example{i}.yaml", text))
+
+
+# --- channels file entries (station.py) ------------------------------------------------------
+
+
+def test_a_channels_file_names_the_entry_of_a_label_repeated_in_another_unicode_form(
+    tmp_path: Path,
+) -> None:
+    """The file's own duplicate check compared casefolded labels only: an NFC/NFD pair got past
+    it and was refused later without the file's name and the entries."""
+    channels = _write(
+        tmp_path / "channels.yaml",
+        "channels:\n"
+        '  - {parameter: stm.bias, kind: spec, label: "caf\\u00e9"}\n'
+        '  - {parameter: stm.z_setpoint, kind: spec, label: "cafe\\u0301"}\n',
+    )
+    with pytest.raises(ConfigError) as info:
+        load_channels_file(channels)
+    assert str(info.value) == (
+        f"{channels}: entry 2: duplicate label 'cafe\u0301' (entry 1 has it too)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        pytest.param("5", "'parameter' must be a path such as stm.bias, got 5", id="number"),
+        pytest.param("null", "'parameter' (instrument.parameter) is missing", id="null"),
+    ],
+)
+def test_a_parameter_that_is_not_text_says_so(tmp_path: Path, value: str, message: str) -> None:
+    """``parameter: 5`` was reported as missing, which sends the operator looking for a key
+    that is there."""
+    channels = _write(
+        tmp_path / "channels.yaml", f"channels:\n  - {{parameter: {value}, kind: spec}}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_channels_file(channels)
+    assert str(info.value) == f"{channels}: entry 1: {message}"
+
+
+def test_a_parameter_path_with_spaces_around_it_names_the_parameter(tmp_path: Path) -> None:
+    """``parameter: " stm.bias "`` kept its spaces: the instrument ' stm' was unknown, and the
+    default label carried them."""
+    channels = _write(
+        tmp_path / "channels.yaml", 'channels:\n  - {parameter: " stm.bias ", kind: spec}\n'
+    )
+    (spec,) = load_channels_file(channels)
+    assert (spec.source, spec.label) == ("stm.bias", "stm.bias")
+
+
+def test_a_directory_given_as_the_channels_file_says_so(tmp_path: Path) -> None:
+    """It said "not found", and the operator looked for a file that is there."""
+    (tmp_path / "channels").mkdir()
+    with pytest.raises(ConfigError) as info:
+        load_channels_file(tmp_path / "channels")
+    assert str(info.value) == (
+        f"channels file {tmp_path / 'channels'} is a directory; give the YAML file in it"
+    )

@@ -26,7 +26,7 @@ from trajmon.channels import canonical_for, encoder_for
 from trajmon.cli import app
 from trajmon.queries import connect_readonly, resolve_run
 from trajmon.resolve import build_groups, resolve_parameter
-from trajmon.station import starter_channels_yaml
+from trajmon.starter import starter_channels_yaml
 from trajmon.windows import window_rows
 
 TESTS = Path(__file__).resolve().parent

@@ -28,14 +28,8 @@ from trajmon import DEFAULT_CHANNELS, MonitorConfig, Recorder
 from trajmon.cli import app
 from trajmon.config import ConfigError
 from trajmon.queries import connect_readonly, list_actions, resolve_run
-from trajmon.station import (
-    check_channels,
-    close_station,
-    iter_parameters,
-    load_channels_file,
-    load_station,
-    starter_channels_yaml,
-)
+from trajmon.starter import iter_parameters, starter_channels_yaml
+from trajmon.station import check_channels, close_station, load_channels_file, load_station
 
 DAC_STATION = """\
 instruments:

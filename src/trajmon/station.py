@@ -14,11 +14,8 @@ import contextlib
 import importlib
 import inspect
 import io
-import json
 import logging
-import os
 import re
-import time
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -26,35 +23,29 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .channels import describe_vals, unique_name
 from .config import (
     ChannelSpec,
     ConfigError,
     format_validation_error,
     group_conflict,
+    label_key,
 )
-from .files import replace_text_file
 from .resolve import resolve_parameter
 from .yamlfile import YamlFileError, YamlSyntaxError, read_yaml
 
 __all__ = [
     "check_channels",
     "close_station",
-    "iter_parameters",
     "load_channels_file",
     "load_station",
-    "output_target",
     "read_station_names",
-    "starter_channels_yaml",
     "station_snapshot",
-    "write_new_file",
 ]
-
-#: Parameters left out of a starter file: the identity string is in the station snapshot already.
-_SKIPPED_PARAMETERS = frozenset({"IDN"})
 
 
 def _read_yaml(path: Path, what: str) -> Any:
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a directory; give the YAML file in it")
     if not path.is_file():
         raise ConfigError(f"{what} {path} not found")
     try:
@@ -284,15 +275,20 @@ def load_channels_file(path: Path) -> list[ChannelSpec]:
         if "parameter" in fields and "source" in fields:
             raise ConfigError(f"{path}: entry {i}: give 'parameter' or 'source', not both")
         parameter = fields.pop("parameter", fields.pop("source", None))
-        if not isinstance(parameter, str):
+        if parameter is None:
             raise ConfigError(f"{path}: entry {i}: 'parameter' (instrument.parameter) is missing")
+        if not isinstance(parameter, str):
+            raise ConfigError(
+                f"{path}: entry {i}: 'parameter' must be a path such as stm.bias, got {parameter!r}"
+            )
+        parameter = parameter.strip()  # " stm.bias " names stm.bias, as a label is stripped
         fields.setdefault("label", parameter)
         try:
             spec = ChannelSpec.model_validate({**fields, "source": parameter})
         except ValidationError as exc:
             problem = format_validation_error(exc)
             raise ConfigError(f"{path}: entry {i} ({parameter}): {problem}") from exc
-        key = spec.label.casefold()
+        key = label_key(spec.label)
         if key in seen:
             raise ConfigError(
                 f"{path}: entry {i}: duplicate label {spec.label!r} (entry {seen[key]} has it too)"
@@ -316,112 +312,3 @@ def check_channels(specs: list[ChannelSpec], instruments: Mapping[str, Any], pat
             resolve_parameter(spec.source, instruments)
         except ConfigError as exc:
             raise ConfigError(f"{path}: entry {i} ({spec.label!r}): {exc}") from exc
-
-
-def iter_parameters(instruments: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
-    """(path, parameter) for every gettable parameter, recursing into submodules and channels.
-
-    Channel lists (``ChannelTuple``) are skipped: their channels are submodules of their own.
-    """
-    from qcodes.instrument import InstrumentBase
-
-    seen: set[int] = set()
-
-    def walk(node: Any, prefix: str) -> Iterator[tuple[str, Any]]:
-        for pname, param in node.parameters.items():
-            if pname in _SKIPPED_PARAMETERS or not getattr(param, "gettable", True):
-                continue
-            if id(param) not in seen:
-                seen.add(id(param))
-                yield f"{prefix}.{pname}", param
-        for sname, sub in node.submodules.items():
-            if isinstance(sub, InstrumentBase):
-                yield from walk(sub, f"{prefix}.{sname}")
-
-    for name, instrument in instruments.items():
-        yield from walk(instrument, name)
-
-
-def _comment(text: str) -> str:
-    return " ".join(str(text).split())
-
-
-def declared_kind(param: Any) -> str | None:
-    """The kind a driver declares for a parameter (``metadata={"trajmon_kind": "spec"}``):
-    a read-only setting (the Nanonis driver's bias, setpoint, gains) is still a spec."""
-    metadata = getattr(param, "metadata", None)
-    kind = metadata.get("trajmon_kind") if isinstance(metadata, Mapping) else None
-    return kind if kind in ("signal", "spec") else None
-
-
-def starter_channels_yaml(instruments: Mapping[str, Any], station_file: Path) -> str:
-    """A channels file listing every gettable parameter, for the operator to prune and edit.
-
-    A kind the driver declares is taken; otherwise settable parameters are guessed to be specs
-    (settings whose changes are actions), the rest signals. Unit, validator and QCoDeS label
-    are comments, so the file loads back as it is.
-    """
-    lines = [
-        f"# trajmon channels file, generated from {station_file} on {time.strftime('%Y-%m-%d')}.",
-        "# Delete what you do not want to record, then check it: trajmon list-signals --station"
-        f" {station_file} --channels <this file>",
-        "# Per entry: parameter (instrument.parameter or instrument.submodule.parameter),",
-        "#   kind: signal (measured, dense) | spec (a setting; its changes are actions),",
-        "#   optional label (default: the parameter path), group, interval_s (seconds),",
-        "#   and for specs tolerance_abs / tolerance_rel (changes within them are not actions).",
-        "# The kind below is the driver's where it says (parameter metadata 'trajmon_kind'),",
-        "#   else a guess: settable -> spec, read-only -> signal.",
-        "channels:",
-    ]
-    taken: set[str] = set()
-    for path, param in iter_parameters(instruments):
-        # Labels are column names, unique up to case: a driver with both "Gate" and "gate"
-        # gets "dac.gate (2)" for the second, so the file still loads back as it is.
-        label = unique_name(path, lambda name: name.casefold() in taken, " ({})".format)
-        taken.add(label.casefold())
-        settable = bool(getattr(param, "settable", False))
-        declared = declared_kind(param)
-        kind = declared or ("spec" if settable else "signal")
-        notes = [f"unit: {_comment(getattr(param, 'unit', '') or '-')}"]
-        vals = describe_vals(getattr(param, "vals", None))
-        notes.append(f"vals: {_comment(vals) if vals is not None else '-'}")
-        qlabel = getattr(param, "label", "")
-        if qlabel:
-            notes.append(f"label: {_comment(qlabel)}")
-        notes.append("settable" if settable else "read-only")
-        if declared:
-            notes.append(f"{kind} by its driver")
-        lines.append(f"  # {'; '.join(notes)}")
-        lines.append(f"  - parameter: {json.dumps(path, ensure_ascii=False)}")
-        lines.append(f"    label: {json.dumps(label, ensure_ascii=False)}")
-        lines.append(f"    kind: {kind}")
-    return "\n".join(lines) + "\n"
-
-
-def output_target(path: Path, *, force: bool) -> Path:
-    """The file that writing ``path`` replaces: a symlink's target (the operator named the link,
-    the link stays), which must be absent or a regular file — never a directory, a FIFO or a
-    device node — and is replaced only with ``force``."""
-    target = Path(os.path.realpath(path))
-    if target.is_symlink():  # realpath stops inside a symlink loop
-        raise ConfigError(f"{path} is a symlink loop; choose another output file")
-    if target.exists():
-        if not force:
-            raise ConfigError(f"{path} already exists; pass --force to overwrite it")
-        if target.is_dir():
-            raise ConfigError(f"{path} is a directory")
-        if not target.is_file():
-            raise ConfigError(f"{path} is not a regular file; choose another output file")
-    return target
-
-
-def write_new_file(path: Path, text: str, *, force: bool) -> None:
-    """Write ``text`` to ``path`` in one step; refuse to replace a file unless ``force``.
-
-    The new file is written next to the symlink target and renamed over it, so a link stays a
-    link and a crash never leaves half a file."""
-    target = output_target(path, force=force)
-    try:
-        replace_text_file(target, text)
-    except OSError as exc:
-        raise ConfigError(f"cannot write {path}: {exc}") from exc

@@ -16,13 +16,8 @@ from rich.table import Table
 from ..channels import Channel, Kind
 from ..config import ConfigError
 from ..staging import effective_config, merge_overrides, read_staged
-from ..station import (
-    close_station,
-    load_station,
-    output_target,
-    starter_channels_yaml,
-    write_new_file,
-)
+from ..starter import output_target, starter_channels_yaml, write_new_file
+from ..station import close_station, load_station
 from .common import JsonOption, console, print_json, print_table, user_errors
 from .config_cmd import (
     ChannelsOption,
