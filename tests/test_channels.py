@@ -28,9 +28,9 @@ from trajmon.channels import (
     encoder_for,
     numeric_delta,
     sql_type,
-    value_type_from_vals,
 )
 from trajmon.detection import values_equal
+from trajmon.resolve import value_type_from_vals
 
 ALL_TYPES: tuple[ValueType, ...] = ("float", "int", "bool", "str", "array", "any")
 

@@ -28,11 +28,9 @@ __all__ = [
     "ValueType",
     "canonical_for",
     "decode_value",
-    "describe_vals",
     "encoder_for",
     "sql_type",
     "unique_name",
-    "value_type_from_vals",
 ]
 
 Kind = Literal["signal", "spec"]
@@ -96,54 +94,6 @@ class PollGroup:
 
 def sql_type(value_type: ValueType) -> str:
     return _SQL_TYPES[value_type]
-
-
-def value_type_from_vals(vals: object) -> ValueType:
-    """Map a QCoDeS validator to a storage type; unknown validators store values untyped."""
-    from qcodes import validators as v
-
-    if vals is None:
-        return "any"
-    if isinstance(vals, v.Bool):
-        return "bool"
-    if isinstance(vals, v.Ints | v.PermissiveInts):
-        return "int"
-    if isinstance(vals, v.Numbers | v.PermissiveMultiples | v.Multiples):
-        return "int" if isinstance(vals, v.Multiples) else "float"
-    if isinstance(vals, v.Strings):
-        return "str"
-    if isinstance(vals, v.Arrays):
-        return "array"
-    if isinstance(vals, v.Enum):
-        members = list(vals._valid_values)
-        if members and all(isinstance(m, bool) for m in members):
-            return "bool"
-        if members and all(isinstance(m, int) and not isinstance(m, bool) for m in members):
-            return "int"
-        if members and all(isinstance(m, str) for m in members):
-            return "str"
-        if members and all(isinstance(m, int | float) for m in members):
-            return "float"
-    return "any"
-
-
-# What a repr carries that changes from run to run: QCoDeS's repr of a parameter (an Arrays
-# shape), a default object repr's address (QCoDeS's OnOff validator has no repr of its own),
-# any other address (a function's).
-_NAMED_AT = re.compile(r"<[\w.]+: ([^<>]*?) at \d+>")
-_OBJECT_AT = re.compile(r"(?:[\w.]+\.)?(\w+) object at 0x[0-9a-fA-F]+")
-_AT = re.compile(r" at 0x[0-9a-fA-F]+")
-
-
-def describe_vals(vals: object) -> str | None:
-    """A validator as text (``<Numbers -1<=v<=1>``): its repr without memory addresses, so a
-    driver's validator reads the same in every run — ``<OnOff>``, ``<Arrays, shape: (n,)>``
-    rather than ``<qcodes.validators.validators.OnOff object at 0x7f…>`` and a shape that
-    names a parameter by its ``id``."""
-    if vals is None:
-        return None
-    text = _OBJECT_AT.sub(r"\1", _NAMED_AT.sub(r"\1", repr(vals)))
-    return _AT.sub("", text)
 
 
 def _scalar(value: Any) -> Any:

@@ -12,9 +12,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .channels import describe_vals, unique_name
+from .channels import unique_name
 from .config import ConfigError, label_key
 from .files import replace_text_file
+from .resolve import describe_vals
 
 __all__ = [
     "declared_kind",
