@@ -12,6 +12,7 @@ falls back to one progress line every few seconds (:func:`progress_mode`).
 
 from __future__ import annotations
 
+import io
 import math
 import time
 from collections import deque
@@ -23,6 +24,8 @@ import anyio
 import numpy as np
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
+from rich.measure import Measurement
+from rich.segment import Segment, Segments
 from rich.table import Table
 from rich.text import Text
 
@@ -85,6 +88,9 @@ class LiveSnapshot:
     #: Lines the view may take (the terminal's height); None: unbounded. Channel values beyond
     #: what fits are summarised in one row rather than rendered and then cropped.
     max_lines: int | None = None
+    #: Columns of the terminal; None: unbounded. Rows that wrap at this width are counted as
+    #: the lines they take, and a rate table wider than this is shown as wrapped lines.
+    width: int | None = None
 
 
 class RateMeter:
@@ -112,6 +118,7 @@ def snapshot_of(
     now: float | None = None,
     last_actions: int = 5,
     max_lines: int | None = None,
+    width: int | None = None,
 ) -> LiveSnapshot:
     """Copy what the view needs from the live recorder (cheap: a few dozen attribute reads)."""
     now = time.monotonic() if now is None else now
@@ -151,6 +158,7 @@ def snapshot_of(
         recent_actions=recent,
         stopping=recorder.stop_requested,
         max_lines=max_lines,
+        width=width,
     )
 
 
@@ -185,7 +193,9 @@ def _ms(seconds: float | None) -> str:
 
 
 def render_live(snap: LiveSnapshot) -> RenderableType:
-    """The whole view as one renderable; a pure function of the snapshot."""
+    """The whole view as one renderable; a pure function of the snapshot. Heights are
+    measured at ``width``, not assumed: at 80 columns a rate row takes two lines, and a view
+    taller than the terminal is cut by rich with a bare ``...`` (the "… N more" line too)."""
     state = "stopping: draining the queue…" if snap.stopping else "recording (Ctrl-C to stop)"
     header = Text.assemble(
         ("trajmon ", "bold"),
@@ -193,49 +203,126 @@ def render_live(snap: LiveSnapshot) -> RenderableType:
         f"  t={snap.elapsed_s:8.1f} s  queue {snap.queue_depth}/{snap.queue_size}",
         f"  actions {snap.actions}  ",
         (state, "yellow" if snap.stopping else "green"),
+        no_wrap=False,  # wrapped, never cut: "queue 1/20000" cut at 40 columns read "queue 1/2"
+        overflow="fold",
     )
+    measure = None if snap.max_lines is None and snap.width is None else _measurer(snap.width)
+    rates: list[RenderableType] = [_rates_table(snap)]
+    if measure is not None and snap.width is not None:
+        widest = Measurement.get(measure, measure.options.update_width(10_000), rates[0]).maximum
+        if widest > snap.width:  # columns would be squeezed until numbers are cut ("21/…")
+            rates = _rates_lines(snap, snap.width)
+    fixed: list[RenderableType] = [header, *rates, *_error_lines(snap.groups)]
+    if measure is None or snap.max_lines is None:
+        return Group(*fixed, *_actions_part(snap.recent_actions), *_values(snap, None))
+    whole = [*fixed, *_actions_part(snap.recent_actions), *_values(snap, None)]
+    lines = measure.render_lines(Group(*whole), measure.options, pad=False)
+    if len(lines) <= snap.max_lines:  # the usual frame: everything fits, laid out once
+        return Segments([seg for line in lines for seg in (*line, Segment.line())])
+    # Within the height, the channel values go first: a terminal too small for all of them
+    # loses values (one line says how many), then the oldest actions, never the rates. Rows
+    # that cannot fit are not rendered at all (rendering sixty rows to show ten cost the
+    # pollers CPU at every redraw).
+    room = snap.max_lines - _height(measure, fixed)
+    channels = sum(len(g.latest) for g in snap.groups)
+    need = 1 if channels else 0  # at least the line that counts the channels not shown
+    recent = snap.recent_actions
+    actions = _actions_part(recent)
+    keep = len(recent)
+    while keep and _height(measure, actions) > room - need:
+        keep -= 1  # the oldest go first; the header still counts them all
+        actions = _actions_part(recent[len(recent) - keep :]) if keep else []
+    if not recent and room - 1 < need:
+        actions = []  # "no actions yet" gives way (the header says "actions 0")
+    left = room - _height(measure, actions)
+    values = _values(snap, left)
+    over = _height(measure, values) - left  # a header that wrapped, say
+    if over > 0:
+        values = _values(snap, left - over)
+    return Group(*fixed, *actions, *values)
+
+
+def _rates_table(snap: LiveSnapshot) -> Table:
     rates = Table(box=None, pad_edge=False, header_style="bold")
     for col in ("group", "target Hz", "achieved Hz", "missed", "failed", "read ms mean/max"):
         rates.add_column(col, justify="left" if col == "group" else "right")
     rates.add_column("committed/read", justify="right")
     for g in snap.groups:
-        target = 1.0 / g.interval_s if g.interval_s > 0 else math.inf
-        achieved = "—" if g.achieved_hz is None else f"{g.achieved_hz:.1f}"
-        slow = g.achieved_hz is not None and g.achieved_hz < 0.9 * target and snap.elapsed_s > 3
-        rates.add_row(
-            f"{g.name} ({g.kind})",
-            f"{target:.4g}",
-            Text(achieved, style="red" if slow else ""),
-            Text(str(g.missed_ticks), style="red" if g.missed_ticks else ""),
-            Text(str(g.failed_reads), style="red" if g.failed_reads else ""),
-            f"{_ms(g.read_mean_s)} / {_ms(g.read_max_s)}",
-            f"{g.samples_committed}/{g.samples_read}",
+        cells = _rate_cells(snap, g)
+        rates.add_row(f"{g.name} ({g.kind})", *(cells[key] for key in _RATE_KEYS))
+    return rates
+
+
+_RATE_KEYS = ("target", "achieved", "missed", "failed", "read", "committed")
+
+
+def _rate_cells(snap: LiveSnapshot, g: GroupView) -> dict[str, Text]:
+    target = 1.0 / g.interval_s if g.interval_s > 0 else math.inf
+    achieved = "—" if g.achieved_hz is None else f"{g.achieved_hz:.1f}"
+    slow = g.achieved_hz is not None and g.achieved_hz < 0.9 * target and snap.elapsed_s > 3
+    return {
+        "target": Text(f"{target:.4g}"),
+        "achieved": Text(achieved, style="red" if slow else ""),
+        "missed": Text(str(g.missed_ticks), style="red" if g.missed_ticks else ""),
+        "failed": Text(str(g.failed_reads), style="red" if g.failed_reads else ""),
+        "read": Text(f"{_ms(g.read_mean_s)} / {_ms(g.read_max_s)}"),
+        "committed": Text(f"{g.samples_committed}/{g.samples_read}"),
+    }
+
+
+def _rates_lines(snap: LiveSnapshot, width: int) -> list[RenderableType]:
+    """The rates of a terminal too narrow for their table: per group, its figures as
+    ``name value`` pairs flowed onto as many lines as they need, none cut or split."""
+    out: list[RenderableType] = []
+    for g in snap.groups:
+        cells = _rate_cells(snap, g)
+        achieved = cells["achieved"].copy()
+        achieved.append(f" of {cells['target']} Hz")
+        pairs = [Text(f"{g.name} ({g.kind})", style="bold"), achieved]
+        for name, key in (("missed", "missed"), ("failed", "failed")):
+            pairs.append(Text.assemble(f"{name} ", cells[key]))
+        pairs.append(Text(f"read mean/max {cells['read'].plain.replace(' ', '')} ms"))
+        pairs.append(Text.assemble("committed/read ", cells["committed"]))
+        line = Text(no_wrap=False, overflow="fold")
+        used = 0
+        for pair in pairs:
+            if used and used + 2 + pair.cell_len > width:
+                out.append(line)
+                line, used = Text("  ", no_wrap=False, overflow="fold"), 2
+            elif used:
+                line.append("  ")
+                used += 2
+            line.append_text(pair)
+            used += pair.cell_len
+        out.append(line)
+    return out
+
+
+def _actions_part(recent: list[ActionEvent]) -> list[RenderableType]:
+    if not recent:
+        return [Text("no actions yet", style="dim", no_wrap=True, overflow="ellipsis")]
+    acts = Table(box=None, pad_edge=False, header_style="bold", title_justify="left")
+    for col in ("#", "dt_s", "spec", "old → new"):
+        acts.add_column(col, justify="right" if col in ("#", "dt_s") else "left")
+    for a in recent:
+        acts.add_row(
+            str(a.action_idx),
+            f"{a.dt_s:.2f}",
+            _one_line(a.spec_label),
+            Text(f"{_fmt(a.old_value)} → {_fmt(a.new_value)}", no_wrap=True),
         )
-    parts: list[RenderableType] = [header, rates]
-    errors = _error_lines(snap.groups)
-    parts.extend(errors)
-    if snap.recent_actions:
-        acts = Table(box=None, pad_edge=False, header_style="bold", title_justify="left")
-        for col in ("#", "dt_s", "spec", "old → new"):
-            acts.add_column(col, justify="right" if col in ("#", "dt_s") else "left")
-        for a in snap.recent_actions:
-            acts.add_row(
-                str(a.action_idx),
-                f"{a.dt_s:.2f}",
-                _one_line(a.spec_label),
-                Text(f"{_fmt(a.old_value)} → {_fmt(a.new_value)}", no_wrap=True),
-            )
-        parts.append(Text("last actions", style="bold"))
-        parts.append(acts)
-    else:
-        parts.append(Text("no actions yet", style="dim"))
-    # The channel values come last: a terminal too small for all of them loses values, never
-    # the rates or the last actions. Rows that cannot fit are not rendered at all (rendering
-    # sixty rows to show ten cost the pollers CPU at every redraw).
-    used = 4 + len(snap.groups) + len(errors)
-    used += 2 + len(snap.recent_actions) if snap.recent_actions else 1
-    parts.append(_values_table(snap, None if snap.max_lines is None else snap.max_lines - used))
-    return Group(*parts)
+    return [Text("last actions", style="bold", no_wrap=True), acts]
+
+
+def _measurer(width: int | None) -> Console:
+    """A console that only measures: the view's lines at the terminal's width."""
+    return Console(  # no markup: labels, units and group names are data ("Z [m]")
+        file=io.StringIO(), width=width or 10_000, color_system=None, markup=False
+    )
+
+
+def _height(console: Console, parts: list[RenderableType]) -> int:
+    return 0 if not parts else len(console.render_lines(Group(*parts), console.options, pad=False))
 
 
 def _error_lines(groups: list[GroupView]) -> list[Text]:
@@ -253,22 +340,38 @@ def _error_lines(groups: list[GroupView]) -> list[Text]:
     return lines
 
 
-def _values_table(snap: LiveSnapshot, room: int | None) -> Table:
-    """Latest value of each channel; at most ``room`` rows (the last one then says how many
-    channels did not fit)."""
+def _values(snap: LiveSnapshot, room: int | None) -> list[RenderableType]:
+    """Latest value of each channel in at most ``room`` lines (None: all), header included;
+    the last line then says how many channels are not shown."""
+    rows = [(label, unit, value, g.name) for g in snap.groups for label, unit, value in g.latest]
+    if room is not None and len(rows) + 1 > room:
+        if room < 1 or not rows:
+            return []
+        shown = rows[: max(room - 2, 0)]
+        more: list[RenderableType] = [_more(len(rows) - len(shown), bool(shown))]
+        if not shown:
+            return more
+    else:
+        shown, more = rows, []
     values = Table(box=None, pad_edge=False, header_style="bold")
     values.add_column("channel")
     values.add_column("latest", justify="right", no_wrap=True)
     values.add_column("unit", no_wrap=True)
     values.add_column("group", no_wrap=True)
-    rows = [(label, unit, value, g.name) for g in snap.groups for label, unit, value in g.latest]
-    shown = rows if room is None or len(rows) <= room else rows[: max(room - 1, 0)]
     for label, unit, value, group in shown:
         values.add_row(_one_line(label), _fmt(value), unit, group)
-    if len(shown) < len(rows):
-        more = len(rows) - len(shown)
-        values.add_row(Text(f"… {more} more channels (enlarge the window)", style="dim"))
-    return values
+    return [values, *more]
+
+
+def _more(hidden: int, below_others: bool) -> Text:
+    """The line in place of channels that do not fit: one line, its count never cut."""
+    return Text(
+        f"… {hidden} {'more channels' if below_others else 'channels not shown'}"
+        " (enlarge the window)",
+        style="dim",
+        no_wrap=True,
+        overflow="ellipsis",
+    )
 
 
 async def run_live_view(
@@ -278,13 +381,19 @@ async def run_live_view(
     refresh_s: float = 0.25,
     render: Callable[[LiveSnapshot], RenderableType] = render_live,
     clock: Callable[[], float] = time.monotonic,
+    on_screen: Callable[[Live], None] | None = None,
 ) -> None:
     """Redraw the view every ``refresh_s`` until cancelled. The view is transient: when the run
-    ends it gives way to the final summary, which (unlike the last frame) is complete."""
+    ends it gives way to the final summary, which (unlike the last frame) is complete.
+    ``on_screen`` gets the display once it shows: a note for the operator must be printed
+    through it (above the view), not written to the terminal beside it."""
     await recorder.started.wait()
     rates = RateMeter()
     with Live(console=console, auto_refresh=False, transient=True) as live:
+        if on_screen is not None:
+            on_screen(live)
         while True:
-            snap = snapshot_of(recorder, rates, clock(), max_lines=console.size.height)
+            size = console.size
+            snap = snapshot_of(recorder, rates, clock(), max_lines=size.height, width=size.width)
             live.update(render(snap), refresh=True)
             await anyio.sleep(refresh_s)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+from rich.live import Live
 
 from ..config import ConfigError, MonitorConfig
 from ..live import progress_mode, run_live_view
@@ -84,10 +85,16 @@ def unless_output_gone() -> Iterator[None]:
             os.close(devnull)
 
 
-def _say(text: str) -> None:
-    """A note on stderr that may fail: nobody may be reading any more."""
+def _say(text: str, live: list[Live] | None = None) -> None:
+    """A note on stderr that may fail: nobody may be reading any more. While the live view is
+    on that terminal, through the view (printed above it, as rich does with ``sys.stderr``):
+    a line written beside it was erased by its next redraw, and the view, one line lower than
+    it knew, left its old first line on the screen for good."""
     with unless_output_gone():
-        err_console.print(text, markup=False)
+        if live and live[0].is_started and err_console.is_terminal:
+            live[0].console.print(text, markup=False)
+        else:
+            err_console.print(text, markup=False)
 
 
 #: Every stop signal this process received (the handlers below append to it).
@@ -153,7 +160,9 @@ def signals_restored() -> Iterator[None]:
 async def _progress(recorder: Recorder, every_s: float) -> None:
     """One concise line every few seconds: for logs and terminals alike."""
     await recorder.started.wait()
-    last: dict[str, int] = {}
+    # From the counts at the start: a resumed run's counters hold its earlier sessions, and
+    # its first line reported them as read in these 5 s (21.4/s at 10 Hz).
+    last = {st.name: st.samples_read for st in recorder.stats}
     last_t = time.monotonic()
     while True:
         await anyio.sleep(every_s)
@@ -196,15 +205,16 @@ async def record(
 ) -> RunOutcome:
     recorder = Recorder(config, instruments, snapshot=snapshot, resume=resume)
     received: list[int] = []
+    live: list[Live] = []  # the live view's display, once it shows
 
     def on_stop(signum: int) -> None:
         first = not received
         received.append(signum)
         recorder.request_stop()  # before any output: writing the note may fail
         if first:
-            _say("trajmon: stopping: draining the queue and committing")
+            _say("trajmon: stopping: draining the queue and committing", live)
         else:
-            _say("trajmon: already stopping; finishing the last commit")
+            _say("trajmon: already stopping; finishing the last commit", live)
 
     with stop_signals(on_stop), _single_errors():
         async with anyio.create_task_group() as tg:
@@ -213,7 +223,9 @@ async def record(
             redraws = console.is_terminal and not console.is_dumb_terminal
             mode = progress_mode(quiet=quiet, is_terminal=redraws)
             if mode == "live":
-                tg.start_soon(_shown, lambda: run_live_view(recorder, console))
+                tg.start_soon(
+                    _shown, lambda: run_live_view(recorder, console, on_screen=live.append)
+                )
             elif mode == "lines":
                 tg.start_soon(_shown, lambda: _progress(recorder, progress_every_s))
             if on_started is not None:
