@@ -243,7 +243,13 @@ def migrate(conn: sqlite3.Connection, wait_s: float = 2.0) -> int:
         # than a hot rollback journal, which read-only connections cannot roll back — each
         # `trajmon runs`, `status` or `run` pre-check refused the file until a writer came.
         switch_to_wal(conn, wait_s)
-        conn.executescript("BEGIN;" + _CATALOG + f"PRAGMA user_version = {SCHEMA_VERSION};COMMIT;")
+        # IMMEDIATE: the write lock first, waited for with the busy timeout. A deferred
+        # transaction reads the schema first, and when another creator commits the catalog
+        # meanwhile its snapshot is stale: SQLite then answers "database is locked" at once
+        # (no busy wait in WAL mode), which once failed one of two recorders starting together.
+        conn.executescript(
+            "BEGIN IMMEDIATE;" + _CATALOG + f"PRAGMA user_version = {SCHEMA_VERSION};COMMIT;"
+        )
     elif version < SCHEMA_VERSION:
         _upgrade(conn)
     return int(version)
