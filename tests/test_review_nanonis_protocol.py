@@ -11,28 +11,16 @@ Every expected byte string here is written by hand from that layout, never by tr
 
 from __future__ import annotations
 
-import contextlib
 import socket
-import threading
 from collections.abc import Iterator
 
 import pytest
+from test_driver_conformance import NO_ERROR, REPLY_TAIL, RESPOND, H, RawController, name
 
 from simulators.stm_model import STMModel
 from simulators.threaded_server import ThreadedNanonisServer
 from trajmon.drivers.nanonis import NanonisError, NanonisSTM
 from trajmon.drivers.nanonis_protocol import encode_error, pack_body
-
-H = bytes.fromhex
-NO_ERROR = H("00000000 00000000")  # error status 0, description size 0
-RESPOND = H("0001 0000")  # request header tail: send response back = 1, two unused bytes
-REPLY_TAIL = H("00000000")  # response header tail: four unused bytes
-
-
-def name(command: bytes) -> bytes:
-    """The 32-byte command-name field: the name, then zero bytes up to 32."""
-    return command + bytes(32 - len(command))
-
 
 # Signals.NamesGet: size in bytes 34 (= 3 length fields + 11 + 6 + 5 one-byte characters),
 # 3 names; "T (°C)" is six bytes, the degree sign the single byte B0.
@@ -54,44 +42,9 @@ REPLIES: dict[bytes, bytes] = {
 }
 
 
-class ByteController:
-    """A fake controller that slices requests by hand and answers with hand-written bytes."""
-
-    def __init__(self) -> None:
-        self.requests: list[bytes] = []
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self._listener.getsockname()[1]
-        self._conns: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._run, name="byte-nanonis", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            conn, _ = self._listener.accept()
-        except OSError:
-            return
-        self._conns.append(conn)
-        with conn:
-            while len(header := conn.recv(40, socket.MSG_WAITALL)) == 40:
-                size = int.from_bytes(header[32:36], "big")
-                body = conn.recv(size, socket.MSG_WAITALL) if size else b""
-                self.requests.append(header + body)
-                command = header[:32].rstrip(b"\0")
-                conn.sendall(name(command) + REPLIES[command])
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
-        for conn in self._conns:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-        self._thread.join(timeout=5)
-
-
 @pytest.fixture
-def stm() -> Iterator[tuple[NanonisSTM, ByteController]]:
-    fake = ByteController()
+def stm() -> Iterator[tuple[NanonisSTM, RawController]]:
+    fake = RawController(REPLIES)
     try:
         instrument = NanonisSTM("review_bytes_stm", port=fake.port, timeout=2.0)
         try:
@@ -103,7 +56,7 @@ def stm() -> Iterator[tuple[NanonisSTM, ByteController]]:
 
 
 def test_driver_reads_signal_names_one_byte_per_character(
-    stm: tuple[NanonisSTM, ByteController],
+    stm: tuple[NanonisSTM, RawController],
 ) -> None:
     instrument, fake = stm
     assert instrument.signal_names() == ["Current (A)", "T (°C)", "Z (m)"]
@@ -114,7 +67,7 @@ def test_driver_reads_signal_names_one_byte_per_character(
 
 
 def test_driver_reads_error_description_one_byte_per_character(
-    stm: tuple[NanonisSTM, ByteController],
+    stm: tuple[NanonisSTM, RawController],
 ) -> None:
     instrument, _ = stm
     (result,) = instrument.get_many([instrument.bias])
