@@ -15,7 +15,6 @@ value that only changed its Python type (``5`` then ``"5"`` in a text column) is
 from __future__ import annotations
 
 import ast
-import copy
 import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -24,7 +23,7 @@ import numpy as np
 
 from .channels import Channel, canonical_for, encoder_for, numeric_delta
 from .clock import utc_iso
-from .records import ActionEvent, Sample
+from .records import ActionEvent, Sample, owned_value
 
 __all__ = ["ChangeDetector", "values_equal"]
 
@@ -35,20 +34,6 @@ def _plain(value: Any) -> Any:
 
 #: What an untyped column keeps of a value: its text for objects it cannot store as themselves.
 _STORED_ANY = encoder_for("any")
-#: Values that cannot change after the read (decoded arrays and tuples of them are fresh copies).
-_FROZEN = (type(None), bool, int, float, complex, str, bytes, np.ndarray, tuple)
-
-
-def _detached(value: Any) -> Any:
-    """A copy of an object an untyped spec keeps as itself (a dict, a set): drivers often return
-    the same object every time, changed in place, and the known value must not change with it
-    — else the change is never seen, and the event would carry what the object holds later."""
-    if isinstance(value, _FROZEN):
-        return value
-    try:
-        return copy.deepcopy(value)
-    except Exception:  # an object that cannot be copied (a lock inside) is compared as it is
-        return value
 
 
 def values_equal(
@@ -191,13 +176,13 @@ class ChangeDetector:
                 continue  # stored as NULL with a bad_value error: a gap, like a failed read
             if not state.seen:
                 state.seen = True
-                state.last = _detached(value)
+                state.last = owned_value(value)
             elif state.primed_text and _reads_back_as(state.last, value):
-                state.last = _detached(value)  # the object from now on, compared as itself
+                state.last = owned_value(value)  # the object from now on, compared as itself
             elif not values_equal(
                 state.last, value, state.channel.tolerance_abs, state.channel.tolerance_rel
             ):
-                value = _detached(value)
+                value = owned_value(value)
                 events.append(self._event(state, sample, value))
                 state.last = value
             # else: equal, or within the tolerance of the known value, which stays as it was

@@ -6,21 +6,44 @@ writer turns them into SQL parameters without looking anything up by name.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 if TYPE_CHECKING:
     from .sampling import ReadFailure
 
 __all__ = [
+    "IMMUTABLE_TYPES",
     "ActionEvent",
     "FlaggedSample",
     "GroupStats",
     "MonitorError",
     "Sample",
     "SampleBatch",
+    "owned_value",
 ]
+
+#: Values that cannot change once read: a sample holds them as the driver returned them.
+IMMUTABLE_TYPES = frozenset({float, int, bool, str, bytes, complex, type(None)})
+
+
+def owned_value(value: Any) -> Any:
+    """A copy of a value the driver may change in place after handing it out (an array it
+    reuses as its buffer, its state dict); immutable values as they are. A sample waits for the
+    next commit before it is encoded, and a spec's known value is compared for as long as it
+    stands: both must keep what the read returned, not what the object holds later."""
+    if type(value) in IMMUTABLE_TYPES or isinstance(value, np.generic | BaseException):
+        return value
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    try:
+        return copy.deepcopy(value)
+    except Exception:  # an object that cannot be copied (a lock inside) is kept as it is
+        return value
 
 
 @dataclass(slots=True)

@@ -8,7 +8,6 @@ read concurrently.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +17,7 @@ import numpy as np
 
 from .channels import Channel, PollGroup
 from .clock import ThreadClock
+from .records import IMMUTABLE_TYPES, owned_value
 from .workers import InstrumentBusyError, InstrumentWorker
 
 __all__ = ["GroupReader", "ReadFailure"]
@@ -33,28 +33,10 @@ class ReadFailure:
     message: str
 
 
-#: Values that cannot change once read: a sample holds them as the driver returned them.
-_IMMUTABLE = frozenset({float, int, bool, str, bytes, complex, type(None)})
-
-
-def _owned(value: Any) -> Any:
-    """The sample's own copy of a value the driver may change in place after the read: an
-    array it reuses as its buffer, its state dict. A sample waits for the next commit before
-    it is encoded, and was stored with whatever the object held by then."""
-    if type(value) in _IMMUTABLE or isinstance(value, np.generic | BaseException):
-        return value
-    if isinstance(value, np.ndarray):
-        return value.copy()
-    try:
-        return copy.deepcopy(value)
-    except Exception:  # an object that cannot be copied (a lock inside) is kept as it is
-        return value
-
-
 def _owning(fn: Callable[[], Sequence[Any]]) -> Callable[[], Sequence[Any]]:
     """``fn`` with its values made the sample's own on the instrument's thread, before that
     thread's next read (of this group or another) can change them."""
-    return lambda: tuple(map(_owned, fn()))
+    return lambda: tuple(map(owned_value, fn()))
 
 
 def _read_each(params: Sequence[Any]) -> tuple[Any, ...]:
@@ -145,9 +127,9 @@ class GroupReader:
             and len(results) == self.size
             and not any(issubclass(t, BaseException) for t in types)
         ):
-            if all(t in _IMMUTABLE or issubclass(t, np.generic) for t in types):
+            if all(t in IMMUTABLE_TYPES or issubclass(t, np.generic) for t in types):
                 return results, ()
-            return tuple(map(_owned, results)), ()
+            return tuple(map(owned_value, results)), ()
         values: list[Any] = [None] * self.size
         failures: list[ReadFailure] = []
         plan = self._plans[0]
@@ -157,7 +139,7 @@ class GroupReader:
                 for lbl in plan.labels
             )
             return values, failures
-        self._fill(plan, tuple(map(_owned, results)), values, failures)
+        self._fill(plan, tuple(map(owned_value, results)), values, failures)
         return values, failures
 
     def failures(self, error_type: str, message: str) -> list[ReadFailure]:
