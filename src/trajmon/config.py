@@ -31,6 +31,7 @@ __all__ = [
     "MAX_INTERVAL_S",
     "MAX_TIMEOUT_S",
     "MIN_INTERVAL_S",
+    "SCHEDULE_FIELDS",
     "ChannelSpec",
     "ConfigError",
     "MonitorConfig",
@@ -87,6 +88,17 @@ def _positive_finite(name: str, value: float | None, high: float, low: float = 0
         raise ValueError(f"{name} must be at most {high:g} s, got {value:g}")
     if value < low:
         raise ValueError(f"{name} must be at least {low:g} s, got {value:g}")
+
+
+#: The numbers that shape a run's schedule and windows: set on a run, and staged for the next.
+SCHEDULE_FIELDS = (
+    "interval_s",
+    "signal_interval_s",
+    "spec_interval_s",
+    "rotate_entries",
+    "window_before_s",
+    "window_after_s",
+)
 
 
 def refuse_bool(value: Any) -> Any:
@@ -224,12 +236,7 @@ class MonitorConfig(BaseModel):
     source: Literal["sim", "tcp", "station", "instruments"] = "sim"
 
     _not_bool = field_validator(
-        "interval_s",
-        "signal_interval_s",
-        "spec_interval_s",
-        "rotate_entries",
-        "window_before_s",
-        "window_after_s",
+        *SCHEDULE_FIELDS,
         "commit_interval_s",
         "commit_rows",
         "queue_size",

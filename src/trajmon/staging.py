@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .config import (
     DEFAULT_CHANNELS,
+    SCHEDULE_FIELDS,
     ChannelSpec,
     ConfigError,
     MonitorConfig,
@@ -89,16 +90,7 @@ class StagedConfig(BaseModel):
     channels: Path | None = None
 
     # JSON ``true`` is not 1: a hand-edited ``"interval_s": true`` must not poll once a second.
-    _not_bool = field_validator(
-        "interval_s",
-        "signal_interval_s",
-        "spec_interval_s",
-        "rotate_entries",
-        "window_before_s",
-        "window_after_s",
-        "port",
-        mode="before",
-    )(refuse_bool)
+    _not_bool = field_validator(*SCHEDULE_FIELDS, "port", mode="before")(refuse_bool)
 
     @field_validator("run_name")
     @classmethod
