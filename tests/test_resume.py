@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
 
@@ -13,10 +13,10 @@ import pytest
 
 from simulators.qcodes_sim import SimulatedSTM
 from trajmon import ConfigError, MonitorConfig, Recorder, RunFailedError
-from trajmon.connection import open_connection
+from trajmon.connection import on_connection_thread, open_connection
 from trajmon.queries import connect_readonly, list_actions, list_runs, resolve_run
 from trajmon.resolve import build_groups
-from trajmon.resume import load_resume_config, resume_run
+from trajmon.resume import ResumeState, load_resume_config, resume_run
 
 
 @pytest.fixture
@@ -198,3 +198,68 @@ async def test_without_a_name_readers_pick_the_run_that_recorded_last(
     with closing(connect_readonly(db_path)) as conn:
         assert resolve_run(conn, None).run_name == "older"
         assert [r["run_name"] for r in list_runs(conn)] == ["older", "newer"]  # by creation
+
+
+async def resume_traced(
+    db_path: Path, stm: SimulatedSTM, name: str, at_lock: Callable[[], None] | None = None
+) -> tuple[list[str], ResumeState]:
+    """``resume_run`` of ``name``, with every statement its connection ran, in order;
+    ``at_lock`` runs as the write lock is asked for (from another connection)."""
+    statements: list[str] = []
+
+    def trace(sql: str) -> None:
+        if sql == "BEGIN IMMEDIATE" and at_lock is not None and "BEGIN IMMEDIATE" not in statements:
+            at_lock()
+        statements.append(sql)
+
+    groups = build_groups(load_resume_config(db_path, name), {"stm": stm})
+    conn = await open_connection(db_path)
+    try:
+        await on_connection_thread(conn, lambda db: db.set_trace_callback(trace))
+        state = await resume_run(conn, name, groups, now_mono=0.0, now_wall=time.time())
+    finally:
+        await conn.close()
+    return statements, state
+
+
+async def test_a_resume_scans_for_last_spec_values_before_taking_the_write_lock(
+    db_path: Path, stm: SimulatedSTM
+) -> None:
+    """A spec that failed to read for days leaves millions of NULLs for the scan back to its
+    last value: seconds, which under the write lock made another run recording into the same
+    file fail with "database is locked" (busy_timeout 2 s). The scan runs before the lock."""
+    await record_until(Recorder(MonitorConfig(run_name="nulls", db=db_path), {"stm": stm}), 6)
+    with closing(sqlite3.connect(db_path)) as conn, conn:  # the Bias reads failed after row 2
+        (bias,) = conn.execute('SELECT "Bias" FROM "nulls/specs" WHERE sample_idx = 2').fetchone()
+        conn.execute('UPDATE "nulls/specs" SET "Bias" = NULL WHERE sample_idx > 2')
+
+    statements, state = await resume_traced(db_path, stm, "nulls")
+
+    lock = statements.index("BEGIN IMMEDIATE")
+    scans = [i for i, sql in enumerate(statements) if "IS NOT NULL" in sql]
+    assert scans and max(scans) < lock, statements
+    assert state.last_spec_values["Bias"][1] == bias
+
+
+async def test_a_spec_table_grown_before_the_lock_is_scanned_again_under_it(
+    db_path: Path, stm: SimulatedSTM
+) -> None:
+    """The run was still stopping as the resume began: a row written between the snapshot's
+    scan and the claim must be the detector's starting value, not the one scanned before."""
+    await record_until(Recorder(MonitorConfig(run_name="late", db=db_path), {"stm": stm}), 6)
+    with closing(sqlite3.connect(db_path)) as conn:
+        top, dt_s = conn.execute('SELECT max(sample_idx), max(dt_s) FROM "late/specs"').fetchone()
+
+    def late_commit() -> None:
+        with closing(sqlite3.connect(db_path)) as other, other:
+            other.execute(
+                'INSERT INTO "late/specs" (sample_idx, dt_s, read_s, "Bias") VALUES (?, ?, 0, 7.5)',
+                (top + 1, dt_s + 1.0),
+            )
+
+    statements, state = await resume_traced(db_path, stm, "late", at_lock=late_commit)
+
+    assert state.last_spec_values["Bias"] == (dt_s + 1.0, 7.5)
+    assert state.next_idx[1] == top + 2
+    lock = statements.index("BEGIN IMMEDIATE")
+    assert any("IS NOT NULL" in sql for sql in statements[lock:]), "scanned again under the lock"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -26,6 +27,7 @@ __all__ = [
     "immediate_transaction",
     "on_connection_thread",
     "open_connection",
+    "read_snapshot",
     "write_transaction",
 ]
 
@@ -84,15 +86,25 @@ def write_transaction(
         raise
 
 
-@contextlib.asynccontextmanager
-async def immediate_transaction(conn: aiosqlite.Connection) -> AsyncIterator[None]:
+def immediate_transaction(conn: aiosqlite.Connection) -> AbstractAsyncContextManager[None]:
     """``BEGIN IMMEDIATE`` … ``COMMIT`` for the run record's own writes (start, resume, end).
 
     On any failure, cancellation included, the ``ROLLBACK`` is awaited in a shielded scope, so
     the block is left with the connection outside any transaction, and a failing ``ROLLBACK``
     (the connection already broken, say) never hides the error that caused it.
     """
-    await conn.execute("BEGIN IMMEDIATE")
+    return _transaction(conn, "BEGIN IMMEDIATE")
+
+
+def read_snapshot(conn: aiosqlite.Connection) -> AbstractAsyncContextManager[None]:
+    """A deferred transaction for reads that must agree with each other (one WAL snapshot)
+    and may take long: unlike :func:`immediate_transaction`, it blocks no other writer."""
+    return _transaction(conn, "BEGIN")
+
+
+@contextlib.asynccontextmanager
+async def _transaction(conn: aiosqlite.Connection, begin: str) -> AsyncIterator[None]:
+    await conn.execute(begin)
     try:
         yield
         await conn.execute("COMMIT")

@@ -22,7 +22,7 @@ import aiosqlite
 from .channels import PollGroup, decode_value
 from .clock import utc_iso
 from .config import ConfigError, MonitorConfig
-from .connection import immediate_transaction
+from .connection import immediate_transaction, read_snapshot
 from .queries import effective_status
 from .records import GroupStats
 from .schema import SchemaError, check_version, quote_ident
@@ -112,41 +112,20 @@ async def resume_run(
     """
     conn.row_factory = aiosqlite.Row
     try:
+        # Each spec's last value is a scan back over its NULLs (failed reads), which can take
+        # seconds: a spec that could not be read for days leaves millions of them. Done first in
+        # a snapshot, which blocks no other writer (another run recording into this file waits
+        # at most busy_timeout for the lock); under the lock, only a table grown since is
+        # scanned again.
+        async with read_snapshot(conn):
+            run, stored, labels = await _read_run(conn, run_name, groups, now_wall)
+            scans = await _scan_specs(conn, int(run["run_id"]), groups, stored, labels, {})
         async with immediate_transaction(conn):
-            run = await _fetchone(
-                conn, "SELECT * FROM runs WHERE run_name = ?", (run_name.strip(),)
-            )
-            _check_resumable(run, run_name, now_wall)
+            run, stored, labels = await _read_run(conn, run_name, groups, now_wall)
             run_id = int(run["run_id"])
-            stored = await _fetchall(
-                conn,
-                "SELECT group_id, name, kind, interval_s, table_name, samples, samples_read,"
-                " missed_ticks, failed_reads, read_s_sum, read_s_max, lateness_max_s, last_dt_s"
-                " FROM poll_groups WHERE run_id = ? ORDER BY group_id",
-                (run_id,),
-            )
-            labels = await _fetchall(
-                conn,
-                "SELECT channel_id, group_id, label, value_type, unit FROM channels"
-                " WHERE run_id = ? ORDER BY group_id, position",
-                (run_id,),
-            )
-            planned = [(g.name, g.kind, [c.label for c in g.channels]) for g in groups]
-            recorded = [
-                (
-                    r["name"],
-                    r["kind"],
-                    [c["label"] for c in labels if c["group_id"] == r["group_id"]],
-                )
-                for r in stored
-            ]
-            if planned != recorded:
-                raise ConfigError(
-                    f"cannot resume {run_name!r}: its channels differ from the configured ones"
-                    " (a resumed run must record the same groups and labels)"
-                )
-            _check_columns(run_name, groups, labels)
-            target, next_idx, last = await _load_groups(conn, run_id, groups, stored, labels)
+            scans = await _scan_specs(conn, run_id, groups, stored, labels, scans)
+            last = {label: known for scan in scans.values() for label, known in scan.last.items()}
+            target, next_idx = await _load_groups(conn, run_id, groups, stored, labels)
             action = await _fetchone(
                 conn,
                 "SELECT coalesce(max(action_idx) + 1, 0) FROM actions WHERE run_id = ?",
@@ -176,6 +155,41 @@ async def resume_run(
         last_spec_values=last,
         next_action_idx=int(action[0]),
     )
+
+
+async def _read_run(
+    conn: aiosqlite.Connection, run_name: str, groups: Sequence[PollGroup], now_wall: float
+) -> tuple[Any, list[Any], list[Any]]:
+    """The run's row, groups and channels, once checked that this configuration may go on
+    recording it: resumable, the same groups and labels, each column's type and unit."""
+    run = await _fetchone(conn, "SELECT * FROM runs WHERE run_name = ?", (run_name.strip(),))
+    _check_resumable(run, run_name, now_wall)
+    run_id = int(run["run_id"])
+    stored = await _fetchall(
+        conn,
+        "SELECT group_id, name, kind, interval_s, table_name, samples, samples_read,"
+        " missed_ticks, failed_reads, read_s_sum, read_s_max, lateness_max_s, last_dt_s"
+        " FROM poll_groups WHERE run_id = ? ORDER BY group_id",
+        (run_id,),
+    )
+    labels = await _fetchall(
+        conn,
+        "SELECT channel_id, group_id, label, value_type, unit FROM channels"
+        " WHERE run_id = ? ORDER BY group_id, position",
+        (run_id,),
+    )
+    planned = [(g.name, g.kind, [c.label for c in g.channels]) for g in groups]
+    recorded = [
+        (r["name"], r["kind"], [c["label"] for c in labels if c["group_id"] == r["group_id"]])
+        for r in stored
+    ]
+    if planned != recorded:
+        raise ConfigError(
+            f"cannot resume {run_name!r}: its channels differ from the configured ones"
+            " (a resumed run must record the same groups and labels)"
+        )
+    _check_columns(run_name, groups, labels)
+    return run, stored, labels
 
 
 def _check_columns(run_name: str, groups: Sequence[PollGroup], labels: Sequence[Any]) -> None:
@@ -287,17 +301,64 @@ async def _known_value(
     return first[0]
 
 
+@dataclass(slots=True)
+class _SpecScan:
+    """A spec table's last values, (dt_s, value) per label, and the table's top sample_idx
+    when they were read: while the top is the same, no row was added, and they still hold."""
+
+    run_id: int
+    top: int | None
+    last: dict[str, tuple[float, Any]]
+
+
+async def _scan_specs(
+    conn: aiosqlite.Connection,
+    run_id: int,
+    groups: Sequence[PollGroup],
+    stored: Sequence[Any],
+    labels: Sequence[Any],
+    earlier: dict[str, _SpecScan],
+) -> dict[str, _SpecScan]:
+    """The value the change detector starts from for each spec, by table; a table whose scan
+    in ``earlier`` is still current is not read again."""
+    scans: dict[str, _SpecScan] = {}
+    for row, group in zip(stored, groups, strict=True):
+        if group.kind != "spec":
+            continue
+        table = str(row["table_name"])
+        top = (await _fetchone(conn, f"SELECT max(sample_idx) FROM {quote_ident(table)}"))[0]
+        before = earlier.get(table)
+        if before is not None and (before.run_id, before.top) == (run_id, top):
+            scans[table] = before
+            continue
+        last: dict[str, tuple[float, Any]] = {}
+        for channel in group.channels:
+            col = quote_ident(channel.label)
+            hit = await _fetchone(
+                conn,
+                f"SELECT dt_s, {col} FROM {quote_ident(table)} WHERE {col} IS NOT NULL"
+                " ORDER BY sample_idx DESC LIMIT 1",
+            )
+            if hit is None:
+                continue
+            known = hit[1]
+            if channel.tolerance_abs is not None or channel.tolerance_rel is not None:
+                known = await _known_value(conn, run_id, table, channel.label, labels)
+            last[channel.label] = (float(hit[0]), decode_value(channel.value_type, known))
+        scans[table] = _SpecScan(run_id, top, last)
+    return scans
+
+
 async def _load_groups(
     conn: aiosqlite.Connection,
     run_id: int,
     groups: Sequence[PollGroup],
     stored: Sequence[Any],
     labels: Sequence[Any],
-) -> tuple[WriterTarget, dict[int, int], dict[str, tuple[float, Any]]]:
+) -> tuple[WriterTarget, dict[int, int]]:
     stats: dict[int, GroupStats] = {}
     tables: dict[int, str] = {}
     next_idx: dict[int, int] = {}
-    last: dict[str, tuple[float, Any]] = {}
     types = {int(c["channel_id"]): str(c["value_type"]) for c in labels}
     for row, group in zip(stored, groups, strict=True):
         gid, table = int(row["group_id"]), str(row["table_name"])
@@ -316,21 +377,6 @@ async def _load_groups(
         )
         top = await _fetchone(conn, f"SELECT max(sample_idx) FROM {quote_ident(table)}")
         next_idx[gid] = 0 if top[0] is None else int(top[0]) + 1
-        if group.kind != "spec":
-            continue
-        for channel in group.channels:
-            col = quote_ident(channel.label)
-            hit = await _fetchone(
-                conn,
-                f"SELECT dt_s, {col} FROM {quote_ident(table)} WHERE {col} IS NOT NULL"
-                " ORDER BY sample_idx DESC LIMIT 1",
-            )
-            if hit is None:
-                continue
-            known = hit[1]
-            if channel.tolerance_abs is not None or channel.tolerance_rel is not None:
-                known = await _known_value(conn, run_id, table, channel.label, labels)
-            last[channel.label] = (float(hit[0]), decode_value(channel.value_type, known))
     rotate_row = await _fetchone(
         conn, "SELECT rotate_entries FROM runs WHERE run_id = ?", (run_id,)
     )
@@ -343,4 +389,4 @@ async def _load_groups(
         stats=stats,
         channel_types=types,
     )
-    return target, next_idx, last
+    return target, next_idx
