@@ -8,6 +8,7 @@ import ast
 import errno
 import itertools
 import math
+import os
 import re
 import sqlite3
 import struct
@@ -170,6 +171,35 @@ def test_an_export_whose_run_json_fails_leaves_nothing_to_refuse_a_retry(
     files = sorted(p.name for p in export(db, tmp_path, "csv").iterdir())
     assert files == ["actions.csv", "channels.csv", "errors.csv", "run.json", "signals.csv",
                      "specs.csv"]  # fmt: skip
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "netcdf"])
+def test_an_overwrite_that_fails_leaves_the_earlier_export_whole(
+    db: Path, tmp_path: Path, fmt: Format, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each finished file replaced its old one at once, and the failure's cleanup then deleted
+    it: a disk full at the last file of an --overwrite left the earlier export with its
+    catalog and actions gone and its samples still there."""
+    directory = export(db, tmp_path, fmt)
+    before = {p.name: p.read_bytes() for p in directory.iterdir()}
+    real = os.replace
+
+    def full_disk(src: Any, dst: Any) -> None:
+        if Path(dst).name.startswith("specs"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(src, dst)
+
+    with monkeypatch.context() as patched, closing(connect_readonly(db)) as conn:
+        patched.setattr(os, "replace", full_disk)
+        with pytest.raises(OSError, match="No space"):
+            export_run(conn, resolve_run(conn, RUN), fmt, tmp_path, overwrite=True)
+    assert {p.name: p.read_bytes() for p in directory.iterdir()} == before
+
+    with closing(connect_readonly(db)) as conn:
+        result = export_run(conn, resolve_run(conn, RUN), fmt, tmp_path, overwrite=True)
+    assert sorted(p.name for p in directory.iterdir()) == sorted(before)  # nothing hidden left
+    assert sorted(result.files) == sorted(directory / name for name in before)
+    assert result.files[0].name == "run.json"
 
 
 @pytest.fixture(scope="module")

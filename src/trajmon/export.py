@@ -24,7 +24,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
 import sqlite3
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +37,7 @@ from .channels import INT64_MIN, decode_value, unique_name
 from .export_meta import run_document, run_metadata
 from .export_sinks import EXTENSIONS, Column, ColumnKind, Format, MetaValue, Sink, open_sink
 from .export_values import block_rows, joined, netcdf_fills
-from .files import replace_text_file, safe_filename
+from .files import safe_filename
 from .gcpause import gc_paused
 from .queries import QueryError, RunRef
 from .schema import quote_ident
@@ -353,7 +356,6 @@ def export_run(
     try:
         ex = _Exporter(conn, ref, fmt, directory, chunk_rows, progress)
         targets = ex.targets()
-        run_json = directory / "run.json"
         # run.json is shared by the formats and always rewritten; data files are not.
         existing = [p for p in targets.values() if p.exists()]
         if existing and not overwrite:
@@ -362,26 +364,32 @@ def export_run(
             )
         made = not directory.exists()
         directory.mkdir(parents=True, exist_ok=True)
+        # Every file is written into a hidden directory beside them and moved into place only
+        # once all are complete: a failed export (disk full) leaves nothing of itself to stop
+        # a retry, and an --overwrite that fails leaves the earlier export whole.
+        staging = Path(tempfile.mkdtemp(prefix=".export-", dir=directory))
         try:
-            ex.channels(targets.pop("channels"))
-            ex.actions(targets.pop("actions"))
-            ex.errors(targets.pop("errors"))
+            ex.dir = staging
+            ex.channels(ex.path("channels"))
+            ex.actions(ex.path("actions"))
+            ex.errors(ex.path("errors"))
             with gc_paused():  # millions of row tuples, none in a cycle (see gcpause)
                 for key, path in targets.items():
-                    ex.group(int(key.removeprefix("group:")), path)
-            # Last, and in one step (a full disk leaves the earlier run.json, not half of one).
+                    if key.startswith("group:"):
+                        ex.group(int(key.removeprefix("group:")), staging / path.name)
             doc = json.dumps(run_document(conn, ref), indent=2, ensure_ascii=False, default=str)
-            replace_text_file(run_json, doc + "\n")
+            (staging / "run.json").write_text(doc + "\n", encoding="utf-8")
+            ex.result.files.insert(0, staging / "run.json")
+            for done in [*ex.result.files[1:], ex.result.files[0]]:  # run.json, the end, last
+                os.replace(done, directory / done.name)
+            staging.rmdir()
         except BaseException:
-            # A failed export (disk full) takes its finished files with it, so it can be
-            # retried as it was, without --overwrite; also when only run.json failed.
-            for done in ex.result.files:
-                done.unlink(missing_ok=True)
+            shutil.rmtree(staging, ignore_errors=True)
             if made:  # nor the run's directory it made (left empty, it looks like an export)
                 with contextlib.suppress(OSError):
                     directory.rmdir()
             raise
-        ex.result.files.insert(0, run_json)
+        ex.result.files = [directory / done.name for done in ex.result.files]
     finally:
         if own_snapshot:
             conn.execute("ROLLBACK")
