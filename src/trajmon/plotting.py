@@ -7,7 +7,6 @@ display, and a program that imports trajmon keeps whatever backend it chose.
 
 from __future__ import annotations
 
-import bisect
 import errno
 import math
 import os
@@ -55,40 +54,61 @@ def _fmt(value: Any) -> str:
     return _short(str(value), _TEXT_MAX // 2)
 
 
-def _drawn(values: list[Any]) -> tuple[list[float], int]:
-    """The values as y coordinates, NaN where nothing is drawn: a gap (no value, or not a
-    number), NaN itself, and infinities or magnitudes beyond :data:`DRAWABLE_MAX`, counted."""
-    ys: list[float] = []
-    hidden = 0
-    for y in map(plottable, values):
-        if y is None or math.isnan(y):
-            ys.append(math.nan)  # a gap stays a gap
-        elif abs(y) > DRAWABLE_MAX:
-            ys.append(math.nan)
-            hidden += 1
-        else:
-            ys.append(y)
-    return ys, hidden
+def _drawn(values: list[Any]) -> tuple[np.ndarray, dict[str, int]]:
+    """The values as y coordinates, NaN where nothing is drawn, and how many were not drawn,
+    by reason: a failed read (no value), NaN, an infinity or a magnitude beyond
+    :data:`DRAWABLE_MAX`, a value that is not a number. A column of floats and failed reads (a
+    float channel: nearly always) is converted in one numpy call — a window can hold millions."""
+    if set(map(type, values)) <= {float, type(None)}:
+        ys = np.array(values, dtype=np.float64)  # None becomes NaN
+        failed = values.count(None)
+        not_numbers = 0
+    else:
+        numbers = [plottable(v) for v in values]
+        failed = sum(v is None for v in values)  # not count(): == on an array is an array
+        not_numbers = sum(y is None for y in numbers) - failed
+        ys = np.array([math.nan if y is None else y for y in numbers], dtype=np.float64)
+    nans = int(np.isnan(ys).sum()) - failed - not_numbers
+    with np.errstate(invalid="ignore"):
+        beyond = np.abs(ys) > DRAWABLE_MAX
+    ys[beyond] = math.nan
+    counts = {
+        "failed read(s)": failed,
+        "NaN": nans,
+        f"infinite or beyond ±{DRAWABLE_MAX:g}": int(beyond.sum()),
+        "not a number": not_numbers,
+    }
+    return ys, counts
 
 
-def _breaks(xs: list[float], gaps: list[dict[str, float]]) -> list[int]:
+def _note(ys: np.ndarray, counts: dict[str, int]) -> str:
+    """What an axis says about the values it does not show: a channel whose window holds no
+    value to draw gets an empty axis that says why (an instrument outage is not an absence of
+    samples), and values too large to draw are counted."""
+    if not ys.size:
+        return "no samples in this window"
+    if np.isnan(ys).all():
+        why = ", ".join(f"{n} {reason}" for reason, n in counts.items() if n)
+        return f"none of {ys.size} sample(s) drawn: {why}"
+    hidden = counts[f"infinite or beyond ±{DRAWABLE_MAX:g}"]
+    return f"{hidden} value(s) not drawn: infinite or beyond ±{DRAWABLE_MAX:g}" if hidden else ""
+
+
+def _breaks(xs: np.ndarray, gaps: list[dict[str, float]]) -> np.ndarray:
     """Positions after which the line must stop: the window's ``gaps`` as
     :func:`windows.window_columns` found them (the outage of a resumed run, missed ticks), each
     starting at one of the window's samples."""
-    return [bisect.bisect_left(xs, gap["from_s"]) for gap in gaps]
+    at = np.searchsorted(xs, [gap["from_s"] for gap in gaps]).astype(np.intp)
+    return at[at < xs.size - 1]  # each is followed by a sample
 
 
-def _broken(xs: list[float], ys: list[float], breaks: list[int]) -> tuple[list[float], list[float]]:
+def _broken(xs: np.ndarray, ys: np.ndarray, breaks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``xs``/``ys`` with a NaN point in every gap, so the line stops there instead of drawing
     values across a stretch in which nothing was recorded."""
-    if not breaks:
+    if not breaks.size:
         return xs, ys
-    bx, by, start = [], [], 0
-    for i in breaks:
-        bx += [*xs[start : i + 1], (xs[i] + xs[i + 1]) / 2]
-        by += [*ys[start : i + 1], math.nan]
-        start = i + 1
-    return bx + xs[start:], by + ys[start:]
+    middle = (xs[breaks] + xs[breaks + 1]) / 2
+    return np.insert(xs, breaks + 1, middle), np.insert(ys, breaks + 1, math.nan)
 
 
 def plot_action_window(
@@ -107,14 +127,17 @@ def plot_action_window(
     from matplotlib.figure import Figure
     from matplotlib.ticker import EngFormatter
 
-    series: list[tuple[str, str, list[float], list[float], int]] = []
+    series: list[tuple[str, str, np.ndarray, np.ndarray, str]] = []
+    skipped = 0
     for g in groups:
-        xs = [float(t) for t in g["dt_s"]]
+        xs = np.asarray(g["dt_s"], dtype=np.float64)
         breaks = _breaks(xs, g.get("gaps", []))
         for ch in g["channels"]:
-            ys, hidden = _drawn(g["columns"].get(ch["label"], [None] * len(xs)))
-            if any(not math.isnan(y) for y in ys) or not ys or hidden:
-                series.append((ch["label"], ch["unit"], *_broken(xs, ys, breaks), hidden))
+            ys, counts = _drawn(g["columns"].get(ch["label"], [None] * len(xs)))
+            if counts["not a number"] and np.isnan(ys).all():  # a text or array channel
+                skipped += 1
+                continue
+            series.append((ch["label"], ch["unit"], *_broken(xs, ys, breaks), _note(ys, counts)))
     n = max(len(series), 1)
     fig = Figure(figsize=(9, 1.2 + 2.0 * n), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
@@ -128,19 +151,18 @@ def plot_action_window(
         ax.set_xlim(action["window_start_s"], action["window_end_s"])
         ax.grid(True, alpha=0.3)
     if not series:
-        axes[0].text(
-            0.5, 0.5, "no signal samples in this window", ha="center", transform=axes[0].transAxes
-        )
-    for ax, (label, unit, xs, ys, hidden) in zip(axes, series, strict=False):
+        empty = f"{skipped} signal channel(s), none numeric" if skipped else "no signal channels"
+        axes[0].text(0.5, 0.5, empty, ha="center", transform=axes[0].transAxes)
+    for ax, (label, unit, xs, ys, note) in zip(axes, series, strict=False):
         ax.plot(xs, ys, linewidth=0.9, marker="." if len(xs) < 200 else None, markersize=3)
         # Names and units are data: "$" in them is a dollar, not matplotlib's math mode.
         label = _short(label, 30)
         ax.set_ylabel(f"{label} [{unit}]" if unit else label, parse_math=False)
-        if hidden:
+        if note:
             ax.text(
                 0.01,
                 0.95,
-                f"{hidden} value(s) not drawn: infinite or beyond ±{DRAWABLE_MAX:g}",
+                note,
                 va="top",
                 fontsize="small",
                 transform=ax.transAxes,

@@ -1,0 +1,120 @@
+"""``actions plot`` on windows whose values cannot all be drawn: every read of a channel failed,
+no sample at all, only text channels. The figure must say what is missing and why — an
+outage drawn as "no samples" sends the operator looking for a recorder fault."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from trajmon import plotting
+from trajmon.plotting import plot_action_window
+
+
+def _action() -> dict[str, Any]:
+    """Bias 0.1 -> 0.2 seen at 1 s, window 0-2 s (the shape ``get_action`` returns)."""
+    return {
+        "action_idx": 0,
+        "dt_s": 1.0,
+        "prev_dt_s": 0.9,
+        "window_start_s": 0.0,
+        "window_end_s": 2.0,
+        "spec_label": "Bias",
+        "old_value": 0.1,
+        "new_value": 0.2,
+    }
+
+
+def _group(dts: list[float], columns: dict[str, list[Any]]) -> dict[str, Any]:
+    """A :func:`windows.window_columns` group with these samples."""
+    return {
+        "dt_s": dts,
+        "channels": [{"label": label, "unit": "A"} for label in columns],
+        "columns": columns,
+        "gaps": [],
+    }
+
+
+def _plot(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, groups: list[dict[str, Any]]
+) -> tuple[int, Figure]:
+    figures: list[Figure] = []
+    monkeypatch.setattr(plotting, "_save", lambda fig, out: figures.append(fig))
+    drawn = plot_action_window(_action(), groups, tmp_path / "p.png", run_name="r")
+    (fig,) = figures
+    return drawn, fig
+
+
+def _texts(fig: Figure) -> list[str]:
+    return [t.get_text() for ax in fig.axes for t in ax.texts]
+
+
+def test_a_channel_whose_reads_all_failed_keeps_its_axis_and_says_why(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A window in which every read of one channel failed (the instrument was gone) drew no
+    axis for that channel and said nothing; when it was the only channel, the figure said
+    "no signal samples in this window" although the window had its samples."""
+    groups = [_group([0.0, 0.5, 1.0], {"I": [1e-10, 2e-10, 3e-10], "Broken": [None] * 3})]
+    drawn, fig = _plot(monkeypatch, tmp_path, groups)
+    assert drawn == 2
+    assert [ax.get_ylabel() for ax in fig.axes] == ["I [A]", "Broken [A]"]
+    assert fig.axes[1].texts[0].get_text() == "none of 3 sample(s) drawn: 3 failed read(s)"
+    assert len(fig.axes[0].texts) == 0  # the healthy channel needs no note
+
+    only = [_group([0.0, 0.5], {"Broken": [None, None]})]
+    drawn, fig = _plot(monkeypatch, tmp_path, only)
+    assert drawn == 1 and fig.axes[0].get_ylabel() == "Broken [A]"
+    assert _texts(fig) == ["none of 2 sample(s) drawn: 2 failed read(s)"]
+
+
+def test_an_all_nan_channel_says_its_values_were_nan(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """NaN read back (a float channel reading NaN) is a value, not a failed read: the note
+    keeps the two apart."""
+    groups = [_group([0.0, 0.5, 1.0], {"I": [float("nan"), None, np.float32("nan")]})]
+    drawn, fig = _plot(monkeypatch, tmp_path, groups)
+    assert drawn == 1
+    assert _texts(fig) == ["none of 3 sample(s) drawn: 1 failed read(s), 2 NaN"]
+
+
+def test_a_window_without_samples_says_so_on_every_axis(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """No sample in the window (an action in a slow signal group's first interval): empty
+    axes with made-up ticks and not a word."""
+    groups = [_group([], {"I": [], "Z": []})]
+    drawn, fig = _plot(monkeypatch, tmp_path, groups)
+    assert drawn == 2
+    assert _texts(fig) == ["no samples in this window"] * 2
+
+
+def test_a_window_of_only_text_channels_does_not_claim_there_were_no_samples(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Text and array channels are not drawn (documented); the figure said "no signal samples
+    in this window" although it had them."""
+    text = _group([0.0, 1.0], {"Mode": ["scan", "idle"], "Trace": [np.arange(3.0)] * 2})
+    drawn, fig = _plot(monkeypatch, tmp_path, [text])
+    assert drawn == 0
+    assert _texts(fig) == ["2 signal channel(s), none numeric"]
+    drawn, fig = _plot(monkeypatch, tmp_path, [])
+    assert drawn == 0 and _texts(fig) == ["no signal channels"]
+
+
+def test_values_beyond_the_drawable_range_are_still_counted(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The note for infinities (kept from before) beside a drawn line, with failed reads and a
+    bool and int mixed in: only the infinities are counted, the rest are drawn or gaps."""
+    groups = [_group([0.0, 0.5, 1.0, 1.5], {"I": [float("inf"), None, True, 3]})]
+    drawn, fig = _plot(monkeypatch, tmp_path, groups)
+    assert drawn == 1
+    assert _texts(fig) == [f"1 value(s) not drawn: infinite or beyond ±{plotting.DRAWABLE_MAX:g}"]
+    line = fig.axes[0].get_lines()[-1]  # after the action marker
+    assert np.array_equal(line.get_ydata(), [np.nan, np.nan, 1.0, 3.0], equal_nan=True)
