@@ -209,3 +209,12 @@ async def test_the_first_progress_line_of_a_resumed_run_rates_this_sessions_read
             tg.cancel_scope.cancel()
     first = stderr.getvalue().splitlines()[0]
     assert "signals 12345 (0.0/s" in first and "specs 12345 (0.0/s" in first, first
+
+
+def test_the_live_view_measures_names_as_the_terminal_shows_them() -> None:
+    """The view is shown on the CLI's console, which prints "sweep:up:1" as it is; the console
+    that measured its lines read ":up:" as an emoji code, one cell wide where it takes four."""
+    from trajmon.live import _measurer
+
+    (line,) = _measurer(80).render_lines("sweep:up:1", pad=False)
+    assert "".join(segment.text for segment in line) == "sweep:up:1"

@@ -316,8 +316,8 @@ def _actions_part(recent: list[ActionEvent]) -> list[RenderableType]:
 
 def _measurer(width: int | None) -> Console:
     """A console that only measures: the view's lines at the terminal's width."""
-    return Console(  # no markup: labels, units and group names are data ("Z [m]")
-        file=io.StringIO(), width=width or 10_000, color_system=None, markup=False
+    return Console(  # no markup or emoji codes: labels, units and group names are data
+        file=io.StringIO(), width=width or 10_000, color_system=None, markup=False, emoji=False
     )
 
 

@@ -15,7 +15,8 @@ import numpy as np
 import typer
 from pydantic import ValidationError
 from rich import box
-from rich.console import Console, Group, RenderableType
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, Group, RenderableType
 from rich.measure import Measurement
 from rich.table import Table
 
@@ -48,9 +49,10 @@ EXIT_SIGTERM = 143
 
 # No markup: every string these print is data — run names, labels, units, values, paths — and
 # rich would read "[m]" in "Z [m]" as a style (dropping it) and fail on a stray "[/x]". Styling
-# is done with Text objects instead.
-console = Console(highlight=False, soft_wrap=True, markup=False)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+# is done with Text objects instead. No emoji codes either: rich would print run "sweep:up:1"
+# as "sweep🆙1" and a value "x:x:y" as "x❌y".
+console = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 DbOption = Annotated[Path, typer.Option("--db", help="SQLite database file.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
@@ -135,6 +137,47 @@ def _natural_width(target: Console, renderable: RenderableType) -> int:
     return Measurement.get(target, options, renderable).maximum
 
 
+def _cell_width(target: Console, options: ConsoleOptions, cell: RenderableType) -> int:
+    """A cell's width on one line. Printable text without ":" (which an emoji code needs) is
+    one line of its characters' widths, as rich measures it, at a fraction of the cost: a
+    5 000-row window has 20 000 such cells, and rich measuring each took a second."""
+    if isinstance(cell, str) and cell.isprintable() and ":" not in cell:
+        return cell_len(cell)
+    return Measurement.get(target, options, cell).maximum
+
+
+def _pin_widths(table: Table, target: Console) -> list[tuple[int, int]]:
+    """Fix each column of ``table`` that has no width of its own at its natural width (its
+    widest value, header included), measuring each cell once; returns each column's widest
+    value and natural width.
+
+    rich measures every cell of a table each time the table is measured and again when it is
+    printed; with the widths fixed, both only add them up (a 5 000-row window: 3.8 s -> 1 s)."""
+    options = target.options.update(max_width=_UNBOUNDED)
+
+    def widest(cells: Iterable[RenderableType]) -> int:
+        return max((_cell_width(target, options, c) for c in cells), default=1)
+
+    out = []
+    for column in table.columns:
+        value = max(widest(column.cells), 1)
+        ends = [column.header] * table.show_header + [column.footer] * table.show_footer
+        full = max(value, widest(ends))
+        if column.width is None and column.min_width is None and column.max_width is None:
+            column.width = full
+        out.append((value, full))
+    return out
+
+
+def _pin_tables(renderable: RenderableType, target: Console) -> None:
+    """:func:`_pin_widths` for each table in ``renderable``."""
+    if isinstance(renderable, Group):
+        for part in renderable.renderables:
+            _pin_tables(part, target)
+    elif isinstance(renderable, Table):
+        _pin_widths(renderable, target)
+
+
 def fit_to_width(renderable: RenderableType, target: Console) -> bool:
     """Make the tables in ``renderable`` fit ``target``'s width keeping every character of every
     cell; False when they cannot (fewer columns on the screen than the table has columns).
@@ -147,21 +190,21 @@ def fit_to_width(renderable: RenderableType, target: Console) -> bool:
     next row's."""
     if isinstance(renderable, Group):
         return all([fit_to_width(part, target) for part in renderable.renderables])
-    if not isinstance(renderable, Table) or _natural_width(target, renderable) <= target.width:
+    if not isinstance(renderable, Table):
         return True
     table = renderable
+    columns = table.columns
+    given = [c.width for c in columns]
+    measured = _pin_widths(table, target)
+    values, full = [v for v, _ in measured], [f for _, f in measured]
+    if _natural_width(target, table) <= target.width:
+        return True
     if table.box is None:  # a rule to tell rows apart, should values fold
         table.box, table.show_edge = box.SIMPLE_HEAD, False
-    options = target.options.update(max_width=_UNBOUNDED)
-
-    def widest(cells: Iterable[RenderableType]) -> int:
-        return max((Measurement.get(target, options, c).maximum for c in cells), default=1)
-
-    columns = table.columns
-    values = [max(widest(c.cells), 1) for c in columns]
-    full = [max(v, widest([c.header])) for v, c in zip(values, columns, strict=True)]
     room = target.width - (_natural_width(target, table) - sum(full))  # for the contents
     if room < len(columns):
+        for column, width in zip(columns, given, strict=True):
+            column.width = width  # as it was: rich squeezes it as it would have
         return False
     widths = _share(room, values)
     spare = room - sum(widths)
@@ -205,7 +248,8 @@ def print_table(renderable: RenderableType) -> None:
     if console.is_terminal and fit_to_width(renderable, console):
         console.print(renderable)
         return
+    _pin_tables(renderable, console)
     width = max(_natural_width(console, renderable), console.width)
-    Console(file=console.file, highlight=False, soft_wrap=True, markup=False, width=width).print(
-        renderable
-    )
+    Console(
+        file=console.file, highlight=False, soft_wrap=True, markup=False, emoji=False, width=width
+    ).print(renderable)
