@@ -24,7 +24,7 @@ from simulators.nanonis_server import NanonisServer
 from trajmon.drivers.nanonis_protocol import COMMANDS
 from trajmon.yamlfile import YamlFileError, read_yaml
 
-__all__ = ["FaultPlanError", "FaultStep", "load_fault_plan", "play_faults"]
+__all__ = ["FaultPlanError", "FaultPlanStopped", "FaultStep", "load_fault_plan", "play_faults"]
 
 _KINDS = ("drop", "error", "hang", "outage")
 _KEYS = {"at_s", "fault", "n", "command", "seconds", "message"}
@@ -33,6 +33,10 @@ _REQUIRED = {"at_s", "fault"}
 
 class FaultPlanError(ValueError):
     """A fault plan file is malformed; one line naming the file and the entry."""
+
+
+class FaultPlanStopped(RuntimeError):
+    """After an outage the server could not listen again (its port was taken meanwhile)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +99,11 @@ def _count(where: str, value: object) -> int:
 
 
 async def play_faults(server: NanonisServer, steps: list[FaultStep]) -> None:
-    """Apply each step at its time; an outage stops the server and restarts it on its port."""
+    """Apply each step at its time; an outage stops the server and restarts it on its port.
+
+    Raises :class:`FaultPlanStopped` when the restart fails: the server is then down for good,
+    which must not pass for an outage that never ends.
+    """
     start = time.monotonic()
     for step in steps:
         delay = start + step.at_s - time.monotonic()
@@ -110,4 +118,10 @@ async def play_faults(server: NanonisServer, steps: list[FaultStep]) -> None:
         else:
             await server.stop()
             await asyncio.sleep(step.seconds)
-            await server.start()
+            try:
+                await server.start()
+            except OSError as exc:
+                raise FaultPlanStopped(
+                    f"fault plan: after the outage at {step.at_s:g} s the server cannot listen"
+                    f" on {server.host}:{server.port} again: {exc.strerror or exc}"
+                ) from exc

@@ -68,6 +68,8 @@ SleepFn = Callable[[float], Awaitable[None]]
 # A change that fails with one of these is logged in ``errors`` and skipped; the scenario goes on.
 # ValueError: a value the wire format cannot encode (AsyncNanonisClient.request).
 _CHANGE_FAILURES = (OSError, EOFError, TimeoutError, NanonisError, ProtocolError, ValueError)
+# Reads after an acknowledged set: the change happened, so its read-back is tried this often.
+_READ_BACK_ATTEMPTS = 3
 
 
 class ScenarioError(ValueError):
@@ -304,6 +306,12 @@ class ScriptedOperator:
                     await self._sleep(delay)
                 try:
                     entries = await self._apply(idx, change)
+                except _ReadBackError as exc:
+                    what = f"was applied but not read back, so it is not in the truth: {exc}"
+                    self.errors.append(f"change {idx} ({change.spec}) {what}")
+                    if self._on_error is not None:
+                        self._on_error(self.errors[-1])
+                    continue
                 except _CHANGE_FAILURES as exc:
                     self.errors.append(f"change {idx} ({change.spec}) failed: {exc!r}")
                     if self._on_error is not None:
@@ -361,12 +369,28 @@ class ScriptedOperator:
         t_sent, t_epoch = self._clock(), self._wall()
         await self._write(change, old)
         t_acked = self._clock()
-        new = await self._read(change.spec)
+        new = await self._read_back(change.spec)
         return [
             TruthEntry(idx, change.at_s, label, old[label], new[label], t_sent, t_acked, t_epoch)
             for label in old
             if new[label] != old[label]
         ]
+
+    async def _read_back(self, spec: str) -> dict[str, float | int | bool]:
+        """The read after an acknowledged set, retried on a failure (a dropped connection is
+        reopened): the set happened, and skipping the change like a failed set would leave
+        a real change out of the truth, to be scored as a false detection."""
+        for _ in range(_READ_BACK_ATTEMPTS - 1):
+            with contextlib.suppress(*_CHANGE_FAILURES):
+                return await self._read(spec)
+        try:
+            return await self._read(spec)
+        except _CHANGE_FAILURES as exc:
+            raise _ReadBackError(f"{_READ_BACK_ATTEMPTS} attempts, the last: {exc!r}") from exc
+
+
+class _ReadBackError(Exception):
+    """A set was acknowledged but the settings could not be read back afterwards."""
 
 
 def _field_of(label: str) -> str:

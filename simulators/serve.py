@@ -107,8 +107,10 @@ async def serve(
     """Serve until cancelled; prints ``host:port`` once listening and calls ``ready(sim)``.
 
     ``faults`` is a fault-plan YAML (see :mod:`simulators.faults`), played from the moment the
-    server listens. Each scripted change that fails is reported through ``err`` (default:
-    stderr) as it happens, and the end of the scenario through ``out`` (default: stdout).
+    server listens; when an outage's restart fails, :class:`~simulators.faults.FaultPlanStopped`
+    is raised (the server is down for good). Each scripted change that fails is reported through
+    ``err`` (default: stderr) as it happens, and the end of the scenario through ``out``
+    (default: stdout).
     """
     say = out or (lambda line: print(line, flush=True))  # flushed: scripts wait on a pipe
     warn = err or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -132,6 +134,7 @@ async def serve(
         if ready is not None:
             ready(sim)
         try:
+            await fault_task  # the plan played; raises when the server could not come back
             await asyncio.Event().wait()  # until cancelled (Ctrl-C / task cancellation)
         finally:
             fault_task.cancel()

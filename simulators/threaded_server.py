@@ -61,7 +61,11 @@ class ThreadedNanonisServer:
         self._loop.close()
 
     def __enter__(self) -> ThreadedNanonisServer:
-        self.start()
+        try:
+            self.start()
+        except BaseException:  # a port in use: no __exit__ follows to end the loop's thread
+            self.close()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:

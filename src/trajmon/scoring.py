@@ -51,7 +51,12 @@ def score_actions(
     early_s: float = 0.0,
     ignore: Sequence[TruthChange] = (),
 ) -> Score:
-    """Greedy one-to-one matching in time order.
+    """Greedy one-to-one matching, the latest change first.
+
+    A detection shows the value a read found, which is the latest change's: when a label
+    changes to ``v``, away and back to ``v`` within one interval, the detection belongs to the
+    last change (its latency counts from there) and the earlier two were missed. Matched in
+    time order, the first change took it and the latency was overstated.
 
     ``ignore`` lists changes too close to the end of the recording to require detection; a
     detection that matches one of them is neither a hit nor a false positive.
@@ -73,13 +78,15 @@ def score_actions(
                 return i
         return None
 
-    for change in sorted(truth, key=lambda c: c.t_s):
+    for change in sorted(truth, key=lambda c: c.t_s, reverse=True):
         hit = find(change)
         if hit is None:
             missed.append(change)
         else:
             used.add(hit)
             latencies.append(detected[hit]["dt_s"] - change.t_s)
+    latencies.reverse()  # in time order of the changes, as the missed ones
+    missed.reverse()
     for change in ignore:
         hit = find(change)
         if hit is not None:
@@ -105,27 +112,29 @@ def score_recording(
 
     ``truth`` entries need ``label``, ``new``, ``t_sent_mono`` and ``t_acked_mono`` (monotonic
     clock of this process). Only labels the run records count. Changes acknowledged after the
-    last spec sample began could not have been seen: they are not required, and a detection of
-    one is not held against precision. A detection may lag by one spec interval, plus the most
-    a spec tick started late (a tick can only see a change once it has run), plus the longest
-    spec read, and precede the send by at most one read (the read was in flight).
+    last sample of their label's group began could not have been seen: they are not required,
+    and a detection of one is not held against precision. A detection may lag by one spec
+    interval, plus the most a spec tick started late (a tick can only see a change once it has
+    run), plus the longest spec read, and precede the send by at most one read (the read was in
+    flight).
     """
     t0 = recorder.t0_mono or 0.0
     spec_groups = [
         (g, s) for g, s in zip(recorder.groups, recorder.stats, strict=True) if g.kind == "spec"
     ]
-    labels = {c.label for g, _ in spec_groups for c in g.channels}
-    last_dt = max(((s.last_dt_s or 0.0) for _, s in spec_groups), default=0.0)
+    # Per label, the last sample of its own group: with a slower second spec group, the last
+    # sample of any group would require changes the slow group's last read came too early for.
+    last_dt = {c.label: s.last_dt_s or 0.0 for g, s in spec_groups for c in g.channels}
     read_max = max((s.read_s_max for _, s in spec_groups), default=0.0)
     late_max = max((s.lateness_max_s for _, s in spec_groups), default=0.0)
     interval = max((g.interval_s for g, _ in spec_groups), default=0.0)
     required: list[TruthChange] = []
     late: list[TruthChange] = []
     for entry in truth:
-        if entry.label not in labels:
+        if entry.label not in last_dt:
             continue
         change = TruthChange(entry.label, entry.t_sent_mono - t0, entry.new)
-        (required if entry.t_acked_mono - t0 < last_dt else late).append(change)
+        (required if entry.t_acked_mono - t0 < last_dt[entry.label] else late).append(change)
     score = score_actions(
         actions,
         required,

@@ -10,7 +10,7 @@ from typing import Annotated
 import anyio
 import typer
 
-from .common import fail
+from .common import EXIT_FAILED, fail
 
 __all__ = ["sim_app"]
 
@@ -48,7 +48,7 @@ def serve_cmd(
     ] = None,
 ) -> None:
     """Serve the STM simulator on 127.0.0.1 until Ctrl-C."""
-    from simulators.faults import FaultPlanError, load_fault_plan
+    from simulators.faults import FaultPlanError, FaultPlanStopped, load_fault_plan
     from simulators.operator import Scenario, ScenarioError, load_scenario
     from simulators.serve import serve
 
@@ -81,6 +81,8 @@ def serve_cmd(
         anyio.run(main)
     except KeyboardInterrupt:
         pass
+    except FaultPlanStopped as exc:
+        fail(str(exc), EXIT_FAILED)
     except OSError as exc:
         fail(f"cannot serve on 127.0.0.1:{port}: {exc}")
     finally:
