@@ -183,3 +183,21 @@ def test_a_change_after_the_last_read_of_its_own_group_is_not_required() -> None
     score, required = score_recording(recorder, [bias, entry], actions)  # type: ignore[arg-type]
     assert required == [TruthChange("Bias", 5.0, 0.3)]
     assert (score.matched, score.precision, score.recall) == (1, 1.0, 1.0)
+
+
+def test_sim_serve_on_a_busy_port_keeps_the_earlier_truth_log(tmp_path: Path) -> None:
+    """The check that the truth log can be written opened it with "w": a serve that then found
+    its port taken had already emptied the truth log of the session before it."""
+    from simulators.operator import quick_scenario_path
+
+    truth = tmp_path / "truth.jsonl"
+    truth.write_text('{"change": 0}\n', encoding="utf-8")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        args = ["sim", "serve", "--port", port, "--scenario", str(quick_scenario_path())]
+        result = CliRunner().invoke(app, [*args, "--truth-log", str(truth)])
+    assert result.exit_code == 2, result.output
+    assert "cannot serve on 127.0.0.1" in result.output
+    assert truth.read_text(encoding="utf-8") == '{"change": 0}\n'

@@ -102,11 +102,12 @@ def _check_logs(
     scenario: Path | None, faults: Path | None, truth_log: Path | None, request_log: Path | None
 ) -> None:
     """Refuse log paths that would lose data, before any file is touched; then check that the
-    logs can be written (the truth log is truncated, the request log appended to), so a problem
-    is one line now, not a traceback or a silently missing log later."""
+    logs can be written, so a problem is one line now, not a traceback or a silently missing log
+    later. Opened to append, both: the truth log is emptied only when the scenario starts, so a
+    serve that fails first (its port taken) keeps the log of the session before it."""
     if truth_log is not None and scenario is None:
         fail(f"the truth log {truth_log} needs --scenario: without one nothing is written to it")
-    logs = {"request log": request_log, "truth log": truth_log}  # appending first: harmless
+    logs = {"request log": request_log, "truth log": truth_log}
     inputs = {"scenario": scenario, "fault plan": faults, "truth log": truth_log}
     given = {name: log for name, log in logs.items() if log is not None}
     for log_name, log in given.items():
@@ -115,6 +116,6 @@ def _check_logs(
                 fail(f"the {log_name} {log} is the same file as the {input_name} {other}")
     for log_name, log in given.items():
         try:
-            log.open("w" if log_name == "truth log" else "a", encoding="utf-8").close()
+            log.open("a", encoding="utf-8").close()
         except OSError as exc:
             fail(f"cannot write the {log_name} {log}: {exc.strerror or exc}")
