@@ -4,8 +4,9 @@ it only once complete.
 A crash, a full disk or a Ctrl-C then leaves the old file or the new one — never half of one
 under the name asked for — and a reader never mistakes an interrupted write for a whole one.
 Used for the staged configuration, channels files, plots and export files. And names for
-files made from operator text (:func:`safe_filename`), and where SQLite keeps a database's
-write-ahead log (:func:`wal_file`).
+files made from operator text (:func:`safe_filename`), where SQLite keeps a database's
+write-ahead log (:func:`wal_file`), and what a recorder needs when its database file is deleted or
+moved under it (:class:`FileWatch`, :func:`save_database_copy`).
 """
 
 from __future__ import annotations
@@ -14,12 +15,21 @@ import contextlib
 import hashlib
 import os
 import re
+import sqlite3
 import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["replace_text_file", "replacing", "safe_filename", "wal_file"]
+__all__ = [
+    "FileWatch",
+    "file_identity",
+    "replace_text_file",
+    "replacing",
+    "safe_filename",
+    "save_database_copy",
+    "wal_file",
+]
 
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f-\x9f<>:"/\\|?*]')
 _WINDOWS_RESERVED = re.compile(r"^(con|prn|aux|nul|com\d|lpt\d)(\..*)?$", re.IGNORECASE)
@@ -69,3 +79,58 @@ def safe_filename(name: str, max_bytes: int = 120) -> str:
 def wal_file(db: Path) -> Path:
     """The write-ahead log SQLite keeps beside ``db`` in WAL mode."""
     return db.with_name(db.name + "-wal")
+
+
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file named ``path`` now; None when no file has that name any more.
+    Any other ``OSError`` (the directory made unreadable, say) is raised: nothing is known."""
+    try:
+        st = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return st.st_dev, st.st_ino
+
+
+class FileWatch:
+    """Whether ``path`` still names the file it named when this was made.
+
+    SQLite does not notice an open database file deleted or renamed: WAL commits go on
+    succeeding, and what they wrote is gone once the connection closes (for a renamed file,
+    the log they went to is no longer the renamed file's)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._identity = file_identity(path)
+
+    def replaced(self) -> bool:
+        """True once the name leads to another file or to none; False while it cannot be
+        looked at (the open file is still written)."""
+        if self._identity is None:
+            return False
+        try:
+            return file_identity(self.path) != self._identity
+        except OSError:
+            return False
+
+
+def save_database_copy(db: sqlite3.Connection, path: Path) -> Path:
+    """Copy ``db`` (SQLite's online backup) to a new file beside ``path``; returns its name.
+
+    For a database file deleted or moved while open: the connection still holds every committed
+    page, and they are gone once it closes. The copy gets a name no file uses — not ``path``
+    itself, whose old ``-wal`` file may still lie beside it and would be taken for the copy's.
+    """
+    n = 1
+    while True:
+        dest = path.with_name(f"{path.stem}.rescued-{n}{path.suffix}")
+        if not any(p.exists() for p in (dest, wal_file(dest))):
+            break
+        n += 1
+    try:
+        with contextlib.closing(sqlite3.connect(dest)) as out:
+            db.backup(out)
+    except BaseException:
+        with contextlib.suppress(OSError):  # a partial copy is no copy
+            dest.unlink(missing_ok=True)
+        raise
+    return dest

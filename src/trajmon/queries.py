@@ -93,6 +93,8 @@ def connect_readonly(db: Path | str) -> sqlite3.Connection:
 
 
 def _check_catalog(conn: sqlite3.Connection, path: Path, tables: set[str]) -> None:
+    if "runs" not in tables:  # before the version: many programs set one ("upgrade trajmon"?)
+        raise QueryError(f"{path} is not a trajmon database (no runs table)")
     (version,) = conn.execute("PRAGMA user_version").fetchone()
     try:
         check_version(version)

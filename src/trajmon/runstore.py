@@ -23,7 +23,14 @@ from .clock import utc_iso
 from .config import ConfigError, MonitorConfig
 from .connection import StorageError, check_owner, immediate_transaction, on_connection_thread
 from .records import GroupStats
-from .schema import GROUP_UPDATE, group_counters, group_table_ddl, group_table_name, migrate
+from .schema import (
+    GROUP_UPDATE,
+    SchemaError,
+    group_counters,
+    group_table_ddl,
+    group_table_name,
+    migrate,
+)
 from .writer import WriterTarget
 
 __all__ = ["RunExistsError", "create_run", "finish_run", "prepare_db"]
@@ -46,6 +53,8 @@ def prepare_db(cfg: MonitorConfig, resume: bool) -> None:
             row = conn.execute("SELECT 1 FROM runs WHERE run_name = ?", (cfg.run_name,)).fetchone()
         except sqlite3.Error as exc:
             raise StorageError(f"cannot use database {cfg.db}: {exc}") from exc
+        except SchemaError as exc:  # say which file: the message alone names none
+            raise SchemaError(f"{cfg.db}: {exc}") from exc
         if resume:
             if row is None:
                 raise ConfigError(f"cannot resume: unknown run {cfg.run_name!r}")

@@ -233,11 +233,22 @@ def migrate(conn: sqlite3.Connection, wait_s: float = 2.0) -> int:
     ``wait_s`` bounds the wait for another process that holds the file (as ``timeout`` does
     for the statements)."""
     (version,) = conn.execute("PRAGMA user_version").fetchone()
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if version != 0 and "runs" not in tables:  # many programs set a version: not "upgrade"
+        raise SchemaError(f"not a trajmon database (schema version {version}, no 'runs' table)")
     check_version(version)
     if version == 0:
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if tables and "runs" not in tables:
-            raise SchemaError("not a trajmon database (it has tables but no 'runs' table)")
+        if tables:
+            # trajmon commits its catalog and its version in one transaction, so tables with
+            # version 0 are another program's — even with a table named ``runs``: that file was
+            # switched to WAL and given trajmon's tables before the first insert failed. Read
+            # again after the tables: a recorder that just created the catalog has set it.
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            if version == 0:
+                raise SchemaError(
+                    "not a trajmon database (it has tables but no trajmon schema version)"
+                )
+            return migrate(conn, wait_s)
         # WAL before the catalog's transaction, not after it: a process killed inside that
         # transaction then leaves uncommitted WAL frames, which every reader ignores, rather
         # than a hot rollback journal, which read-only connections cannot roll back — each

@@ -22,6 +22,7 @@ from .channels import PollGroup, encoder_for
 from .checkpoint import Checkpoints, checkpoints_beside
 from .clock import Clock, utc_iso
 from .connection import StorageError, on_connection_thread, write_transaction
+from .files import FileWatch, save_database_copy
 from .records import ActionEvent, FlaggedSample, GroupStats, MonitorError, Sample, SampleBatch
 from .schema import group_counters, insert_sql, segment_spans
 from .streaks import ErrorStreaks, Streak
@@ -29,6 +30,9 @@ from .streaks import ErrorStreaks, Streak
 __all__ = ["Item", "Writer", "WriterTarget"]
 
 Item = Sample | SampleBatch | FlaggedSample
+
+#: How often (after a commit) the writer checks that its database file is still the file there.
+FILE_CHECK_S = 1.0
 
 
 @dataclass(slots=True)
@@ -119,6 +123,9 @@ class Writer:
         #: A reader's backlog of the log, checkpointed beside the commits (trajmon.checkpoint).
         self.checkpoints: Checkpoints | None = None
         self._committed = anyio.Event()
+        #: The database file as it was when the writer started.
+        self._file: FileWatch | None = None
+        self._file_checked = -float("inf")
 
     def wake(self) -> None:
         """Commit now rather than at the next interval (queue filling up, or shutting down)."""
@@ -134,6 +141,8 @@ class Writer:
         try:
             with self._receive:  # owned here: closed when done, so blocked senders never hang
                 async with checkpoints_beside(self._conn) as self.checkpoints:
+                    if self.checkpoints is not None:  # else in memory: no file
+                        self._file = FileWatch(self.checkpoints.path)
                     await self._loop()
         finally:
             self.stopped = True
@@ -161,6 +170,7 @@ class Writer:
             now = self._clock.monotonic()
             if items or ended or now - self._last_beat >= self._heartbeat_s:
                 await self._commit(items)
+                await self._check_file(force=ended)
             if ended:
                 return
             if taken >= self._rows or self._wake_requested:
@@ -174,6 +184,29 @@ class Writer:
                 self._wake_scope = scope
                 await self._clock.sleep_until(deadline)
             self._wake_scope = None
+
+    async def _check_file(self, *, force: bool) -> None:
+        """Fail once the database file is deleted or replaced (:class:`FileWatch`), at most a
+        second after it happened and always at the end — the run ended ``completed`` with
+        nothing left to read. The open connection still holds every committed page: they are
+        copied to a new file beside the old name first."""
+        now = self._clock.monotonic()
+        if self._file is None or (not force and now - self._file_checked < FILE_CHECK_S):
+            return
+        self._file_checked = now
+        if not self._file.replaced():
+            return
+        path, self._file = self._file.path, None
+        try:
+            with anyio.CancelScope(shield=True):
+                copy = await on_connection_thread(self._conn, save_database_copy, path)
+        except (sqlite3.Error, OSError) as exc:
+            saved = f"copying what it held elsewhere failed too ({exc})"
+        else:
+            saved = f"what it held is saved in {copy}"
+        raise StorageError(
+            f"the database file {path} was deleted or replaced while recording; {saved}"
+        )
 
     def _take(self, limit: int) -> tuple[list[Item], int, bool]:
         """Items worth up to ``limit`` samples (a batch may go over), their sample count, and
