@@ -4,7 +4,11 @@ outage drawn as "no samples" sends the operator looking for a recorder fault."""
 
 from __future__ import annotations
 
+import sqlite3
+import warnings
+from contextlib import closing
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -118,3 +122,58 @@ def test_values_beyond_the_drawable_range_are_still_counted(
     assert _texts(fig) == [f"1 value(s) not drawn: infinite or beyond ±{plotting.DRAWABLE_MAX:g}"]
     line = fig.axes[0].get_lines()[-1]  # after the action marker
     assert np.array_equal(line.get_ydata(), [np.nan, np.nan, 1.0, 3.0], equal_nan=True)
+
+
+def _plot_labelled(tmp_path: Path, label: str) -> list[warnings.WarningMessage]:
+    groups = [_group([0.0, 1.0], {label: [1e-10, 2e-10]})]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plot_action_window(_action(), groups, tmp_path / "p.png", run_name="运行 1")
+    return caught
+
+
+def test_characters_no_font_has_give_one_warning_naming_them(tmp_path: Path) -> None:
+    """matplotlib warned once per character its font lacks ("Glyph 36816 … missing from
+    font(s) DejaVu Sans"): a Chinese run name and label printed a screenful on stderr."""
+    caught = _plot_labelled(tmp_path, "电流")
+    assert [w.category for w in caught] == [plotting.MissingGlyphsWarning]
+    assert str(caught[0].message).startswith(
+        "4 character(s) are in no installed font and are drawn as boxes (电 流 运 行)"
+    )
+
+
+def test_installed_fallback_fonts_draw_what_the_default_font_lacks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Characters DejaVu Sans lacks are drawn with an installed fallback font. STIX (shipped
+    with matplotlib) stands in for a CJK font here: it has the script capital A."""
+    assert [str(w.message)[:16] for w in _plot_labelled(tmp_path, "𝒜")] == ["3 character(s) a"]
+    monkeypatch.setattr(plotting, "FALLBACK_FONTS", ("No Such Font", "STIXGeneral"))
+    assert [str(w.message)[:16] for w in _plot_labelled(tmp_path, "𝒜")] == ["2 character(s) a"]
+
+
+def test_actions_plot_prints_missing_characters_as_one_note(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from trajmon.cli import actions_cmd, app
+
+    def plot(*args: Any, **kwargs: Any) -> int:
+        note = "2 character(s) are in no … (运 行)"
+        warnings.warn(plotting.MissingGlyphsWarning(note), stacklevel=2)
+        return 1
+
+    monkeypatch.setattr(plotting, "plot_action_window", plot)
+    monkeypatch.setattr(actions_cmd, "get_action", lambda *a: _action())
+    monkeypatch.setattr(actions_cmd, "window_columns", lambda *a: [])
+    monkeypatch.setattr(actions_cmd, "resolve_run", lambda conn, run: SimpleNamespace(
+        run_id=1, run_name="r"))  # fmt: skip
+    db = tmp_path / "t.db"
+    from trajmon.schema import migrate
+
+    with closing(sqlite3.connect(db)) as conn:
+        migrate(conn)
+    result = CliRunner().invoke(app, ["actions", "plot", "0", "--db", str(db), "-o", "x.png"])
+    assert result.exit_code == 0, result.output
+    assert "note: 2 character(s) are in no … (运 行)" in result.output

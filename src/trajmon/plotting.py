@@ -10,6 +10,10 @@ from __future__ import annotations
 import errno
 import math
 import os
+import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +21,40 @@ import numpy as np
 
 from .files import replacing
 
-__all__ = ["DRAWABLE_MAX", "plot_action_window", "plottable"]
+__all__ = ["DRAWABLE_MAX", "MissingGlyphsWarning", "plot_action_window", "plottable"]
 
 
 #: Largest magnitude drawn: matplotlib's autoscaling adds margins to the data limits, which
 #: overflows near the largest float (a RuntimeWarning, then no axis or a ValueError).
 DRAWABLE_MAX = 1e300
+
+#: Fonts tried, in this order, for characters matplotlib's own font (DejaVu Sans) does not have
+#: — Chinese, Japanese or Korean names and labels, emoji — where installed: those of common
+#: Linux distributions, Windows and macOS.
+FALLBACK_FONTS = (
+    "Noto Sans CJK JP",
+    "Noto Sans CJK SC",
+    "Source Han Sans",
+    "WenQuanYi Zen Hei",
+    "Droid Sans Fallback",
+    "Microsoft YaHei",
+    "Yu Gothic",
+    "Malgun Gothic",
+    "Hiragino Sans",
+    "PingFang SC",
+    "Apple SD Gothic Neo",
+    "Noto Color Emoji",
+    "Segoe UI Emoji",
+    "Apple Color Emoji",
+)
+
+_MISSING_GLYPH = re.compile(r"Glyph (\d+) .*missing from font")
+
+
+class MissingGlyphsWarning(UserWarning):
+    """Characters of the figure's text that no installed font has: drawn as empty boxes. One
+    warning for the figure, naming them, instead of matplotlib's one per character."""
+
 
 #: Longest run name, label or value in the title and axis labels: a 200-character name would
 #: run off the figure; the start is what tells one from another.
@@ -122,7 +154,53 @@ def plot_action_window(
 ) -> int:
     """Draw every numeric signal channel of ``groups`` (from :func:`windows.window_columns`)
     against ``dt_s``, one axis per channel, with the action instant marked; returns the axes
-    count."""
+    count. Characters no installed font has give one :class:`MissingGlyphsWarning`."""
+    with _fonts():
+        return _draw(action, groups, out, run_name=run_name, spec_unit=spec_unit, dpi=dpi)
+
+
+@contextmanager
+def _fonts() -> Iterator[None]:
+    """The installed :data:`FALLBACK_FONTS` behind the configured font, and matplotlib's
+    missing-glyph warnings gathered into one."""
+    import matplotlib
+    from matplotlib import font_manager
+
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    family = [*matplotlib.rcParams["font.family"], *(f for f in FALLBACK_FONTS if f in installed)]
+    missing: dict[str, None] = {}
+    with (
+        warnings.catch_warnings(record=True) as caught,
+        matplotlib.rc_context({"font.family": family}),
+    ):
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        glyph = _MISSING_GLYPH.match(str(w.message))
+        if glyph is not None:
+            missing[chr(int(glyph[1]))] = None
+        else:  # not ours to swallow
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    if missing:
+        shown = " ".join(list(missing)[:10]) + (" …" if len(missing) > 10 else "")
+        warnings.warn(
+            MissingGlyphsWarning(
+                f"{len(missing)} character(s) are in no installed font and are drawn as boxes"
+                f" ({shown}); install a font that has them (e.g. Noto Sans CJK)"
+            ),
+            stacklevel=3,
+        )
+
+
+def _draw(
+    action: dict[str, Any],
+    groups: list[dict[str, Any]],
+    out: Path,
+    *,
+    run_name: str,
+    spec_unit: str = "",
+    dpi: int = 110,
+) -> int:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import EngFormatter

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +18,7 @@ from .common import (
     DbOption,
     JsonOption,
     console,
+    err_console,
     fail,
     fmt_value,
     print_json,
@@ -173,7 +175,7 @@ def plot_cmd(
     db: DbOption = Path("trajmon.db"),
 ) -> None:
     """Plot the signals in an action's window, the action instant marked."""
-    from ..plotting import plot_action_window
+    from ..plotting import MissingGlyphsWarning, plot_action_window
 
     if not out.suffix and not out.is_dir():  # what matplotlib would write; the name printed
         out = out.with_suffix(".png")  # must be the file's — and the check below see it
@@ -188,12 +190,19 @@ def plot_cmd(
             "SELECT unit FROM channels WHERE run_id = ? AND label = ?",
             (ref.run_id, action["spec_label"]),
         ).fetchone()
-    try:
-        plot_action_window(
-            action, signal, out, run_name=ref.run_name, spec_unit=unit[0] if unit else ""
-        )
-    except ValueError as exc:  # an image format matplotlib does not know: a usage error
-        fail(f"cannot write {out}: {exc}")
-    except OSError as exc:  # unwritable path, full disk: a write error, as for export
-        fail(f"cannot write {out}: {exc}", EXIT_FAILED)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", MissingGlyphsWarning)
+        try:
+            plot_action_window(
+                action, signal, out, run_name=ref.run_name, spec_unit=unit[0] if unit else ""
+            )
+        except ValueError as exc:  # an image format matplotlib does not know: a usage error
+            fail(f"cannot write {out}: {exc}")
+        except OSError as exc:  # unwritable path, full disk: a write error, as for export
+            fail(f"cannot write {out}: {exc}", EXIT_FAILED)
+    for w in caught:  # a note, as the CLI's others, not a warning with a source line
+        if issubclass(w.category, MissingGlyphsWarning):
+            err_console.print(f"note: {w.message}", markup=False)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
     console.print(f"wrote {out}", markup=False)
