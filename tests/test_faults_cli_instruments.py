@@ -1,5 +1,5 @@
 """Promise 4 on the real CLI: two simulator processes, one playing a fault plan (a dropped
-connection, error replies, a hang past the read timeout, a 10 s outage)."""
+connection, error replies, a hang past the read timeout, a 5 s outage)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ FAULTS = """faults:
   - {at_s: 1.0, fault: drop, command: Signals.ValsGet}
   - {at_s: 1.5, fault: error, n: 3, command: Signals.ValsGet, message: overload}
   - {at_s: 2.5, fault: hang, seconds: 2.0, command: Signals.ValsGet}
-  - {at_s: 4.0, fault: outage, seconds: 10.0}
+  - {at_s: 4.0, fault: outage, seconds: 5.0}
 """
 
 
@@ -53,7 +53,7 @@ def test_a_faulty_controller_never_ends_the_run(tmp_path: Path) -> None:
             "--db",
             str(db),
             "--duration",
-            "17",
+            "11",
             "--read-timeout-s",
             "0.3",
             "--quiet",
@@ -65,7 +65,7 @@ def test_a_faulty_controller_never_ends_the_run(tmp_path: Path) -> None:
     missed = dict(query(db, "SELECT name, missed_ticks FROM poll_groups"))
     assert missed["good"] == 0, "the healthy controller keeps its schedule"
     good_rows = query(db, 'SELECT count(*), count("good I") FROM "two/good"')[0]
-    assert good_rows[0] == good_rows[1] >= 160
+    assert good_rows[0] == good_rows[1] >= 100
     bad_rows = query(db, 'SELECT count(*), count("bad I") FROM "two/bad"')[0]
     assert bad_rows[1] < bad_rows[0], "failed reads are NULL gaps"
     (last,) = query(db, 'SELECT "bad I" FROM "two/bad" ORDER BY sample_idx DESC LIMIT 1')[0]
@@ -75,5 +75,5 @@ def test_a_faulty_controller_never_ends_the_run(tmp_path: Path) -> None:
     assert {i for (i,) in query(db, "SELECT DISTINCT instrument FROM monitor_errors")} == {"bad"}
     for channel, table in (("bad I", "two/bad"), ("bad V", "two/specs")):
         streaks = assert_streaks_are_the_gaps(db, table, channel)
-        # ~100 failed reads of the 10 s outage are a few rows, not one per read
-        assert len(streaks) <= 12 and max(reads for _, reads, _ in streaks) >= 50, streaks
+        # ~50 failed reads of the 5 s outage are a few rows, not one per read
+        assert len(streaks) <= 12 and max(reads for _, reads, _ in streaks) >= 30, streaks

@@ -15,7 +15,7 @@ import pytest
 from simulators.nanonis_server import NanonisServer
 from simulators.qcodes_sim import SimulatedSTM
 from simulators.stm_model import STMModel
-from trajmon import ChannelSpec, MonitorConfig, Recorder
+from trajmon import ChannelSpec, MonitorConfig, Recorder, threaded
 from trajmon import writer as writer_module
 from trajmon.drivers.nanonis import NanonisSTM
 
@@ -54,7 +54,7 @@ async def test_faulty_instrument_never_ends_the_run_nor_delays_the_good_one(
         db=db_path,
         interval_s=0.1,
         read_timeout_s=0.3,
-        duration_s=15.0,
+        duration_s=10.0,
         channels=channels("good") + channels("bad"),
     )
     async with two_controllers() as (instruments, bad):
@@ -73,8 +73,8 @@ async def test_faulty_instrument_never_ends_the_run_nor_delays_the_good_one(
             await recorder.wait_until(lambda: bad_stats().failed_reads >= 2)
             bad.faults.hang_next(1, 2.0, "Signals.ValsGet")  # past the 0.3 s read timeout
             await recorder.wait_until(lambda: bad_stats().failed_reads >= 4)
-            await bad.stop()  # the controller is gone for 10 s, then back
-            await anyio.sleep(10.0)  # the outage itself: real time on purpose
+            await bad.stop()  # the controller is gone for 4 s (10 reconnect backoffs), then back
+            await anyio.sleep(4.0)  # the outage itself: real time on purpose
             await bad.start()
             reads = bad_stats().samples_read
             await recorder.wait_until(lambda: bad_stats().samples_read >= reads + 5)
@@ -95,7 +95,7 @@ async def test_faulty_instrument_never_ends_the_run_nor_delays_the_good_one(
             "SELECT DISTINCT instrument, channel, error_type FROM monitor_errors"
         ).fetchall()
         dts = conn.execute("SELECT count(*) FROM monitor_errors WHERE dt_s IS NULL").fetchone()
-    assert good[0] == good[1] >= 140, "the good controller has every value"
+    assert good[0] == good[1] >= 90, "the good controller has every value"
     assert missed["good"] == 0, "a hung or absent controller never delays another group"
     assert bad_rows[1] < bad_rows[0], "failed reads are NULL gaps in the bad group"
     assert last_bad is not None, "reads resume after the outage"
@@ -117,6 +117,10 @@ async def test_stalled_writer_costs_missed_ticks_not_memory(
         await real_write(self, *args)
 
     monkeypatch.setattr(writer_module.Writer, "_write", slow_write)
+    # Less room between each instrument thread and the queue than its 1 024 samples: the same
+    # backpressure, and the end drains ~150 samples at the slow disk's 100/s, not ~2 000.
+    monkeypatch.setattr(threaded, "BATCH_ROOM", 64)
+    monkeypatch.setattr(threaded, "LOW_ROOM", 32)
     stm = SimulatedSTM("stm", seed=5)
     config = MonitorConfig(
         run_name="slow", db=db_path, interval_s=0.002, queue_size=40, commit_rows=20
