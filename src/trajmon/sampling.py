@@ -40,11 +40,13 @@ def _owning(fn: Callable[[], Sequence[Any]]) -> Callable[[], Sequence[Any]]:
 
 
 def _read_each(params: Sequence[Any]) -> tuple[Any, ...]:
+    """Each parameter's value, or what it raised — any exception: on the instrument's thread
+    even a KeyboardInterrupt or SystemExit is the driver's own, and fails only its channel."""
     out: list[Any] = []
     for param in params:
         try:
             out.append(param.get())
-        except Exception as exc:
+        except BaseException as exc:
             out.append(exc)
     return tuple(out)
 
@@ -205,7 +207,12 @@ class GroupReader:
                 ReadFailure(lbl, plan.instrument, "timeout", message) for lbl in plan.labels
             )
             return
-        except Exception as exc:
+        except BaseException as exc:
+            # A driver's KeyboardInterrupt or SystemExit (a get_many's) comes back from its
+            # thread like any exception: a failed read, not the event loop's end with the run
+            # left unfinished. Only this task's own cancellation goes on.
+            if isinstance(exc, anyio.get_cancelled_exc_class()):
+                raise
             kind = "busy" if isinstance(exc, InstrumentBusyError) else type(exc).__name__
             failures.extend(
                 ReadFailure(lbl, plan.instrument, kind, str(exc)) for lbl in plan.labels

@@ -65,8 +65,16 @@ class Schedule:
         the end) are skipped, and their number returned, so that samples read plus ticks missed
         is every tick due before the end."""
         at = min(now, stop_at, math.inf if end_at is None else end_at)
-        k = self.k
-        first_after = math.ceil((at - self.t0) / self.interval_s - _EPS)
+        k, t0, interval = self.k, self.t0, self.interval_s
+        first_after = math.ceil((at - t0) / interval - _EPS)
+        # The quotient's rounding can put a tick due at the very end (a duration that is a
+        # whole number of intervals) on either side; the pollers decide with ``due >= end -
+        # _EPS`` in seconds, so settle it with that same test: else a run held back at its end
+        # counted one tick more than it had (with t0 ~5e5 s of uptime, about 1 run in 10).
+        while t0 + (first_after - 1) * interval >= at - _EPS:
+            first_after -= 1
+        while t0 + first_after * interval < at - _EPS:
+            first_after += 1
         skipped = first_after - k if first_after > k else 0
         self.k = k + skipped
         return skipped
@@ -175,7 +183,10 @@ class Poller:
     ) -> None:
         """The schedule runs on the instrument's thread (:mod:`trajmon.threaded`); the loop
         wakes per batch to detect changes and enqueue, and watches for a hung driver."""
-        if self._stopping:
+        if self._stopping:  # stopped before it began: its ticks due so far were all missed
+            self.stats.missed_ticks += self._schedule.end(
+                self._clock.monotonic(), self._stop_at, self._end_at
+            )
             return
         # A signal group (no change detection) need not wake the loop on a timer: the writer
         # pulls its batch before each commit, and only half its room used or a failure hands

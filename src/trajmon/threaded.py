@@ -128,6 +128,8 @@ class ThreadedGroup:
         self.error: Exception | None = None
         self._next_idx = next_sample_idx
         self._end_at = end_at
+        #: Ticks due at or after this are past the run's end (the pollers' test, precomputed).
+        self._last_due = math.inf if end_at is None else end_at - _EPS
         self._read = read
         self._parse = parse
         self._failures = failures
@@ -147,7 +149,9 @@ class ThreadedGroup:
         self._flush_at = 0.0
         self._stopping = False
         self._stop_at = math.inf
-        self._inflight: tuple[int, float] | None = None  # (sample_idx, start) of the read
+        #: (sample_idx, start, ticks skipped, lateness) of the read in flight: the watchdog that
+        #: records it as timed out counts the ticks its tick skipped, which the thread then drops.
+        self._inflight: tuple[int, float, int, float] | None = None
         self._notified = False
 
     @property
@@ -162,7 +166,13 @@ class ThreadedGroup:
             return None
         if self._stopping:
             return -1.0  # at once: the tick finishes the group
-        return self.schedule.due if self._room > 0 else None
+        if self._room <= 0:
+            return None
+        due = self.schedule.due
+        # A next tick past the run's end is not waited for: the group ticks at the end, which
+        # finishes it. Waiting for that tick kept a run going up to an interval past its
+        # duration (a day, at the slowest interval allowed).
+        return due if due < self._last_due else self._end_at
 
     def tick(self) -> None:
         """Take the due tick on the worker thread: wait for it, read, and queue the sample."""
@@ -189,7 +199,7 @@ class ThreadedGroup:
             skipped, lateness = schedule.begin(start)
             idx = self._next_idx
             self._next_idx = idx + 1
-            self._inflight = inflight = (idx, start)
+            self._inflight = inflight = (idx, start, skipped, lateness)
         finally:
             lock.release()
         worker = self.worker
@@ -198,7 +208,10 @@ class ThreadedGroup:
         results: Any = None
         try:
             results = self._read()
-        except Exception as exc:  # a failed get_many: every channel of this read failed
+        except BaseException as exc:  # a failed get_many: every channel of this read failed
+            # Any exception, KeyboardInterrupt and SystemExit included: raised on this thread
+            # they can only be the driver's own, and one that escaped ended the thread with
+            # the read in flight, so the group never finished and the run hung, deaf to stops.
             error = exc
         finally:
             worker.running_since = None
@@ -343,7 +356,7 @@ class ThreadedGroup:
         now = self.clock.monotonic()
         with self._lock:
             if self._inflight is not None:
-                idx, start = self._inflight
+                idx, start, skipped, lateness = self._inflight
                 self._inflight = None
                 failures = self._failures("timeout", f"no answer within {timeout} s")
                 sample = Sample(
@@ -353,7 +366,7 @@ class ThreadedGroup:
                     now - start,
                     [None] * self._size,
                 )
-                self._emit(sample, failures, 0, 0.0)
+                self._emit(sample, failures, skipped, lateness)
                 if self._stopping:
                     self._finish()
             if self._stopping:

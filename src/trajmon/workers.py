@@ -132,8 +132,9 @@ class InstrumentWorker:
                 assert isinstance(job, ThreadedGroup)
                 try:
                     job.tick()
-                except Exception as exc:  # a bug must end that group, not the instrument thread
-                    job.fail(exc)
+                except BaseException as exc:  # a bug must end that group, not the instrument
+                    # thread: a dead thread leaves its groups unfinished and the run hung
+                    job.fail(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
                 continue
             if job.abandoned:
                 continue
