@@ -14,18 +14,23 @@ from .connection import StorageError
 from .detection import ChangeDetector
 from .queries import QueryError, connect_readonly, list_actions, list_runs, resolve_run
 from .recorder import Recorder
+from .records import ActionEvent, GroupStats
 from .runstore import RunExistsError
 from .scheduling import Schedule
-from .summary import RunFailedError, RunSummary
+from .schema import SchemaError
+from .summary import GroupSummary, RunFailedError, RunSummary
 
 __all__ = [
     "DEFAULT_CHANNELS",
+    "ActionEvent",
     "ChangeDetector",
     "Channel",
     "ChannelSpec",
     "Clock",
     "ConfigError",
     "FakeClock",
+    "GroupStats",
+    "GroupSummary",
     "MonitorConfig",
     "PollGroup",
     "QueryError",
@@ -34,6 +39,7 @@ __all__ = [
     "RunFailedError",
     "RunSummary",
     "Schedule",
+    "SchemaError",
     "StorageError",
     "SystemClock",
     "__version__",

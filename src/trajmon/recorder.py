@@ -8,6 +8,8 @@ answered is a sample the database gets.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import sqlite3
 from collections import deque
@@ -25,12 +27,12 @@ from .gcpause import gc_recording
 from .records import ActionEvent, GroupStats
 from .resolve import build_groups
 from .resume import ResumeState, resume_run
-from .runstore import NewRun, create_run, finish_run, prepare_db
+from .runstore import NewRun, RunExistsError, create_run, finish_run, prepare_db
 from .sampling import GroupReader
 from .scheduling import Poller, Schedule
 from .sink import EventTap, QueueSink, Waiters, open_queue
 from .summary import RunFailedError, RunSummary, group_summaries
-from .workers import InstrumentWorker, require_asyncio
+from .workers import SHARED_WORKERS, InstrumentWorker, require_asyncio
 from .writer import Writer, WriterTarget
 
 _log = logging.getLogger(__name__)
@@ -77,6 +79,8 @@ class Recorder:
         self._sink: QueueSink | None = None
         self._detector: ChangeDetector | None = None
         self._end_wait: anyio.CancelScope | None = None
+        self._claimed = False  # run() was called: a Recorder records one run
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def queue_depth(self) -> int:
@@ -106,8 +110,19 @@ class Recorder:
             await self._changed.wait()
 
     def request_stop(self) -> None:
-        """Stop sampling and let the writer drain; idempotent (a second Ctrl-C changes nothing)."""
+        """Stop sampling and let the writer drain; idempotent (a second Ctrl-C changes nothing).
+
+        Safe from any thread (a GUI's button, a watchdog): from outside the run's event loop
+        the stop is handed to it. Cancel scopes are not thread-safe; cancelled from another
+        thread, a poller's sleep raised there, was then marked cancelled but never woken, and
+        the run did not stop — not even when cancelled later.
+        """
         self._stop_requested = True
+        loop = self._loop
+        if loop is not None and not _running(loop):
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the run is over
+                loop.call_soon_threadsafe(self.request_stop)
+            return
         for poller in self._pollers:
             poller.stop()
         if self._end_wait is not None:
@@ -121,7 +136,18 @@ class Recorder:
         no new read starts, what was read is committed, the run is marked ``interrupted`` — and
         then the cancellation goes on. Raises :class:`RunFailedError` if the run failed.
         """
-        require_asyncio()
+        try:
+            require_asyncio()
+        except RuntimeError:  # under trio: the run never begins, and wait_until must say so
+            self._end()
+            raise
+        if self._claimed:  # also while the first run() records: leave its events alone
+            raise RunExistsError(
+                f"run name {self.config.run_name!r} is already used by this Recorder:"
+                " a Recorder records one run; make a new one for the next"
+            )
+        self._claimed = True
+        self._loop = asyncio.get_running_loop()
         outcome: list[RunSummary | Exception] = []
         try:
             async with anyio.create_task_group() as tg:
@@ -188,10 +214,12 @@ class Recorder:
                 # Off the loop and all at once: a hung driver's thread is waited for, but
                 # neither the loop (other tasks of the program) nor the other threads wait.
                 async with anyio.create_task_group() as closing:
-                    for worker in workers.values():
-                        closing.start_soon(
-                            anyio.to_thread.run_sync, worker.close, cfg.read_timeout_s + 1
-                        )
+                    for name in workers:
+                        # shared with other recorders reading the same instrument (SHARED_WORKERS)
+                        if (worker := SHARED_WORKERS.release(self.instruments[name])) is not None:
+                            closing.start_soon(
+                                anyio.to_thread.run_sync, worker.close, cfg.read_timeout_s + 1
+                            )
                 await conn.close()
 
     async def _record(
@@ -207,7 +235,8 @@ class Recorder:
         for group in self.groups:
             for ch in group.channels:
                 if ch.instrument not in workers:
-                    workers[ch.instrument] = InstrumentWorker(ch.instrument)
+                    instrument = self.instruments[ch.instrument]
+                    workers[ch.instrument] = SHARED_WORKERS.acquire(instrument, ch.instrument)
         spec_channels: dict[int, Sequence[tuple[int, Channel]]] = {}
         cid = 0
         for gid, group in enumerate(self.groups):
@@ -344,3 +373,11 @@ class Recorder:
         except BaseException:
             self.request_stop()  # nobody drains the queue any more: stop sampling
             raise
+
+
+def _running(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether the calling thread is running ``loop`` (inside a task or one of its callbacks)."""
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False

@@ -18,7 +18,13 @@ from typing import Any, TypeVar
 from .clock import SPIN_S
 from .threaded import ThreadedGroup
 
-__all__ = ["InstrumentBusyError", "InstrumentWorker", "require_asyncio"]
+__all__ = [
+    "SHARED_WORKERS",
+    "InstrumentBusyError",
+    "InstrumentWorker",
+    "SharedWorkers",
+    "require_asyncio",
+]
 
 T = TypeVar("T")
 
@@ -189,3 +195,36 @@ class InstrumentWorker:
         self._closed = True
         self._jobs.put(None)
         self._thread.join(max(0.0, timeout - self.stuck_for()))
+
+
+class SharedWorkers:
+    """One :class:`InstrumentWorker` per instrument object in the process, however many
+    recorders read it and under whatever names: QCoDeS drivers are not thread-safe, and two
+    recorders on one instrument, each with its own thread, read it concurrently (interleaved
+    requests on one socket). Counted by users; the last one to let go closes the thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # recorders may run on event loops in several threads
+        self._users: dict[int, tuple[Any, InstrumentWorker, int]] = {}
+
+    def acquire(self, instrument: Any, name: str) -> InstrumentWorker:
+        with self._lock:
+            held, worker, users = self._users.get(id(instrument), (instrument, None, 0))
+            if worker is None:
+                worker = InstrumentWorker(name)
+            self._users[id(instrument)] = (held, worker, users + 1)
+            return worker
+
+    def release(self, instrument: Any) -> InstrumentWorker | None:
+        """Let go of ``instrument``'s worker; the worker to close if this was its last user."""
+        with self._lock:
+            held, worker, users = self._users[id(instrument)]
+            if users > 1:
+                self._users[id(instrument)] = (held, worker, users - 1)
+                return None
+            del self._users[id(instrument)]
+            return worker
+
+
+#: The process's workers, by instrument: every Recorder takes its workers from here.
+SHARED_WORKERS = SharedWorkers()
