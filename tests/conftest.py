@@ -36,13 +36,19 @@ def _staged_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def _no_leaked_threads() -> Iterator[None]:
-    """A test that leaves an instrument worker or server thread running fails."""
+    """A test that leaves an instrument worker, simulator server or SQLite connection thread
+    running fails."""
     before = set(threading.enumerate())
     yield
     leaked = [
         t
         for t in threading.enumerate()
-        if t not in before and t.is_alive() and t.name.startswith(("trajmon-", "asyncio_"))
+        if t not in before
+        and t.is_alive()
+        and (
+            t.name.startswith(("trajmon-", "asyncio_", "nanonis-sim"))
+            or t.name.endswith("(_connection_worker_thread)")  # aiosqlite's, never closed
+        )
     ]
     for t in leaked:
         t.join(timeout=5)
