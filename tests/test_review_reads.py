@@ -5,7 +5,9 @@ time rich lays the table out)."""
 from __future__ import annotations
 
 import io
+import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from rich.table import Table
 from typer.testing import CliRunner
 
 from trajmon.cli import app, common
+from trajmon.queries import RunRef, connect_readonly, list_actions
 
 runner = CliRunner()
 RUN = "sweep:up:1 x:x:y"  # ":up:" and ":x:" are emoji codes rich would replace
@@ -107,3 +110,22 @@ def test_a_long_window_table_is_measured_once_and_drawn_as_rich_draws_it(
     assert out.getvalue() == want
     # the "a\tb" column is measured by rich, once per cell; the other cells not at all
     assert calls < rows + 50, calls
+
+
+def test_list_actions_refuses_a_run_name_and_a_fractional_limit_as_type_errors(
+    tmp_path: Path,
+) -> None:
+    """A run name where the RunRef goes failed with an AttributeError deep inside, and
+    ``limit=2.5`` with SQLite's "datatype mismatch", neither naming the argument."""
+    from trajmon.schema import migrate
+
+    db = tmp_path / "empty.db"
+    with closing(sqlite3.connect(db)) as conn:
+        migrate(conn)
+    with closing(connect_readonly(db)) as conn:
+        with pytest.raises(TypeError, match=r"run must be a RunRef \(resolve_run"):
+            list_actions(conn, "run")  # type: ignore[arg-type]
+        ref = RunRef(1, "run")
+        for bad in ({"limit": 2.5}, {"last": "3"}, {"limit": True}):
+            with pytest.raises(TypeError, match="must be a whole number"):
+                list_actions(conn, ref, **bad)  # type: ignore[arg-type]

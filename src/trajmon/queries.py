@@ -238,7 +238,12 @@ def list_actions(
 ) -> list[dict[str, Any]]:
     """The run's actions in order, filtered; ``limit`` keeps the first N, ``last`` the latest N
     (after a night's run those are the ones an operator asks about)."""
-    if limit is not None and last is not None:
+    if not isinstance(run, RunRef):  # a run's name: an easy slip, an AttributeError deep down
+        raise TypeError(f"run must be a RunRef (resolve_run(conn, name)), not {run!r}")
+    for name, count in (("limit", limit), ("last", last)):
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int)):
+            raise TypeError(f"{name} must be a whole number, not {count!r}")  # 2.5: SQLite's
+    if limit is not None and last is not None:  # "datatype mismatch" said nothing of the cause
         raise ValueError("limit and last cannot be combined")
     # SQLite reads a negative LIMIT as no limit and a NaN bound as NULL (no row matches): both
     # would quietly answer another question than the one asked, as `actions list` refuses them.
