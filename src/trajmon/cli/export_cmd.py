@@ -139,4 +139,5 @@ def export(
     )
     for p in result.files:
         rows = result.rows.get(p.name)
-        console.print(f"  {p.name}" + ("" if rows is None else f"  ({rows} rows)"), markup=False)
+        count = "" if rows is None else f"  ({rows} row{'' if rows == 1 else 's'})"
+        console.print(f"  {p.name}{count}", markup=False)
