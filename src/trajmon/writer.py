@@ -31,9 +31,6 @@ __all__ = ["Item", "Writer", "WriterTarget"]
 
 Item = Sample | SampleBatch | FlaggedSample
 
-#: How often (after a commit) the writer checks that its database file is still the file there.
-FILE_CHECK_S = 1.0
-
 
 @dataclass(slots=True)
 class WriterTarget:
@@ -125,7 +122,6 @@ class Writer:
         self._committed = anyio.Event()
         #: The database file as it was when the writer started.
         self._file: FileWatch | None = None
-        self._file_checked = -float("inf")
 
     def wake(self) -> None:
         """Commit now rather than at the next interval (queue filling up, or shutting down)."""
@@ -170,7 +166,7 @@ class Writer:
             now = self._clock.monotonic()
             if items or ended or now - self._last_beat >= self._heartbeat_s:
                 await self._commit(items)
-                await self._check_file(force=ended)
+                await self._check_file()
             if ended:
                 return
             if taken >= self._rows or self._wake_requested:
@@ -185,16 +181,12 @@ class Writer:
                 await self._clock.sleep_until(deadline)
             self._wake_scope = None
 
-    async def _check_file(self, *, force: bool) -> None:
-        """Fail once the database file is deleted or replaced (:class:`FileWatch`), at most a
-        second after it happened and always at the end — the run ended ``completed`` with
-        nothing left to read. The open connection still holds every committed page: they are
-        copied to a new file beside the old name first."""
-        now = self._clock.monotonic()
-        if self._file is None or (not force and now - self._file_checked < FILE_CHECK_S):
-            return
-        self._file_checked = now
-        if not self._file.replaced():
+    async def _check_file(self) -> None:
+        """Fail once the database file is deleted or replaced (:class:`FileWatch`; one ``stat``
+        after each commit): the run ended ``completed`` with nothing left to read. The open
+        connection still holds every committed page: they are copied to a new file beside the
+        old name first."""
+        if self._file is None or not self._file.replaced():
             return
         path, self._file = self._file.path, None
         try:
