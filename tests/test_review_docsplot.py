@@ -14,23 +14,10 @@ from typing import Any
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
+from test_operator_cli import plot_action
 
 from trajmon import plotting
 from trajmon.plotting import plot_action_window
-
-
-def _action() -> dict[str, Any]:
-    """Bias 0.1 -> 0.2 seen at 1 s, window 0-2 s (the shape ``get_action`` returns)."""
-    return {
-        "action_idx": 0,
-        "dt_s": 1.0,
-        "prev_dt_s": 0.9,
-        "window_start_s": 0.0,
-        "window_end_s": 2.0,
-        "spec_label": "Bias",
-        "old_value": 0.1,
-        "new_value": 0.2,
-    }
 
 
 def _group(dts: list[float], columns: dict[str, list[Any]]) -> dict[str, Any]:
@@ -48,7 +35,7 @@ def _plot(
 ) -> tuple[int, Figure]:
     figures: list[Figure] = []
     monkeypatch.setattr(plotting, "_save", lambda fig, out: figures.append(fig))
-    drawn = plot_action_window(_action(), groups, tmp_path / "p.png", run_name="r")
+    drawn = plot_action_window(plot_action(), groups, tmp_path / "p.png", run_name="r")
     (fig,) = figures
     return drawn, fig
 
@@ -128,7 +115,7 @@ def _plot_labelled(tmp_path: Path, label: str) -> list[warnings.WarningMessage]:
     groups = [_group([0.0, 1.0], {label: [1e-10, 2e-10]})]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        plot_action_window(_action(), groups, tmp_path / "p.png", run_name="运行 1")
+        plot_action_window(plot_action(), groups, tmp_path / "p.png", run_name="运行 1")
     return caught
 
 
@@ -165,7 +152,7 @@ def test_actions_plot_prints_missing_characters_as_one_note(
         return 1
 
     monkeypatch.setattr(plotting, "plot_action_window", plot)
-    monkeypatch.setattr(actions_cmd, "get_action", lambda *a: _action())
+    monkeypatch.setattr(actions_cmd, "get_action", lambda *a: plot_action())
     monkeypatch.setattr(actions_cmd, "window_columns", lambda *a: [])
     monkeypatch.setattr(actions_cmd, "resolve_run", lambda conn, run: SimpleNamespace(
         run_id=1, run_name="r"))  # fmt: skip

@@ -54,6 +54,14 @@ def raising_on_third_call(exc_type: type[BaseException]) -> Callable[[], float]:
     return read
 
 
+def group_poller(g: PollGroup, reader: GroupReader, sink: Any, clock: SystemClock) -> Poller:
+    """A poller of group ``g`` as the recorder makes one, its schedule starting now."""
+    stats = GroupStats(0, "g", g.interval_s)
+    return Poller(
+        stats, reader, sink, clock=clock, schedule=Schedule(clock.monotonic(), g.interval_s)
+    )
+
+
 @pytest.fixture
 def workers() -> Iterator[dict[str, InstrumentWorker]]:
     made = {name: InstrumentWorker(name) for name in ("i", "j")}
@@ -82,13 +90,7 @@ async def test_a_driver_base_exception_on_the_instrument_thread_is_a_failed_read
     reader = GroupReader(g, {"i": object()}, workers, read_timeout_s=5.0)
     assert reader.thread_plan() is not None  # the thread-scheduled path
     clock, sink = SystemClock(), Sink()
-    poller = Poller(
-        GroupStats(0, "g", g.interval_s),
-        reader,
-        sink,
-        clock=clock,
-        schedule=Schedule(clock.monotonic(), g.interval_s),
-    )
+    poller = group_poller(g, reader, sink, clock)
     await record_until(poller, lambda: poller.stats.samples_read >= 6)
     samples = sink.samples()
     assert [list(s.values) for s in samples[:4]] == [[1.0], [1.0], [None], [1.0]]
@@ -113,13 +115,7 @@ async def test_a_driver_base_exception_in_a_multi_instrument_group_is_a_failed_r
     reader = GroupReader(g, {"i": object(), "j": object()}, workers, read_timeout_s=5.0)
     assert reader.thread_plan() is None  # the loop-driven path
     clock, sink = SystemClock(), Sink()
-    poller = Poller(
-        GroupStats(0, "g", g.interval_s),
-        reader,
-        sink,
-        clock=clock,
-        schedule=Schedule(clock.monotonic(), g.interval_s),
-    )
+    poller = group_poller(g, reader, sink, clock)
     await record_until(poller, lambda: poller.stats.samples_read >= 6)
     samples = sink.samples()
     good = [1.0, 2.0]
@@ -139,13 +135,7 @@ async def test_a_parameter_raising_system_exit_fails_only_its_channel(
     g = PollGroup("g", "signal", 0.005, (channel("a", "i", lambda: 1.0), channel("b", "i", fatal)))
     reader = GroupReader(g, {"i": object()}, workers, read_timeout_s=5.0)
     clock, sink = SystemClock(), Sink()
-    poller = Poller(
-        GroupStats(0, "g", g.interval_s),
-        reader,
-        sink,
-        clock=clock,
-        schedule=Schedule(clock.monotonic(), g.interval_s),
-    )
+    poller = group_poller(g, reader, sink, clock)
     await record_until(poller, lambda: poller.stats.samples_read >= 3)
     samples = sink.samples()
     assert all(list(s.values) == [1.0, None] for s in samples)

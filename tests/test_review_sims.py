@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from test_sim_operator import FakeTime
 from typer.testing import CliRunner
 
 from simulators.faults import FaultPlanStopped
@@ -20,19 +21,6 @@ from simulators.stm_model import STMModel, f32
 from simulators.threaded_server import ThreadedNanonisServer
 from trajmon.cli import app
 from trajmon.scoring import TruthChange, score_actions, score_recording
-
-
-class FakeTime:
-    """Monotonic clock whose sleep just advances it, so scenarios run instantly."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def _scenario(tmp_path: Path, changes: str) -> Path:
