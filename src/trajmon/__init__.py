@@ -12,7 +12,14 @@ from .clock import Clock, FakeClock, SystemClock
 from .config import DEFAULT_CHANNELS, ChannelSpec, ConfigError, MonitorConfig
 from .connection import StorageError
 from .detection import ChangeDetector
-from .queries import QueryError, connect_readonly, list_actions, list_runs, resolve_run
+from .queries import (
+    QueryError,
+    RunRef,
+    connect_readonly,
+    list_actions,
+    list_runs,
+    resolve_run,
+)
 from .recorder import Recorder
 from .records import ActionEvent, GroupStats
 from .runstore import RunExistsError
@@ -37,6 +44,7 @@ __all__ = [
     "Recorder",
     "RunExistsError",
     "RunFailedError",
+    "RunRef",
     "RunSummary",
     "Schedule",
     "SchemaError",
