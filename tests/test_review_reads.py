@@ -129,3 +129,20 @@ def test_list_actions_refuses_a_run_name_and_a_fractional_limit_as_type_errors(
         for bad in ({"limit": 2.5}, {"last": "3"}, {"limit": True}):
             with pytest.raises(TypeError, match="must be a whole number"):
                 list_actions(conn, ref, **bad)  # type: ignore[arg-type]
+
+
+def test_a_missing_database_names_the_ones_beside_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``trajmon runs`` right after ``make demo`` said only "database not found: trajmon.db";
+    the one database there was trajmon-demo.db."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["runs"])
+    assert result.exit_code == 2
+    assert result.output.strip() == "trajmon: error: database not found: trajmon.db"
+    (tmp_path / "trajmon-demo.db").touch()
+    result = CliRunner().invoke(app, ["runs"])
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        "trajmon: error: database not found: trajmon.db (databases in .: trajmon-demo.db)"
+    )

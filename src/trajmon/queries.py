@@ -7,6 +7,7 @@ block — nor are blocked by — a run that is recording. An action's signal win
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sqlite3
@@ -60,13 +61,24 @@ def _archived(path: Path) -> bool:
     return not os.access(path.parent, os.W_OK) and (not wal.exists() or wal.stat().st_size == 0)
 
 
+def _others_beside(path: Path) -> str:
+    """A hint naming the databases in the missing one's directory: ``trajmon runs`` right after
+    ``make demo`` looks for trajmon.db, and the one file there is trajmon-demo.db."""
+    with contextlib.suppress(OSError):
+        found = sorted(p.name for p in path.parent.glob("*.db") if p.is_file())
+        if found:
+            shown = ", ".join(found[:5]) + (", …" if len(found) > 5 else "")
+            return f" (databases in {path.parent}: {shown})"
+    return ""
+
+
 def connect_readonly(db: Path | str) -> sqlite3.Connection:
     """A read-only connection to a trajmon database, or a one-line :class:`QueryError`: a
     missing file or a directory, a file SQLite cannot read, a database of another program, or
     one written by a newer trajmon (its tables may mean something else)."""
     path = Path(db)
     if not path.exists():
-        raise QueryError(f"database not found: {path}")
+        raise QueryError(f"database not found: {path}{_others_beside(path)}")
     if path.is_dir():
         raise QueryError(f"{path} is a directory, not a database file")
     try:
