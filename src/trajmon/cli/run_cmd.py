@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sqlite3
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, closing
 from pathlib import Path
@@ -203,8 +204,8 @@ def run(
 ) -> None:
     """Record signals, specs and actions until --duration ends or Ctrl-C.
 
-    Every option overrides the staged configuration (trajmon config show); the staged run
-    name is cleared once the run has started, whatever its outcome.
+    Every option overrides the staged configuration (trajmon config show).
+    The staged run name is cleared once the run has started, whatever its outcome.
     """
     path = config_path_or_default(config_path)
     if resume is not None:
@@ -353,7 +354,11 @@ def _record_and_exit(plan: EffectiveConfig, *, quiet: bool, json_out: bool, resu
 
 def _show_summary(summary: RunSummary, json_out: bool) -> None:
     """The run has ended and its end is recorded; a closed stdout (the terminal gone, a pipe
-    whose reader ended) loses the summary, not the exit code a script acts on."""
+    whose reader ended) loses the summary, not the exit code a script acts on. Started with
+    stdout closed (``>&-``), Python has no ``sys.stdout`` at all: writing to it raised
+    AttributeError, a traceback and exit code 1 after a completed run."""
+    if sys.stdout is None:
+        return
     with unless_output_gone():
         if json_out:
             print_json(summary_dict(summary))
