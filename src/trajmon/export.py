@@ -369,14 +369,13 @@ def export_run(
         # a retry, and an --overwrite that fails leaves the earlier export whole.
         staging = Path(tempfile.mkdtemp(prefix=".export-", dir=directory))
         try:
-            ex.dir = staging
-            ex.channels(ex.path("channels"))
-            ex.actions(ex.path("actions"))
-            ex.errors(ex.path("errors"))
+            staged = {key: staging / path.name for key, path in targets.items()}
+            ex.channels(staged.pop("channels"))
+            ex.actions(staged.pop("actions"))
+            ex.errors(staged.pop("errors"))
             with gc_paused():  # millions of row tuples, none in a cycle (see gcpause)
-                for key, path in targets.items():
-                    if key.startswith("group:"):
-                        ex.group(int(key.removeprefix("group:")), staging / path.name)
+                for key, path in staged.items():
+                    ex.group(int(key.removeprefix("group:")), path)
             doc = json.dumps(run_document(conn, ref), indent=2, ensure_ascii=False, default=str)
             (staging / "run.json").write_text(doc + "\n", encoding="utf-8")
             ex.result.files.insert(0, staging / "run.json")
