@@ -143,22 +143,6 @@ def _broken(xs: np.ndarray, ys: np.ndarray, breaks: np.ndarray) -> tuple[np.ndar
     return np.insert(xs, breaks + 1, middle), np.insert(ys, breaks + 1, math.nan)
 
 
-def plot_action_window(
-    action: dict[str, Any],
-    groups: list[dict[str, Any]],
-    out: Path,
-    *,
-    run_name: str,
-    spec_unit: str = "",
-    dpi: int = 110,
-) -> int:
-    """Draw every numeric signal channel of ``groups`` (from :func:`windows.window_columns`)
-    against ``dt_s``, one axis per channel, with the action instant marked; returns the axes
-    count. Characters no installed font has give one :class:`MissingGlyphsWarning`."""
-    with _fonts():
-        return _draw(action, groups, out, run_name=run_name, spec_unit=spec_unit, dpi=dpi)
-
-
 @contextmanager
 def _fonts() -> Iterator[None]:
     """The installed :data:`FALLBACK_FONTS` behind the configured font, and matplotlib's
@@ -192,7 +176,7 @@ def _fonts() -> Iterator[None]:
         )
 
 
-def _draw(
+def plot_action_window(
     action: dict[str, Any],
     groups: list[dict[str, Any]],
     out: Path,
@@ -201,64 +185,72 @@ def _draw(
     spec_unit: str = "",
     dpi: int = 110,
 ) -> int:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import EngFormatter
+    """Draw every numeric signal channel of ``groups`` (from :func:`windows.window_columns`)
+    against ``dt_s``, one axis per channel, with the action instant marked; returns the axes
+    count. Characters no installed font has give one :class:`MissingGlyphsWarning`."""
+    with _fonts():
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import EngFormatter
 
-    series: list[tuple[str, str, np.ndarray, np.ndarray, str]] = []
-    skipped = 0
-    for g in groups:
-        xs = np.asarray(g["dt_s"], dtype=np.float64)
-        breaks = _breaks(xs, g.get("gaps", []))
-        for ch in g["channels"]:
-            ys, counts = _drawn(g["columns"].get(ch["label"], [None] * len(xs)))
-            if counts["not a number"] and np.isnan(ys).all():  # a text or array channel
-                skipped += 1
-                continue
-            series.append((ch["label"], ch["unit"], *_broken(xs, ys, breaks), _note(ys, counts)))
-    n = max(len(series), 1)
-    fig = Figure(figsize=(9, 1.2 + 2.0 * n), dpi=dpi, layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(n, 1, sharex=True, squeeze=False)[:, 0]
-    t = float(action["dt_s"])
-    prev = action.get("prev_dt_s")
-    for ax in axes:
-        ax.axvline(t, color="tab:red", linewidth=1.2, label="change seen")
-        if prev is not None and prev < t:
-            ax.axvspan(prev, t, color="tab:red", alpha=0.12, label="changed between samples")
-        ax.set_xlim(action["window_start_s"], action["window_end_s"])
-        ax.grid(True, alpha=0.3)
-    if not series:
-        empty = f"{skipped} signal channel(s), none numeric" if skipped else "no signal channels"
-        axes[0].text(0.5, 0.5, empty, ha="center", transform=axes[0].transAxes)
-    for ax, (label, unit, xs, ys, note) in zip(axes, series, strict=False):
-        ax.plot(xs, ys, linewidth=0.9, marker="." if len(xs) < 200 else None, markersize=3)
-        # Names and units are data: "$" in them is a dollar, not matplotlib's math mode.
-        label = _short(label, 30)
-        ax.set_ylabel(f"{label} [{unit}]" if unit else label, parse_math=False)
-        if note:
-            ax.text(
-                0.01,
-                0.95,
-                note,
-                va="top",
-                fontsize="small",
-                transform=ax.transAxes,
-                parse_math=False,
+        series: list[tuple[str, str, np.ndarray, np.ndarray, str]] = []
+        skipped = 0
+        for g in groups:
+            xs = np.asarray(g["dt_s"], dtype=np.float64)
+            breaks = _breaks(xs, g.get("gaps", []))
+            for ch in g["channels"]:
+                ys, counts = _drawn(g["columns"].get(ch["label"], [None] * len(xs)))
+                if counts["not a number"] and np.isnan(ys).all():  # a text or array channel
+                    skipped += 1
+                    continue
+                series.append(
+                    (ch["label"], ch["unit"], *_broken(xs, ys, breaks), _note(ys, counts))
+                )
+        n = max(len(series), 1)
+        fig = Figure(figsize=(9, 1.2 + 2.0 * n), dpi=dpi, layout="constrained")
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(n, 1, sharex=True, squeeze=False)[:, 0]
+        t = float(action["dt_s"])
+        prev = action.get("prev_dt_s")
+        for ax in axes:
+            ax.axvline(t, color="tab:red", linewidth=1.2, label="change seen")
+            if prev is not None and prev < t:
+                ax.axvspan(prev, t, color="tab:red", alpha=0.12, label="changed between samples")
+            ax.set_xlim(action["window_start_s"], action["window_end_s"])
+            ax.grid(True, alpha=0.3)
+        if not series:
+            empty = (
+                f"{skipped} signal channel(s), none numeric" if skipped else "no signal channels"
             )
-        if unit:  # 200 pA rather than 2e-10 with an offset label
-            ax.yaxis.set_major_formatter(EngFormatter(unit=unit.replace("$", r"\$")))
-    axes[0].legend(loc="upper right", fontsize="small")
-    axes[-1].set_xlabel("dt_s [s] (since run start)")
-    unit = f" {spec_unit}" if spec_unit else ""
-    fig.suptitle(
-        f"run {_short(run_name)!r} · action {action['action_idx']} at {t:.3f} s\n"
-        f"{_short(action['spec_label'])}: {_fmt(action['old_value'])}{unit}"
-        f" → {_fmt(action['new_value'])}{unit}",
-        parse_math=False,
-    )
-    _save(fig, out)
-    return len(series)
+            axes[0].text(0.5, 0.5, empty, ha="center", transform=axes[0].transAxes)
+        for ax, (label, unit, xs, ys, note) in zip(axes, series, strict=False):
+            ax.plot(xs, ys, linewidth=0.9, marker="." if len(xs) < 200 else None, markersize=3)
+            # Names and units are data: "$" in them is a dollar, not matplotlib's math mode.
+            label = _short(label, 30)
+            ax.set_ylabel(f"{label} [{unit}]" if unit else label, parse_math=False)
+            if note:
+                ax.text(
+                    0.01,
+                    0.95,
+                    note,
+                    va="top",
+                    fontsize="small",
+                    transform=ax.transAxes,
+                    parse_math=False,
+                )
+            if unit:  # 200 pA rather than 2e-10 with an offset label
+                ax.yaxis.set_major_formatter(EngFormatter(unit=unit.replace("$", r"\$")))
+        axes[0].legend(loc="upper right", fontsize="small")
+        axes[-1].set_xlabel("dt_s [s] (since run start)")
+        unit = f" {spec_unit}" if spec_unit else ""
+        fig.suptitle(
+            f"run {_short(run_name)!r} · action {action['action_idx']} at {t:.3f} s\n"
+            f"{_short(action['spec_label'])}: {_fmt(action['old_value'])}{unit}"
+            f" → {_fmt(action['new_value'])}{unit}",
+            parse_math=False,
+        )
+        _save(fig, out)
+        return len(series)
 
 
 def _save(fig: Any, out: Path) -> None:
