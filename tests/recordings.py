@@ -3,12 +3,17 @@ simulator, so that queries and the CLI have a real run to read."""
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import anyio
 
 from simulators.qcodes_sim import SimulatedSTM
 from trajmon import MonitorConfig, Recorder
+from trajmon.channels import decode_value
+from trajmon.schema import quote_ident
 
 
 def record_one_bias_change(
@@ -38,3 +43,18 @@ def record_one_bias_change(
         anyio.run(main)
     finally:
         stm.close()
+
+
+def decoded_table(db: Path, table: str, other_type: str) -> dict[str, list[Any]]:
+    """A sample table's columns decoded straight from SQLite, in ``sample_idx`` order: what
+    every export must reproduce. ``other_type`` decodes the columns that are not channels."""
+    with closing(sqlite3.connect(db)) as conn:
+        types = dict(conn.execute("SELECT label, value_type FROM channels").fetchall())
+        cur = conn.execute(f"SELECT * FROM {quote_ident(table)} ORDER BY sample_idx")
+        names = [d[0] for d in cur.description]
+        rows = cur.fetchall()
+    return {
+        n: [decode_value(types.get(n, other_type), r[i]) for r in rows]
+        for i, n in enumerate(names)
+        if n != "segment_id"
+    }

@@ -8,7 +8,6 @@ import errno
 import itertools
 import json
 import math
-import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -21,10 +20,10 @@ import pytest
 import xarray as xr
 from qcodes import validators as v
 from qcodes.instrument import Instrument
+from recordings import decoded_table
 from typer.testing import CliRunner
 
 from trajmon import MonitorConfig, Recorder, RunSummary
-from trajmon.channels import decode_value
 from trajmon.cli import app
 from trajmon.config import ChannelSpec
 from trajmon.export import MAX_CHUNK_ROWS, export_run, safe_filename
@@ -97,16 +96,7 @@ def odd_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 def stored(db: Path, group: str) -> dict[str, list[Any]]:
     """The group's table decoded straight from SQLite: what every export must reproduce."""
-    with closing(sqlite3.connect(db)) as conn:
-        types = dict(conn.execute("SELECT label, value_type FROM channels").fetchall())
-        cur = conn.execute(f'SELECT * FROM "{RUN.replace(chr(34), chr(34) * 2)}/{group}"')
-        names = [d[0] for d in cur.description]
-        rows = cur.fetchall()
-    return {
-        n: [decode_value(types.get(n, "any"), r[i]) for r in rows]
-        for i, n in enumerate(names)
-        if n != "segment_id"
-    }
+    return decoded_table(db, f"{RUN}/{group}", "any")
 
 
 def same(a: Any, b: Any) -> bool:

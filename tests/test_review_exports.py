@@ -24,9 +24,10 @@ import pytest
 import xarray as xr
 from qcodes import validators as v
 from qcodes.instrument import Instrument
+from recordings import decoded_table
 
 from trajmon import MonitorConfig, Recorder
-from trajmon.channels import INT64_MIN, decode_value
+from trajmon.channels import INT64_MIN
 from trajmon.config import ChannelSpec
 from trajmon.export import export_run
 from trajmon.export_sinks import Format
@@ -85,16 +86,7 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 def stored(db: Path) -> dict[str, list[Any]]:
     """The signals table decoded from SQLite: what an export must give back."""
-    with closing(sqlite3.connect(db)) as conn:
-        types = dict(conn.execute("SELECT label, value_type FROM channels").fetchall())
-        cur = conn.execute(f'SELECT * FROM "{RUN}/signals" ORDER BY sample_idx')
-        names = [d[0] for d in cur.description]
-        rows = cur.fetchall()
-    return {
-        n: [decode_value(types.get(n, "float"), r[i]) for r in rows]
-        for i, n in enumerate(names)
-        if n != "segment_id"
-    }
+    return decoded_table(db, f"{RUN}/signals", "float")
 
 
 def export(db: Path, out: Path, fmt: Format, chunk_rows: int = 50_000) -> Path:
