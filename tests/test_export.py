@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 
 from trajmon import MonitorConfig, Recorder, RunSummary
 from trajmon.cli import app
+from trajmon.clock import FakeClock
 from trajmon.config import ChannelSpec
 from trajmon.export import MAX_CHUNK_ROWS, export_run, safe_filename
 from trajmon.export_sinks import EXTENSIONS, Column, Format, csv_headers, open_sink
@@ -74,9 +75,41 @@ LABELS = {
 
 
 def recorded_from(instrument: Instrument, config: MonitorConfig) -> RunSummary:
-    """Record ``config`` from ``instrument`` (the channels' sources name it), then close it."""
+    """Record ``config`` from ``instrument`` (the channels' sources name it), then close it.
+
+    The run goes on a simulated clock that moves one interval only once every group has read
+    the tick before: on real time a loaded machine missed ticks, and the fixtures' reads in
+    which a value changes (the knob's 11th, the flaky level's 10th) never came.
+    """
+    clock = FakeClock()
+    recorder = Recorder(config, {instrument.name: instrument}, clock=clock)
+
+    def reads() -> int:
+        return min(s.samples_read for s in recorder.stats)
+
+    async def main() -> RunSummary:
+        summaries: list[RunSummary] = []
+
+        async def record() -> None:
+            summaries.append(await recorder.run())
+
+        assert config.duration_s is not None
+        end = clock.monotonic() + config.duration_s
+        step = config.interval_s * (1 + 1e-9)  # past the tick however the sum rounds
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(record)
+            target = 1
+            while not recorder.ended.is_set():
+                with anyio.fail_after(10):  # past the end, no read is due: only time ends it
+                    await recorder.wait_until(
+                        lambda t=target: reads() >= t or clock.monotonic() >= end
+                    )
+                target = reads() + 1
+                await clock.advance(step)
+        return summaries[0]
+
     try:
-        return anyio.run(Recorder(config, {instrument.name: instrument}).run)
+        return anyio.run(main)
     finally:
         instrument.close()
 
@@ -90,7 +123,7 @@ def odd_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     config = MonitorConfig(run_name=RUN, db=db, channels=channels, interval_s=0.01, duration_s=0.4)
     summary = recorded_from(odd, config)
     assert summary.status == "completed" and summary.actions == 1
-    assert summary.signal_samples > 20
+    assert summary.signal_samples == 40  # every tick of 0.4 s at 10 ms
     yield db
 
 
