@@ -11,8 +11,9 @@ from typing import Any
 import anyio
 
 from simulators.qcodes_sim import SimulatedSTM
-from trajmon import MonitorConfig, Recorder
+from trajmon import MonitorConfig, Recorder, RunSummary
 from trajmon.channels import decode_value
+from trajmon.clock import FakeClock
 from trajmon.schema import quote_ident
 
 
@@ -43,6 +44,43 @@ def record_one_bias_change(
         anyio.run(main)
     finally:
         stm.close()
+
+
+def record_every_tick(config: MonitorConfig, instruments: dict[str, Any]) -> RunSummary:
+    """Record ``config`` (which has a duration) to its end on a simulated clock that moves one
+    interval only once every group has read the tick before.
+
+    On real time a loaded machine misses ticks: a CI run once read 15 of 40, and the read in
+    which a fixture's value changes never came. Here every tick of the duration is read.
+    """
+    assert config.duration_s is not None, "a run to its end needs a duration"
+    clock = FakeClock()
+    recorder = Recorder(config, instruments, clock=clock)
+    end = clock.monotonic() + config.duration_s
+    step = config.interval_s * (1 + 1e-9)  # past the tick however the sum rounds
+
+    def reads() -> int:
+        return min(s.samples_read for s in recorder.stats)
+
+    async def main() -> RunSummary:
+        summaries: list[RunSummary] = []
+
+        async def record() -> None:
+            summaries.append(await recorder.run())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(record)
+            target = 1
+            while not recorder.ended.is_set():
+                with anyio.fail_after(10):  # past the end, no read is due: only time ends it
+                    await recorder.wait_until(
+                        lambda t=target: reads() >= t or clock.monotonic() >= end
+                    )
+                target = reads() + 1
+                await clock.advance(step)
+        return summaries[0]
+
+    return anyio.run(main)
 
 
 def decoded_table(db: Path, table: str, other_type: str) -> dict[str, list[Any]]:

@@ -13,19 +13,17 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-import anyio
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import xarray as xr
 from qcodes import validators as v
 from qcodes.instrument import Instrument
-from recordings import decoded_table
+from recordings import decoded_table, record_every_tick
 from typer.testing import CliRunner
 
-from trajmon import MonitorConfig, Recorder, RunSummary
+from trajmon import MonitorConfig, RunSummary
 from trajmon.cli import app
-from trajmon.clock import FakeClock
 from trajmon.config import ChannelSpec
 from trajmon.export import MAX_CHUNK_ROWS, export_run, safe_filename
 from trajmon.export_sinks import EXTENSIONS, Column, Format, csv_headers, open_sink
@@ -75,41 +73,9 @@ LABELS = {
 
 
 def recorded_from(instrument: Instrument, config: MonitorConfig) -> RunSummary:
-    """Record ``config`` from ``instrument`` (the channels' sources name it), then close it.
-
-    The run goes on a simulated clock that moves one interval only once every group has read
-    the tick before: on real time a loaded machine missed ticks, and the fixtures' reads in
-    which a value changes (the knob's 11th, the flaky level's 10th) never came.
-    """
-    clock = FakeClock()
-    recorder = Recorder(config, {instrument.name: instrument}, clock=clock)
-
-    def reads() -> int:
-        return min(s.samples_read for s in recorder.stats)
-
-    async def main() -> RunSummary:
-        summaries: list[RunSummary] = []
-
-        async def record() -> None:
-            summaries.append(await recorder.run())
-
-        assert config.duration_s is not None
-        end = clock.monotonic() + config.duration_s
-        step = config.interval_s * (1 + 1e-9)  # past the tick however the sum rounds
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(record)
-            target = 1
-            while not recorder.ended.is_set():
-                with anyio.fail_after(10):  # past the end, no read is due: only time ends it
-                    await recorder.wait_until(
-                        lambda t=target: reads() >= t or clock.monotonic() >= end
-                    )
-                target = reads() + 1
-                await clock.advance(step)
-        return summaries[0]
-
+    """Record ``config`` from ``instrument`` (the channels' sources name it), then close it."""
     try:
-        return anyio.run(main)
+        return record_every_tick(config, {instrument.name: instrument})
     finally:
         instrument.close()
 

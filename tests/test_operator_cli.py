@@ -13,14 +13,13 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 from qcodes.instrument import Instrument
-from recordings import record_one_bias_change
+from recordings import record_every_tick, record_one_bias_change
 from rich.console import Console
 from typer.testing import CliRunner
 
-from trajmon import ChannelSpec, MonitorConfig, Recorder
+from trajmon import ChannelSpec, MonitorConfig
 from trajmon import queries as queries_module
 from trajmon.cli import app
 from trajmon.cli.runs_cmd import render_status
@@ -297,7 +296,7 @@ def busy_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
         channels=[ChannelSpec(label="Knob", source="busy_knob.position", kind="spec")],
     )
     try:
-        assert anyio.run(Recorder(config, {"busy_knob": knob}).run).actions >= 8
+        assert record_every_tick(config, {"busy_knob": knob}).actions == 14  # 15 reads
     finally:
         knob.close()
     return db
