@@ -36,7 +36,7 @@ from typing import Any
 from .channels import INT64_MIN, decode_value, unique_name
 from .export_meta import run_document, run_metadata
 from .export_sinks import EXTENSIONS, Column, ColumnKind, Format, MetaValue, Sink, open_sink
-from .export_values import block_rows, joined, netcdf_fills
+from .export_values import beyond_int64, block_rows, decode_column, joined, netcdf_fills
 from .files import safe_filename
 from .gcpause import gc_paused
 from .queries import QueryError, RunRef
@@ -81,6 +81,8 @@ class ExportResult:
     directory: Path
     files: list[Path] = field(default_factory=list)
     rows: dict[str, int] = field(default_factory=dict)
+    #: What the files do not hold as recorded (ints beyond int64 in Parquet or netCDF).
+    warnings: list[str] = field(default_factory=list)
 
 
 def _run_dir(out: Path, run_name: str) -> Path:
@@ -108,16 +110,6 @@ def _fetch(
     while rows := cur.fetchmany(chunk_rows):
         yield rows
     cur.close()
-
-
-def _decode_column(vtype: str, values: list[Any]) -> list[Any]:
-    """:func:`decode_value` over a column; typed columns only hold a blob for the rare value
-    their SQLite type cannot represent (NaN, -0.0, huge ints), so only those are decoded."""
-    if vtype in ("float", "int", "str"):
-        if bytes not in map(type, values):  # the common case, checked at C speed
-            return values
-        return [decode_value(vtype, v) if type(v) is bytes else v for v in values]
-    return [decode_value(vtype, v) for v in values]
 
 
 def _columns_of(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
@@ -316,11 +308,15 @@ class _Exporter:
             f" FROM {table} ORDER BY sample_idx"
         )
 
+        lost = [0] * len(types)  # per channel: ints no int64 holds (CSV writes them exact)
+
         def decoded() -> Iterator[list[list[Any]]]:
             for rows in _fetch(self.conn, sql, (), self.chunk_rows):
                 columns = _columns_of(rows, len(cols))
                 for i, vtype in enumerate(types, start=3):
-                    columns[i] = _decode_column(vtype, columns[i])
+                    stored, columns[i] = columns[i], decode_column(vtype, columns[i])
+                    if vtype == "int" and columns[i] is not stored:  # it held a blob
+                        lost[i - 3] += beyond_int64(columns[i])
                 yield columns
 
         self.meta = {
@@ -332,6 +328,13 @@ class _Exporter:
         # sample_idx has no holes: the last one gives the count without a scan
         (last,) = self.conn.execute(f"SELECT max(sample_idx) FROM {table}").fetchone()
         self.stream(path, cols, "dt_s", decoded(), f"group:{gid}", 0 if last is None else last + 1)
+        written_as = {"parquet": "null", "netcdf": "the fill value (read back as missing)"}
+        for c, n in zip(chans, lost, strict=True):
+            if n and self.fmt in written_as:  # as a failed read would be: say so
+                self.result.warnings.append(
+                    f"{path.name}: {n} value(s) of {c['label']!r} beyond int64 written as"
+                    f" {written_as[self.fmt]}; a CSV export holds them exact"
+                )
 
 
 def export_run(

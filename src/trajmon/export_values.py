@@ -14,11 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from .channels import INT64_MAX, INT64_MIN
+from .channels import INT64_MAX, INT64_MIN, decode_value
 
 __all__ = [
     "FILL_AS_FLOAT",
+    "beyond_int64",
     "block_rows",
+    "decode_column",
     "fits_int64",
     "free_fill",
     "joined",
@@ -60,14 +62,46 @@ def text_value(value: Any) -> str | None:
 
 
 def _json_text(nested: Any) -> str:
+    """Strict JSON, which every JSON reader takes: bare ``NaN`` and ``Infinity`` are not JSON
+    (polars, DuckDB, SQLite's json functions, JavaScript refuse the whole value), so they are
+    written as the strings "NaN", "Infinity", "-Infinity", as in a run's ``snapshot_json``;
+    ``numpy.array(json.loads(text), dtype=float)`` reads them back as numbers."""
     try:
-        return json.dumps(nested)
-    except (TypeError, ValueError):  # complex elements: no JSON for them
+        try:
+            return json.dumps(nested, allow_nan=False)
+        except ValueError:  # a NaN or an infinity: rare, so only then is the list rebuilt
+            return json.dumps(_finite(nested), allow_nan=False)
+    except TypeError:  # complex elements: no JSON for them
         return str(nested)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def fits_int64(value: Any) -> bool:
     return isinstance(value, int) and INT64_MIN <= value <= INT64_MAX
+
+
+def decode_column(vtype: str, values: list[Any]) -> list[Any]:
+    """:func:`decode_value` over a column; typed columns only hold a blob for the rare value
+    their SQLite type cannot represent (NaN, -0.0, huge ints), so only those are decoded, and
+    a column without one is returned as it is (the same object)."""
+    if vtype in ("float", "int", "str"):
+        if bytes not in map(type, values):  # the common case, checked at C speed
+            return values
+        return [decode_value(vtype, v) if type(v) is bytes else v for v in values]
+    return [decode_value(vtype, v) for v in values]
+
+
+def beyond_int64(values: Iterable[Any]) -> int:
+    """How many of a decoded ``int`` column's values no int64 holds: Parquet and netCDF int
+    columns write them as a null or the fill value, which reads back as a failed read."""
+    return sum(1 for v in values if v is not None and not fits_int64(v))
 
 
 def free_fill(conn: sqlite3.Connection, table: str, column: str) -> int:

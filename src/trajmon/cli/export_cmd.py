@@ -124,6 +124,8 @@ def export(
             except KeyboardInterrupt:
                 err_console.print("trajmon: export stopped; its files were removed", markup=False)
                 raise typer.Exit(signal_exit_code(sig[0]) if sig else EXIT_SIGINT) from None
+    for warning in result.warnings:  # on stderr, also with --json: a user sees it either way
+        err_console.print(f"trajmon: warning: {warning}", markup=False)
     if json_out:
         print_json(
             {
@@ -131,6 +133,7 @@ def export(
                 "format": result.format,
                 "directory": str(result.directory),
                 "files": [{"path": str(p), "rows": result.rows.get(p.name)} for p in result.files],
+                "warnings": result.warnings,
             }
         )
         return
