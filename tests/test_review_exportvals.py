@@ -167,3 +167,22 @@ def test_text_value_of_arrays_is_strict_json(value: Any, expected: Any) -> None:
 def test_complex_arrays_keep_python_text() -> None:
     """No JSON for complex numbers (documented): their list text, NaN part and all."""
     assert text_value(np.array([complex(math.nan, 1.0), 2j])) == "[(nan+1j), 2j]"
+
+
+def test_a_directory_where_an_export_file_goes_is_refused_before_anything_is_replaced(
+    db: Path, tmp_path: Path
+) -> None:
+    """A directory named like one of the files was found only when the files were moved in: the
+    --overwrite failed with the earlier export half replaced and its run.json gone."""
+    first = exported(db, tmp_path, "csv")
+    before = {p.name: p.read_bytes() for p in first.directory.iterdir()}
+    (first.directory / "specs.csv").unlink()
+    (first.directory / "specs.csv").mkdir()
+    del before["specs.csv"]
+    args = ["export", RUN, "--db", str(db), "--out", str(tmp_path), "--format", "csv"]
+    result = runner.invoke(app, [*args, "--overwrite"])
+    assert result.exit_code == 2
+    assert result.stderr.strip().endswith(
+        "specs.csv is a directory, not a file an export may replace"
+    )
+    assert {p.name: p.read_bytes() for p in first.directory.iterdir() if p.is_file()} == before

@@ -307,7 +307,6 @@ class _Exporter:
             f"SELECT sample_idx, dt_s, read_s{''.join(', ' + q for q in labels)}"
             f" FROM {table} ORDER BY sample_idx"
         )
-
         lost = [0] * len(types)  # per channel: ints no int64 holds (CSV writes them exact)
 
         def decoded() -> Iterator[list[list[Any]]]:
@@ -365,6 +364,9 @@ def export_run(
             raise ExportError(
                 f"{existing[0]} already exists ({len(existing)} file(s)); use --overwrite"
             )
+        # Found only when moving the files in, one of them would fail the export half-replaced.
+        if in_way := [p for p in (*existing, directory / "run.json") if p.is_dir()]:
+            raise ExportError(f"{in_way[0]} is a directory, not a file an export may replace")
         made = not directory.exists()
         directory.mkdir(parents=True, exist_ok=True)
         # Every file is written into a hidden directory beside them and moved into place only
