@@ -136,7 +136,10 @@ class Checkpoints:
             return
         try:
             if self._conn is None:
-                self._conn = sqlite3.connect(self.path, isolation_level=None)
+                # mode=rw: a database deleted or moved mid-run must not be re-created here,
+                # empty, where the operator will look for the run.
+                uri = f"{self.path.resolve().as_uri()}?mode=rw"
+                self._conn = sqlite3.connect(uri, uri=True, isolation_level=None)
             row = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error as exc:
             if not self._stopping:  # else stop() interrupted it: not a failure

@@ -61,6 +61,9 @@ class Recorder:
                 f" e.g. {{'dmm': dmm}}; got {type(instruments).__name__}"
                 + (" (pass station.components)" if station else "")
             )
+        if clock is not None and not isinstance(clock, Clock):  # else: an AttributeError in run()
+            got = type(clock).__name__
+            raise TypeError(f"clock must be a trajmon Clock (e.g. FakeClock()), not {got}")
         self.config = config
         self.clock = clock or SystemClock()
         self.instruments = dict(instruments)
@@ -72,6 +75,10 @@ class Recorder:
         self.started = anyio.Event()
         #: Set once :meth:`run` has returned or raised, however the run ended (or never began).
         self.ended = anyio.Event()
+        #: The ended run's summary (a failed run's too) and the failure :meth:`run` raised, or
+        #: would have: a cancellation of :meth:`run` goes on in its place (and is logged).
+        self.summary: RunSummary | None = None
+        self.error: Exception | None = None
         self._changed = Waiters()
         self.t0_mono: float | None = None
         self._pollers: list[Poller] = []
@@ -134,7 +141,8 @@ class Recorder:
         Cancelling the task that awaits this (a timeout around it, a failing task beside it in
         a task group, Ctrl-C under ``anyio.run``) stops the run as :meth:`request_stop` does —
         no new read starts, what was read is committed, the run is marked ``interrupted`` — and
-        then the cancellation goes on. Raises :class:`RunFailedError` if the run failed.
+        then the cancellation goes on; the run's :attr:`summary` (or :attr:`error`) stays on the
+        recorder. Raises :class:`RunFailedError` if the run failed.
         """
         try:
             require_asyncio()
@@ -148,33 +156,41 @@ class Recorder:
             )
         self._claimed = True
         self._loop = asyncio.get_running_loop()
-        outcome: list[RunSummary | Exception] = []
+        cancelled = False
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._run_to_end, outcome)
+                tg.start_soon(self._run_to_end)
                 try:
                     await self.ended.wait()
                 except anyio.get_cancelled_exc_class():
                     self.request_stop()  # the recording drains and records its end, shielded
+                    cancelled = True
                     raise
         finally:
             self._end()
-        result = outcome[0]
-        if isinstance(result, Exception):
-            raise result
-        return result
+            if cancelled and self.error is not None:  # the cancellation goes on: say it failed
+                _log.error(
+                    "run %r failed while run() was cancelled: %s", self.config.run_name, self.error
+                )
+        if self.error is not None:
+            raise self.error
+        assert self.summary is not None
+        return self.summary
 
     def _end(self) -> None:
         self.ended.set()
         self._changed.wake()
 
-    async def _run_to_end(self, outcome: list[RunSummary | Exception]) -> None:
-        """The recording, shielded: a cancellation of :meth:`run` reaches it as a stop."""
+    async def _run_to_end(self) -> None:
+        """The recording, shielded: a cancellation of :meth:`run` reaches it as a stop. Its
+        outcome is kept before :attr:`ended` is set, for whoever waits on that."""
         with anyio.CancelScope(shield=True):
             try:
-                outcome.append(await self._run())
+                self.summary = await self._run()
             except Exception as exc:
-                outcome.append(exc)
+                self.error = exc
+                if isinstance(exc, RunFailedError):
+                    self.summary = exc.summary
             finally:
                 self._end()
 
@@ -294,9 +310,12 @@ class Recorder:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._write, writer)
-                async with anyio.create_task_group() as pollers:
-                    for poller in self._pollers:
-                        pollers.start_soon(poller.run)
+                # A failing writer stops the pollers (_write), never cancels them: a read in
+                # flight on an instrument's thread is counted before the run's end is recorded.
+                with anyio.CancelScope(shield=True):
+                    async with anyio.create_task_group() as pollers:
+                        for poller in self._pollers:
+                            pollers.start_soon(poller.run)
                 if end_at is not None:  # the last tick is before end_at; the run lasts until it
                     with anyio.CancelScope() as self._end_wait:
                         if not self._stop_requested:

@@ -109,7 +109,12 @@ async def sim_instruments(
 
 
 def summary_dict(summary: RunSummary) -> dict[str, Any]:
+    """``--json``'s document. A group that read nothing has no mean read time: ``null``, as
+    ``trajmon runs --json`` gives it, rather than NaN (``"nan"`` in a number's place)."""
     data = dataclasses.asdict(summary)
+    for group, g in zip(data["groups"], summary.groups, strict=True):
+        if not g.samples_read:
+            group["mean_read_s"] = None
     data["signal_samples"] = summary.signal_samples
     data["spec_samples"] = summary.spec_samples
     data["missed_ticks"] = summary.missed_ticks
@@ -138,7 +143,7 @@ def print_summary(summary: RunSummary) -> None:
             str(g.samples),
             str(g.missed_ticks),
             str(g.failed_reads),
-            f"{g.mean_read_s * 1000:.2f} ms",
+            f"{g.mean_read_s * 1000:.2f} ms" if g.samples_read else "no reads",
         )
     print_table(table)
     console.print(
