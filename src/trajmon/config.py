@@ -297,6 +297,7 @@ class MonitorConfig(BaseModel):
             for label in getattr(self, option) or []:
                 match = next((c for c in self.channels if c.label == label), None)
                 if match is None:
+                    _near_miss(kind, label, self.channels)
                     known = ", ".join(c.label for c in self.channels if c.kind == kind)
                     hint = f"known: {known}" if known else f"the channels have no {kind}s"
                     raise ValueError(f"unknown {kind} label {label!r} ({hint})")
@@ -333,6 +334,23 @@ class MonitorConfig(BaseModel):
                 return other.interval_s
         per_kind = self.signal_interval_s if spec.kind == "signal" else self.spec_interval_s
         return per_kind if per_kind is not None else self.interval_s
+
+
+def _near_miss(kind: str, label: str, channels: Sequence[ChannelSpec]) -> None:
+    """A selected label that names a channel up to case or Unicode form: say which, rather than
+    "unknown label 'Température' (known: Température)" — the same text to the eye when one
+    is typed as ``é`` and the other as ``e`` + accent."""
+    near = next((c.label for c in channels if label_key(c.label) == label_key(label)), None)
+    if near is None:
+        return
+    if label.casefold() == near.casefold():
+        shown, form = f"{label!r}: the channels have {near!r}", "case"
+    else:
+        shown, form = f"{label!a}: the channels have {near!a}", "Unicode form (NFC/NFD)"
+    raise ValueError(
+        f"unknown {kind} label {shown}, which differs in {form}; give the label exactly as"
+        " the channels write it"
+    )
 
 
 def group_conflict(specs: Sequence[ChannelSpec]) -> tuple[int, int, str] | None:

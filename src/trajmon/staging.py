@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from .config import (
     DEFAULT_CHANNELS,
@@ -30,7 +31,7 @@ from .config import (
     format_validation_error,
     refuse_bool,
 )
-from .files import replace_text_file
+from .files import replacing
 
 __all__ = [
     "NO_STATION_FILE",
@@ -97,6 +98,16 @@ class StagedConfig(BaseModel):
     def _run_name(cls, value: str | None) -> str | None:
         return None if value is None else check_run_name(value)
 
+    @field_validator("signals", "specs")
+    @classmethod
+    def _selects_some(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        """An empty list (a hand-edited file) would record none of that kind without a word;
+        the command line refuses it too (``--signals ''``)."""
+        if value is not None and not value:
+            kind = str(info.field_name)[:-1]
+            raise ValueError(f"an empty list selects no {kind}; to record every {kind}, remove it")
+        return value
+
     def values(self) -> dict[str, Any]:
         """The fields that are set, JSON-ready."""
         return self.model_dump(mode="json", exclude_none=True)
@@ -140,12 +151,23 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def write_staged(path: Path, staged: StagedConfig) -> None:
-    """Replace the file in one step: a crash mid-write leaves the old file, never half a file."""
+    """Replace the file in one step: a crash mid-write leaves the old file, never half a file.
+    The new file keeps the old one's permissions: a ``chmod 600`` stays private."""
     # A symlinked file (a dotfiles repository) stays a link: its target is replaced.
     target = Path(os.path.realpath(path))
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        replace_text_file(target, json.dumps(staged.values(), indent=2) + "\n")
+        try:
+            mode: int | None = stat.S_IMODE(target.stat().st_mode)
+        except FileNotFoundError:
+            mode = None
+        with replacing(target, target.with_name(f".{target.name}.tmp-{os.getpid()}")) as tmp:
+            tmp.touch()
+            if mode is not None:  # private while written, even if the old file was read-only
+                tmp.chmod(stat.S_IRUSR | stat.S_IWUSR)
+            tmp.write_text(json.dumps(staged.values(), indent=2) + "\n", encoding="utf-8")
+            if mode is not None:
+                tmp.chmod(mode)
     except OSError as exc:
         raise ConfigError(f"cannot write staged config {path}: {exc}") from exc
 
@@ -233,15 +255,17 @@ class EffectiveConfig:
     channels_file: Path | None
 
 
-def _channels_for(staged: StagedConfig) -> list[ChannelSpec] | None:
-    from .station import load_channels_file, read_station_names
+def _channels_for(
+    staged: StagedConfig, station_names: list[str] | None
+) -> list[ChannelSpec] | None:
+    from .station import load_channels_file
 
     if staged.channels is None:
         return None
     specs = load_channels_file(staged.channels)
     hint = ""
-    if staged.station is not None:
-        names, where = read_station_names(staged.station), str(staged.station)
+    if station_names is not None:  # read from the staged station file
+        names, where = station_names, str(staged.station)
     else:  # the simulator and a Nanonis controller are one instrument, named stm
         names, where = ["stm"], "the simulator or a Nanonis controller"
         hint = "; for a station's instruments, give --station FILE with it"
@@ -270,9 +294,12 @@ def effective_config(
         raise ConfigError(NO_TCP_ADDRESS)
     if staged.source == "station" and staged.station is None:
         raise ConfigError(NO_STATION_FILE)
-    if staged.station is not None and not staged.station.is_file():
-        raise ConfigError(f"station file not found: {staged.station}")
-    channels = _channels_for(staged)
+    from .station import read_station_names
+
+    # Read now, with or without a channels file: a station file that is missing or not YAML is
+    # refused when it is staged, not when the next run (or `channels init`) reads it.
+    names = None if staged.station is None else read_station_names(staged.station)
+    channels = _channels_for(staged, names)
     unchecked = staged.source == "station" and channels is None
     fields = {
         **{

@@ -11,14 +11,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 
 from ..channels import Channel, Kind
-from ..config import ConfigError
+from ..config import ConfigError, MonitorConfig, format_validation_error
 from ..staging import effective_config, merge_overrides, read_staged
 from ..starter import output_target, starter_channels_yaml, write_new_file
 from ..station import close_station, load_station
-from .common import JsonOption, console, print_json, print_table, user_errors
+from .common import JsonOption, console, err_console, print_json, print_table, user_errors
 from .config_cmd import (
     ChannelsOption,
     ConfigPathOption,
@@ -84,6 +85,24 @@ def _row(ch: Channel, interval_s: float, selected: bool) -> dict[str, Any]:
     }
 
 
+def _check_selection(
+    config: MonitorConfig, signals: list[str] | None, specs: list[str] | None
+) -> None:
+    """A staged selection these channels do not have (a label of another channels file, or
+    of the other kind) refuses every run: say so beside the list, whose "selected" column
+    would otherwise just read "no" everywhere."""
+    try:
+        config.updated(signals=signals, specs=specs)
+    except ValidationError as exc:
+        problem = format_validation_error(exc)
+        err_console.print(
+            f"trajmon: note: a run would refuse the staged selection: {problem};"
+            " change it (trajmon config set --signals/--specs) or clear it"
+            " (trajmon config clear --field signals --field specs)",
+            markup=False,
+        )
+
+
 def _list(
     kind: Kind,
     sim: bool,
@@ -101,6 +120,7 @@ def _list(
         eff = effective_config(merged.model_copy(update={"signals": None, "specs": None}))
         with static_instruments(eff) as instruments:
             found = resolved_channels(eff.config, instruments)
+    _check_selection(eff.config, merged.signals, merged.specs)
     rows = [
         _row(ch, interval, chosen is None or ch.label in chosen)
         for ch, interval in found
