@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import math
+import sys
 import threading
 import time
 from collections import Counter
@@ -147,6 +148,7 @@ class NanonisServer:
         jitter_s: float = 0.0,
         seed: int = 0,
         log_path: str | Path | None = None,
+        on_log_error: Callable[[str], object] | None = None,
     ) -> None:
         _check_delay("latency_s", latency_s)
         _check_delay("jitter_s", jitter_s)
@@ -162,6 +164,9 @@ class NanonisServer:
         self._rng = np.random.default_rng(seed)
         self._log_path = Path(log_path) if log_path is not None else None
         self._log_file: IO[str] | None = None
+        #: Why the request log stopped (a full disk), or None while it is written.
+        self.log_error: str | None = None
+        self._on_log_error = on_log_error or (lambda line: print(line, file=sys.stderr, flush=True))
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -172,7 +177,7 @@ class NanonisServer:
     async def start(self) -> None:
         if self._server is not None:
             return
-        if self._log_path is not None and self._log_file is None:
+        if self._log_path is not None and self._log_file is None and self.log_error is None:
             self._log_file = self._log_path.open("a", encoding="utf-8")
         self._server = await asyncio.start_server(
             self._on_connection, self.host, self.port, reuse_address=True
@@ -303,8 +308,26 @@ class NanonisServer:
             "command": command,
             "status": status,
         }
-        self._log_file.write(json.dumps(entry) + "\n")
-        self._log_file.flush()
+        try:
+            self._log_file.write(json.dumps(entry) + "\n")
+            self._log_file.flush()
+        except OSError as exc:
+            self._stop_logging(exc)
+
+    def _stop_logging(self, exc: OSError) -> None:
+        """A request log that cannot be written (a full disk) stops, said once: the log is a
+        record of the session, the instrument is what clients depend on — failing every request
+        (each one a dropped connection and a traceback) would take the simulated instrument away
+        for the sake of its log."""
+        log, self._log_file = self._log_file, None
+        if log is not None:
+            with contextlib.suppress(OSError):  # its buffer cannot be flushed either
+                log.close()
+        self.log_error = exc.strerror or str(exc)
+        self._on_log_error(
+            f"request log {self._log_path}: cannot write ({self.log_error}); requests are no"
+            " longer logged, the simulator keeps serving"
+        )
 
     # ------------------------------------------------------------------ commands
     @staticmethod

@@ -50,13 +50,15 @@ async def run_simulator(
     start_operator: bool = True,
     request_log: str | Path | None = None,
     on_operator_error: Callable[[str], object] | None = None,
+    on_request_log_error: Callable[[str], object] | None = None,
 ) -> AsyncIterator[RunningSimulator]:
     """Run model + server (+ operator when ``scenario`` is given) for the ``async with`` body.
 
     The seed is ``seed`` if given, else the scenario's seed, else 0. With ``start_operator=False``
     call ``sim.start_operator()`` when the recording starts, so ``at_s`` lines up with it.
     Raises :class:`~simulators.operator.ScenarioError` before anything starts on a bad scenario.
-    ``on_operator_error(line)`` is called for each scripted change that fails.
+    ``on_operator_error(line)`` is called for each scripted change that fails, and
+    ``on_request_log_error(line)`` once if the request log cannot be written (default: stderr).
     """
     if scenario is not None and not isinstance(scenario, Scenario):
         scenario = load_scenario(scenario)
@@ -70,6 +72,7 @@ async def run_simulator(
         jitter_s=jitter_ms / 1000.0,
         seed=seed,
         log_path=request_log,
+        on_log_error=on_request_log_error,
     )
     async with server:
         operator = (
@@ -109,8 +112,9 @@ async def serve(
     ``faults`` is a fault-plan YAML (see :mod:`simulators.faults`), played from the moment the
     server listens; when an outage's restart fails, :class:`~simulators.faults.FaultPlanStopped`
     is raised (the server is down for good). Each scripted change that fails is reported through
-    ``err`` (default: stderr) as it happens, and the end of the scenario through ``out``
-    (default: stdout).
+    ``err`` (default: stderr) as it happens, as is a request log that cannot be written (once:
+    logging stops, serving goes on), and the end of the scenario through ``out`` (default:
+    stdout).
     """
     say = out or (lambda line: print(line, flush=True))  # flushed: scripts wait on a pipe
     warn = err or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -126,6 +130,7 @@ async def serve(
         truth_log=truth_log,
         request_log=request_log,
         on_operator_error=lambda line: warn(f"scenario: {line}"),
+        on_request_log_error=warn,
     ) as sim:
         fault_task = asyncio.create_task(play_faults(sim.server, plan), name="fault-plan")
         say(f"Nanonis simulator listening on {sim.host}:{sim.port}")

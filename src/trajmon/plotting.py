@@ -262,5 +262,11 @@ def _save(fig: Any, out: Path) -> None:
                 raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(parent))
             break
     out.parent.mkdir(parents=True, exist_ok=True)
-    with replacing(out, out.with_name(out.name + ".partial")) as partial:
-        fig.savefig(partial, format=out.suffix.removeprefix(".").lower())
+    partial = out.with_name(out.name + ".partial")
+    try:
+        with replacing(out, partial):
+            fig.savefig(partial, format=out.suffix.removeprefix(".").lower())
+    except OSError as exc:  # the file the caller asked for, not the temporary one, is named
+        if exc.errno is None or str(exc.filename) != str(partial):
+            raise
+        raise OSError(exc.errno, exc.strerror, str(out)) from exc

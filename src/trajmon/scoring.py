@@ -7,7 +7,6 @@ and no later than ``max_latency_s`` after it. Each truth entry matches at most o
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -29,11 +28,15 @@ class TruthChange:
 
 @dataclass(slots=True)
 class Score:
+    """``precision`` is None when no detection counts (nothing to be right or wrong about) and
+    ``recall`` None when no change was required (nothing to find): 0/0 is no score, and a NaN
+    printed as one, or a 1.0, would pass for a measurement."""
+
     detected: int
     truth: int
     matched: int
-    precision: float
-    recall: float
+    precision: float | None
+    recall: float | None
     latencies_s: list[float] = field(default_factory=list)
     unmatched_truth: list[TruthChange] = field(default_factory=list)
     unmatched_detected: list[dict[str, Any]] = field(default_factory=list)
@@ -97,8 +100,8 @@ def score_actions(
         detected=counted,
         truth=len(truth),
         matched=matched,
-        precision=matched / counted if counted else (1.0 if not truth else math.nan),
-        recall=matched / len(truth) if truth else 1.0,
+        precision=matched / counted if counted else None,
+        recall=matched / len(truth) if truth else None,
         latencies_s=latencies,
         unmatched_truth=missed,
         unmatched_detected=[d for i, d in enumerate(detected) if i not in used],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from pathlib import Path
 from typing import Annotated, Any
@@ -162,25 +163,49 @@ def show_cmd(
         _print_window("spec window", spec)
 
 
+def _is_dir(path: Path) -> bool:
+    """Whether ``path`` is a directory; a path that cannot even be looked at (a name too long)
+    is not, and the save then says why in one line instead of this check in a traceback."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
 @actions_app.command("plot")
 def plot_cmd(
     idx: Annotated[
         int, typer.Argument(min=0, max=INT64_MAX, help="Action index (see `actions list`).")
     ],
-    out: Annotated[
-        Path,
-        typer.Option("--out", "-o", help="Image file (.png, .svg, .pdf; no extension: .png)."),
+    file: Annotated[
+        str,
+        typer.Option(
+            "--out",
+            "-o",
+            metavar="FILE",
+            help="Image file (.png, .svg, .pdf; no extension: .png).",
+        ),
     ],
     run: RunOption = None,
     db: DbOption = Path("trajmon.db"),
 ) -> None:
     """Plot the signals in an action's window, the action instant marked."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
     from ..plotting import MissingGlyphsWarning, plot_action_window
 
-    if not out.suffix and not out.is_dir():  # what matplotlib would write; the name printed
+    out = Path(file)  # the text kept too: "plots/" is a directory, Path("plots/") is "plots"
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if out.name.startswith(".") and out.name[1:].lower() in formats:
+        # To Python ".png" is a stem without a suffix: it was written as ".png.png".
+        example = out.with_name(f"action-{idx}{out.name}")
+        fail(f"{out} is only an extension; give a file name, e.g. {example}")
+    directory = file.endswith(("/", os.sep)) or _is_dir(out)
+    if not out.suffix and not directory:  # what matplotlib would write; the name printed
         out = out.with_suffix(".png")  # must be the file's — and the check below see it
-    if out.is_dir():
-        fail(f"{out} is a directory; give an image file, e.g. {out / f'action-{idx}.png'}")
+    if directory or _is_dir(out):
+        what = f"{out} is" if _is_dir(out) else f"{file} names"
+        fail(f"{what} a directory; give an image file, e.g. {out / f'action-{idx}.png'}")
     with reading(db) as conn:
         ref = resolve_run(conn, run)
         action = get_action(conn, ref, idx)
@@ -199,6 +224,9 @@ def plot_cmd(
         except ValueError as exc:  # an image format matplotlib does not know: a usage error
             fail(f"cannot write {out}: {exc}")
         except OSError as exc:  # unwritable path, full disk: a write error, as for export
+            detail = exc.strerror if exc.strerror and exc.filename == str(out) else exc
+            fail(f"cannot write {out}: {detail}", EXIT_FAILED)
+        except RuntimeError as exc:  # a format whose tool is missing (.pgf needs LaTeX)
             fail(f"cannot write {out}: {exc}", EXIT_FAILED)
     for w in caught:  # a note, as the CLI's others, not a warning with a source line
         if issubclass(w.category, MissingGlyphsWarning):

@@ -20,7 +20,8 @@ from ..connection import StorageError
 from ..queries import list_actions, resolve_run
 from ..recorder import Recorder
 from ..runstore import RunExistsError
-from ..scoring import score_recording
+from ..scoring import Score, score_recording
+from ..summary import RunFailedError
 from .actions_cmd import print_actions
 from .common import (
     EXIT_FAILED,
@@ -33,7 +34,13 @@ from .common import (
     user_errors,
 )
 from .run_cmd import check_run_name_free, print_summary, sim_instruments
-from .runner import exit_code_for, record, signals_restored, unless_output_gone
+from .runner import (
+    RunOutcome,
+    exit_code_for,
+    record,
+    signals_restored,
+    unless_output_gone,
+)
 
 __all__ = ["demo"]
 
@@ -62,6 +69,17 @@ def _next_command(run_name: str, db: Path, actions: list[dict[str, Any]]) -> str
     )
 
 
+def _score_line(score: Score) -> str:
+    """The score in words; a ratio with nothing to count (0/0) is said, not printed as nan."""
+    found = f"{score.matched}/{score.truth} changes found"
+    if score.recall is None and score.precision is None:
+        return f"{found}: the operator made no change the run could see, and none was detected"
+    precision = "n/a (nothing detected)" if score.precision is None else f"{score.precision:.2f}"
+    recall = "n/a (no change to find)" if score.recall is None else f"{score.recall:.2f}"
+    latency = "" if score.max_latency_s is None else f", max latency {score.max_latency_s:.3f} s"
+    return f"{found}, precision {precision}, recall {recall}{latency}"
+
+
 def demo(
     duration: Annotated[float, typer.Option("--duration", help="Seconds to record.")] = 20.0,
     db: DbOption = Path("trajmon-demo.db"),
@@ -84,7 +102,12 @@ def demo(
                 holder.append(rec)
                 sim.start_operator()
 
-            outcome = await record(config, inst, quiet=json_out, on_started=started)
+            try:
+                outcome = await record(config, inst, quiet=json_out, on_started=started)
+            except RunFailedError as exc:  # a full disk: reported and scored, then exit code 1
+                if not holder:
+                    raise
+                outcome = RunOutcome(exc.summary, None)
             truth = list(sim.operator.truth) if sim.operator is not None else []
             return outcome, holder[0], truth
 
@@ -97,7 +120,10 @@ def demo(
             )
     with signals_restored():  # a late Ctrl-C must not cut the report short
         with user_errors():
-            outcome, recorder, truth = anyio.run(main)
+            try:
+                outcome, recorder, truth = anyio.run(main)
+            except (StorageError, RunFailedError) as exc:  # as for trajmon run: one line
+                fail(str(exc), EXIT_FAILED)
         with reading(db) as conn:
             actions = list_actions(conn, resolve_run(conn, run_name))
         summary = outcome.summary
@@ -126,16 +152,8 @@ def demo(
             else:
                 print_summary(summary)
                 print_actions(actions, f"actions of run {run_name!r} ({len(actions)})")
-                latency = (
-                    ""
-                    if score.max_latency_s is None
-                    else f", max latency {score.max_latency_s:.3f} s"
-                )
                 console.print(
-                    "scored against the scripted operator:"
-                    f" {score.matched}/{len(required)} changes found,"
-                    f" precision {score.precision:.2f}, recall {score.recall:.2f}{latency}",
-                    markup=False,
+                    f"scored against the scripted operator: {_score_line(score)}", markup=False
                 )
                 console.print(f"next: {_next_command(run_name, db, actions)}", markup=False)
     code = exit_code_for(outcome)
