@@ -135,3 +135,46 @@ def test_a_directory_staged_as_the_station_file_says_so(path: Path, tmp_path: Pa
         stage(path, {"station": tmp_path})
     assert str(info.value) == f"station file {tmp_path} is a directory; give the YAML file in it"
     assert not path.exists()
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("010", "010 is read by YAML as octal (8); write it without the leading zero"),
+        ("0_10", "0_10 is read by YAML as octal (8)"),
+        ("1:30", "1:30 is read by YAML as base 60 (90); write it without the colons"),
+        ("1:30.5", "1:30.5 is read by YAML as base 60 (90.5)"),
+    ],
+)
+def test_a_number_yaml_1_1_reads_in_another_base_is_refused(
+    tmp_path: Path, value: str, problem: str
+) -> None:
+    """``interval_s: 010`` polled every 8 s, and QCoDeS (YAML 1.2) reads the same digits as 10."""
+    from trajmon.station import load_channels_file
+
+    channels = tmp_path / "channels.yaml"
+    channels.write_text(
+        f"channels:\n  - {{parameter: stm.bias, kind: spec, interval_s: {value}}}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_channels_file(channels)
+    assert str(info.value).startswith(f"{channels}: malformed YAML at line 2, column 51: {problem}")
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("10", 10.0), ("0.5", 0.5), ("1e-3", 0.001), ("0x10", 16.0), ("'010'", 10.0), ("1_0", 10.0)],
+)
+def test_numbers_in_their_own_base_are_read_as_written(
+    tmp_path: Path, value: str, seconds: float
+) -> None:
+    from trajmon.station import load_channels_file
+
+    channels = tmp_path / "channels.yaml"
+    channels.write_text(
+        f"channels:\n  - {{parameter: stm.bias, kind: spec, interval_s: {value}}}\n",
+        encoding="utf-8",
+    )
+    (spec,) = load_channels_file(channels)
+    assert spec.interval_s == seconds

@@ -200,6 +200,15 @@ def test_starter_file_lists_every_gettable_parameter_and_loads_back(
     assert "unit: K" in text and "vals: <Numbers -800<=v<=400>" in text
 
 
+def test_channels_init_into_a_directory_says_so_without_suggesting_force(
+    station_file: Path, tmp_path: Path
+) -> None:
+    """``-o DIR`` said "already exists; pass --force", and with --force "is a directory"."""
+    result = invoke("channels", "init", "--station", str(station_file), "-o", str(tmp_path))
+    assert result.exit_code == 2
+    assert "is a directory; give a file name" in result.stderr and "--force" not in result.stderr
+
+
 def test_channels_init_command_refuses_to_overwrite(station_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "channels.yaml"
     first = invoke("channels", "init", "--station", str(station_file), "-o", str(out))

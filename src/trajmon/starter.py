@@ -116,13 +116,13 @@ def output_target(path: Path, *, force: bool) -> Path:
     target = Path(os.path.realpath(path))
     if target.is_symlink():  # realpath stops inside a symlink loop
         raise ConfigError(f"{path} is a symlink loop; choose another output file")
+    if target.is_dir():  # before --force is suggested: it cannot help
+        raise ConfigError(f"{path} is a directory; give a file name, e.g. {path}/channels.yaml")
     if target.exists():
-        if not force:
-            raise ConfigError(f"{path} already exists; pass --force to overwrite it")
-        if target.is_dir():
-            raise ConfigError(f"{path} is a directory")
         if not target.is_file():
             raise ConfigError(f"{path} is not a regular file; choose another output file")
+        if not force:
+            raise ConfigError(f"{path} already exists; pass --force to overwrite it")
     return target
 
 

@@ -9,6 +9,7 @@ problem is one line: ``line L, column C: problem`` for the YAML itself
 
 from __future__ import annotations
 
+import re
 from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,35 @@ def _mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+#: Numbers YAML 1.1 reads in another base than the one written: ``interval_s: 010`` is 8 (octal)
+#: and ``1:30`` is 90 (base 60), while QCoDeS reads a station file as YAML 1.2, where ``010`` is 10.
+_OTHER_BASE = (
+    (re.compile(r"[-+]?0[0-7_]+"), "octal", "the leading zero"),
+    (re.compile(r"[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?"), "base 60", "the colons"),
+)
+
+
+def _number(loader: _StrictLoader, node: yaml.ScalarNode) -> Any:
+    """An int or float, refused when YAML 1.1 reads its digits in another base: a schedule
+    polled every 8 s instead of 10 s, with nothing said, is worse than an error."""
+    is_int = node.tag.endswith(":int")
+    value = loader.construct_yaml_int(node) if is_int else loader.construct_yaml_float(node)
+    text = str(node.value)
+    for pattern, base, drop in _OTHER_BASE:
+        if pattern.fullmatch(text):
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"{text} is read by YAML as {base} ({value}); write it without {drop},"
+                " or quote it for text",
+                node.start_mark,
+            )
+    return value
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _number)
+_StrictLoader.add_constructor("tag:yaml.org,2002:float", _number)
 
 
 def _describe(exc: yaml.YAMLError) -> str:
