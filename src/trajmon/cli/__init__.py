@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import typer
 
 from .actions_cmd import actions_app
@@ -35,5 +38,25 @@ app.command("list-signals")(list_signals)
 app.command("list-specs")(list_specs)
 
 
+def _stdio_on_devnull() -> None:
+    """Started with stdin, stdout or stderr closed (``<&- >&- 2>&-``, as a detached job may be),
+    the next file opened would get that descriptor — and whatever is written to "stderr" (a
+    signal handler's plain ``os.write(2, …)``, a C library's diagnostics) would land in it.
+    Python then also has no ``sys.stdout``: a ``--json`` document written to it was a traceback
+    and exit code 1. A closed one is pointed at ``os.devnull`` before anything is opened, and
+    Python gets a stream on it: the output is lost, as the closed stream meant, and nothing else."""
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, mode, encoding="utf-8", closefd=False))  # noqa: SIM115
+
+
 def main() -> None:
+    _stdio_on_devnull()
     app()

@@ -48,8 +48,8 @@ from .config_cmd import (
     config_path_or_default,
     option_overrides,
 )
+from .connect import connect_nanonis
 from .runner import (
-    connect_nanonis,
     exit_code_for,
     record,
     signals_restored,

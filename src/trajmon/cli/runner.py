@@ -18,15 +18,15 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 from rich.live import Live
 
-from ..config import ConfigError, MonitorConfig
+from ..config import MonitorConfig
 from ..live import progress_mode, run_live_view
 from ..recorder import Recorder
 from ..records import GroupStats
@@ -35,9 +35,10 @@ from .common import console, err_console
 
 __all__ = [
     "RunOutcome",
-    "connect_nanonis",
     "group_progress",
+    "received_signals",
     "record",
+    "say",
     "signal_exit_code",
     "signals_restored",
     "stop_signal_numbers",
@@ -72,20 +73,24 @@ def unless_output_gone() -> Iterator[None]:
     ``EPIPE``) ends the block quietly. rich answers a broken pipe by pointing stdout at
     ``os.devnull`` and raising ``SystemExit(1)``; that is taken back here too, and a plain
     write's broken pipe gets the same ``os.devnull``, so that the interpreter's last flush of
-    stdout cannot fail either and turn the exit code into 120."""
+    stdout cannot fail either and turn the exit code into 120. Without a ``sys.stdout``
+    (started with stdout closed) there is nothing to point there: the broken stderr used to
+    raise AttributeError from here, and that ended the run."""
     try:
         yield
     except SystemExit as exc:
         if exc.code != 1:
             raise
     except OSError:
+        if sys.stdout is None:
+            return
         with contextlib.suppress(OSError, ValueError):  # ValueError: no file descriptor
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             os.close(devnull)
 
 
-def _say(text: str, live: list[Live] | None = None) -> None:
+def say(text: str, live: list[Live] | None = None) -> None:
     """A note on stderr that may fail: nobody may be reading any more. While the live view is
     on that terminal, through the view (printed above it, as rich does with ``sys.stderr``):
     a line written beside it was erased by its next redraw, and the view, one line lower than
@@ -98,11 +103,11 @@ def _say(text: str, live: list[Live] | None = None) -> None:
 
 
 #: Every stop signal this process received (the handlers below append to it).
-_received: list[int] = []
+received_signals: list[int] = []
 
 
 def _note_late_signal(signum: int, _frame: object) -> None:
-    _received.append(signum)
+    received_signals.append(signum)
     # Plain write: this may interrupt any Python code, a rich print included — which must not
     # get an exception from here when stderr is gone.
     with contextlib.suppress(OSError):
@@ -121,7 +126,7 @@ def stop_signals(on_stop: Callable[[int], None]) -> Iterator[None]:
     loop = asyncio.get_running_loop()
 
     def handler(signum: int, _frame: object) -> None:
-        _received.append(signum)
+        received_signals.append(signum)
         loop.call_soon_threadsafe(on_stop, signum)
 
     installed: list[int] = []
@@ -147,11 +152,11 @@ def signals_restored() -> Iterator[None]:
     for sig in stop_signal_numbers():
         with contextlib.suppress(ValueError, OSError):
             saved[sig] = signal.getsignal(sig)
-    before = len(_received)
+    before = len(received_signals)
     try:
         yield
     finally:
-        stopped = len(_received) > before
+        stopped = len(received_signals) > before
         for sig, old in saved.items():
             with contextlib.suppress(ValueError, OSError, TypeError):  # None: not from Python
                 signal.signal(sig, signal.SIG_IGN if stopped else old)
@@ -212,9 +217,9 @@ async def record(
         received.append(signum)
         recorder.request_stop()  # before any output: writing the note may fail
         if first:
-            _say("trajmon: stopping: draining the queue and committing", live)
+            say("trajmon: stopping: draining the queue and committing", live)
         else:
-            _say("trajmon: already stopping; finishing the last commit", live)
+            say("trajmon: already stopping; finishing the last commit", live)
 
     with stop_signals(on_stop), _single_errors():
         async with anyio.create_task_group() as tg:
@@ -252,26 +257,6 @@ def _single_errors() -> Iterator[None]:
         if len(group.exceptions) == 1:
             raise group.exceptions[0] from None
         raise
-
-
-@asynccontextmanager
-async def connect_nanonis(
-    host: str, port: int, timeout: float, name: str = "stm"
-) -> AsyncIterator[dict[str, Any]]:
-    """Connect the Nanonis TCP driver off the event loop (the simulator may be running on it)."""
-    from ..drivers.nanonis import NanonisSTM
-
-    def connect() -> Any:
-        return NanonisSTM(name, address=host, port=port, timeout=timeout)
-
-    try:
-        instrument = await anyio.to_thread.run_sync(connect)
-    except (ConnectionError, OSError) as exc:
-        raise ConfigError(f"instrument unreachable at {host}:{port}: {exc}") from exc
-    try:
-        yield {name: instrument}
-    finally:
-        await anyio.to_thread.run_sync(instrument.close)
 
 
 def exit_code_for(outcome: RunOutcome) -> int:

@@ -104,8 +104,8 @@ async def open_source(
 ) -> AsyncIterator[tuple[dict[str, Any], dict[str, Any] | None]]:
     """Connected instruments for ``eff`` and the station snapshot (None for the Nanonis
     sources); instruments are closed when the block ends, however it ends."""
+    from .connect import connect_nanonis
     from .run_cmd import sim_instruments
-    from .runner import connect_nanonis
 
     if eff.source == "station":
 

@@ -27,15 +27,17 @@ from trajmon.drivers.nanonis_params import SIGNAL_CHANNELS, SIGNALS_GET, SPEC_BY
 from trajmon.drivers.nanonis_protocol import (
     COMMANDS,
     HEADER_SIZE,
+    HandshakeError,
     NanonisError,
     ProtocolError,
+    StreamError,
     decode_header,
     encode_header,
     pack_body,
     reply_values,
 )
 
-__all__ = ["SIGNAL_CHANNELS", "NanonisError", "NanonisSTM", "ProtocolError"]
+__all__ = ["SIGNAL_CHANNELS", "HandshakeError", "NanonisError", "NanonisSTM", "ProtocolError"]
 
 _MAX_BODY = 16 * 1024 * 1024  # a larger size field means the stream is corrupt, not a real reply
 
@@ -272,7 +274,8 @@ class NanonisSTM(Instrument):
     # -- connection -----------------------------------------------------------------------------
 
     def _where(self) -> str:
-        return f"Nanonis TCP interface at {self.address}:{self.port}"
+        host = f"[{self.address}]" if ":" in self.address else self.address  # IPv6: [::1]:6501
+        return f"Nanonis TCP interface at {host}:{self.port}"
 
     def _connect(self) -> None:
         """Open the socket and fetch the signal list; any failure leaves us disconnected."""
@@ -288,9 +291,10 @@ class NanonisSTM(Instrument):
             except TimeoutError as exc:  # accepted, but nobody answers on this port
                 raise TimeoutError(f"no reply to Signals.NamesGet within {self.timeout} s") from exc
         except (OSError, NanonisError, ProtocolError) as exc:
+            failed = ConnectionError if sock is None else HandshakeError  # None: not connected
             if sock is not None:
                 sock.close()
-            raise ConnectionError(f"cannot connect to {self._where()}: {exc}") from exc
+            raise failed(f"cannot connect to {self._where()}: {exc}") from exc
         self._sock = sock
         if names != self._names:
             self._names = names
@@ -356,9 +360,9 @@ class NanonisSTM(Instrument):
             try:
                 echoed, size, _ = decode_header(header)
             except ProtocolError as exc:
-                raise ConnectionError(f"garbled reply header: {exc}") from exc
+                raise StreamError(f"garbled reply header: {exc}") from exc
             if echoed != command or size > _MAX_BODY:  # the stream is out of sync
-                raise ConnectionError(f"reply {echoed!r} ({size} bytes) to a {command!r} request")
+                raise StreamError(f"reply {echoed!r} ({size} bytes) to a {command!r} request")
             payload = self._recv_exact(sock, size, deadline)
         finally:
             if sock.gettimeout() != self.timeout:

@@ -36,8 +36,10 @@ __all__ = [
     "COMMANDS",
     "HEADER_SIZE",
     "CommandSpec",
+    "HandshakeError",
     "NanonisError",
     "ProtocolError",
+    "StreamError",
     "decode_error",
     "decode_header",
     "decode_reply",
@@ -67,6 +69,20 @@ _TEXT = "latin-1"  # one byte per character, every byte valid: see the module do
 
 class ProtocolError(Exception):
     """The byte stream does not follow the framing (truncated, oversized, unknown command)."""
+
+
+class StreamError(ProtocolError, ConnectionError):
+    """The reply stream is out of step (a garbled header, the reply to another command): the
+    bytes are not this protocol, and the connection cannot be used any more — hence also a
+    ``ConnectionError``, which makes the driver drop it."""
+
+
+class HandshakeError(ConnectionError):
+    """Something accepted the connection, but its answer to the first request
+    (``Signals.NamesGet``) was not usable: an error reply, bytes that are not this protocol, no
+    reply in time, or the connection closed. A ``ConnectionError`` like any failed connect; its
+    own type (and its ``__cause__``) lets a caller tell an address where nothing listens from
+    one where something answered — "unreachable" would send the operator to the wrong cable."""
 
 
 class NanonisError(Exception):
