@@ -8,6 +8,7 @@ into text halfway through a run and queries can trust the column.
 from __future__ import annotations
 
 import math
+import numbers
 import re
 import struct
 from collections.abc import Callable
@@ -140,10 +141,17 @@ def _encode_int(value: Any) -> Any:
 
 
 def _encode_bool(value: Any) -> Any:
+    """0 or 1, from a boolean or a number that is 0 or 1 (a driver's 0/1 flag). Not from
+    whatever is truthy: a raw answer ``b"0"`` (off), NaN or a flag reading 2 were all stored as
+    1 (on), and a change between two of them was no action."""
     flag = _scalar(value)
-    if isinstance(flag, str):
-        raise ValueError(f"{flag!r} is not a boolean")
-    return 1 if flag else 0
+    if isinstance(flag, bool):
+        return 1 if flag else 0
+    if isinstance(flag, numbers.Number):
+        number: Any = flag  # an int, a float, a Decimal…: compared as itself
+        if number in (0, 1):
+            return 1 if number == 1 else 0
+    raise ValueError(f"{flag!r} is not a boolean")
 
 
 def _utf8(text: str) -> str:
