@@ -15,7 +15,7 @@ import anyio
 import numpy as np
 import pytest
 from qcodes.instrument import Instrument
-from qcodes.validators import Bool, Numbers
+from qcodes.validators import Bool, Ints, Numbers
 
 from trajmon import (
     ChannelSpec,
@@ -37,6 +37,8 @@ class Switch(Instrument):
         self.answer: Any = True
         self.add_parameter("sig", get_cmd=lambda: 1.0, set_cmd=False, vals=Numbers())
         self.add_parameter("on", get_cmd=lambda: self.answer, set_cmd=False, vals=Bool())
+        self.count_answer: Any = 3
+        self.add_parameter("count", get_cmd=lambda: self.count_answer, set_cmd=False, vals=Ints())
 
 
 @pytest.fixture
@@ -218,3 +220,34 @@ async def test_a_drivers_own_timeout_keeps_its_words_and_is_a_gap_not_an_action(
         ("Bias", 0.25, 0.5)
     ]
     assert actions[0]["prev_dt_s"] == rows[2][0] and actions[0]["dt_s"] == rows[3][0]
+
+
+async def test_a_spec_value_whose_conversion_raises_anything_is_a_gap_not_the_runs_end(
+    db_path: Path, switch: Switch
+) -> None:
+    """``np.ma.masked`` on an int spec: numpy's MaskError is no TypeError or ValueError. The
+    writer stored it as a gap, but the detector let it out and the run ended ``failed``."""
+    config = MonitorConfig(
+        run_name="masked",
+        db=db_path,
+        source="instruments",
+        interval_s=0.1,
+        channels=[
+            ChannelSpec(label="Sig", source="switch.sig", kind="signal"),
+            ChannelSpec(label="Count", source="switch.count", kind="spec"),
+        ],
+    )
+    clock = FakeClock()
+    recorder = Recorder(config, {"switch": switch}, clock=clock)
+    steps = [lambda v=v: setattr(switch, "count_answer", v) for v in (np.ma.masked, 3, 4)]
+    await _record(recorder, clock, steps)
+    with closing(sqlite3.connect(db_path)) as conn:
+        status = conn.execute("SELECT status FROM runs").fetchone()[0]
+        stored = [
+            r[0] for r in conn.execute('SELECT "Count" FROM "masked/specs" ORDER BY sample_idx')
+        ]
+    assert status == "interrupted"
+    assert stored[:4] == [3, None, 3, 4]
+    with closing(connect_readonly(db_path)) as conn:
+        actions = list_actions(conn, resolve_run(conn, None))
+    assert [(a["old_value"], a["new_value"]) for a in actions] == [(3, 4)]

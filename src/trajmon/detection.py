@@ -172,7 +172,7 @@ class ChangeDetector:
                 continue
             try:
                 value = state.canonical(value)
-            except (TypeError, ValueError, OverflowError):
+            except Exception:  # whatever a driver's object raises (numpy's MaskError, ...):
                 continue  # stored as NULL with a bad_value error: a gap, like a failed read
             if not state.seen:
                 state.seen = True

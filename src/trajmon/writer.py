@@ -163,8 +163,9 @@ class Writer:
             if any([pull() for pull in self.pullers]):
                 await anyio.lowlevel.checkpoint()  # the pollers just woken enqueue first
             items, taken, ended = self._take(self._rows)
-            now = self._clock.monotonic()
-            if items or ended or now - self._last_beat >= self._heartbeat_s:
+            # Due as the sleep below computes it: ``now - last >= hb`` can round below (1000.3 -
+            # 1000.0 < 0.3), and woken at that deadline the writer neither beat nor slept: a spin.
+            if items or ended or self._clock.monotonic() >= self._last_beat + self._heartbeat_s:
                 await self._commit(items)
                 await self._check_file()
             if ended:
@@ -248,17 +249,18 @@ class Writer:
                     for enc, v in zip(buf.encoders, sample.values, strict=True)
                 ],
             )
-        except (TypeError, ValueError, OverflowError):
+        except Exception:  # what a driver's object raises is its own (numpy's MaskError, ...)
             return self._encode_slow(buf, sample)
 
     def _encode_slow(self, buf: _GroupBuffer, sample: Sample) -> tuple[Any, ...]:
-        """A value that does not fit its channel's type is stored as a gap plus an error row."""
+        """A value that does not fit its channel's type is stored as a gap plus an error row,
+        whatever its conversion raised: a driver fault never ends the run."""
         out: list[Any] = [sample.sample_idx, sample.dt_s, sample.read_s]
         group = self._target.groups[sample.group_id]
         for enc, value, channel in zip(buf.encoders, sample.values, group.channels, strict=True):
             try:
                 out.append(None if value is None else enc(value))
-            except (TypeError, ValueError, OverflowError) as exc:
+            except Exception as exc:
                 out.append(None)
                 error = MonitorError(
                     sample.dt_s,
