@@ -462,3 +462,25 @@ async def test_spec_poller_sends_action_events_with_their_sample() -> None:
     assert (event.old_value, event.new_value, event.delta) == (True, False, None)
     assert (event.dt_s, event.sample_idx, event.prev_dt_s) == (0.75, 3, 0.25)
     assert (event.window_start_s, event.window_end_s) == (-1.75, 2.25)
+
+
+async def test_a_fake_clock_far_from_zero_wakes_every_tick_its_steps_reach() -> None:
+    """Thirty advance(0.1) from 1e6 sum to a hair less than the tick 1e6 + 30 * 0.1 that a
+    schedule computes: the sleeper slept on and a test waiting for that tick hung."""
+    clock = FakeClock(start=1e6)
+    schedule = Schedule(clock.monotonic(), 0.1)
+    woke: list[float] = []
+
+    async def sleeper() -> None:
+        for k in range(1, 31):
+            await clock.sleep_until(schedule.t0 + k * 0.1)
+            woke.append(clock.monotonic())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sleeper)
+        await anyio.lowlevel.checkpoint()
+        for _ in range(30):
+            await clock.advance(0.1)
+        tg.cancel_scope.cancel()  # a sleeper left behind fails the assertion, not the timeout
+    assert len(woke) == 30
+    assert woke[-1] >= schedule.t0 + 30 * 0.1
