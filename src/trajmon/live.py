@@ -17,7 +17,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
@@ -29,7 +29,9 @@ from rich.segment import Segment, Segments
 from rich.table import Table
 from rich.text import Text
 
-from .records import ActionEvent
+from .live_rows import problem_lines
+from .records import ActionEvent, GroupStats
+from .stalls import Stall, stall_of
 
 if TYPE_CHECKING:
     from .recorder import Recorder
@@ -73,6 +75,9 @@ class GroupView:
     last_dt_s: float | None
     latest: list[tuple[str, str, Any]] = field(default_factory=list)  # (label, unit, value)
     last_error: tuple[float, str, str, str] | None = None  # (dt_s, channel, type, message)
+    #: No read begun for longer than the interval allows (a hung read); its overdue ticks
+    #: are shown as missed already: they will be counted so once the next read begins.
+    stall: Stall | None = None
 
 
 @dataclass(slots=True)
@@ -145,6 +150,7 @@ def snapshot_of(
                 last_dt_s=st.last_dt_s,
                 latest=latest,
                 last_error=st.last_error,
+                stall=None if t0 is None else _stall(st, t0, now, recorder.stop_requested),
             )
         )
     recent = list(recorder.recent_actions)[-last_actions:]
@@ -160,6 +166,15 @@ def snapshot_of(
         max_lines=max_lines,
         width=width,
     )
+
+
+def _stall(st: GroupStats, t0: float, now: float, stopping: bool) -> Stall | None:
+    """The group's stall at ``now``. Once stopping, no tick after the stop is due, so none is
+    shown overdue: the stall alone is (a hung read holding the stop up)."""
+    reading = st.reading_since
+    since = st.last_dt_s if reading is None else reading - t0
+    stall = stall_of(st.interval_s, now - t0, since, in_flight=reading is not None)
+    return replace(stall, overdue=0) if stall is not None and stopping else stall
 
 
 def _fmt(value: Any) -> str:
@@ -212,7 +227,7 @@ def render_live(snap: LiveSnapshot) -> RenderableType:
         widest = Measurement.get(measure, measure.options.update_width(10_000), rates[0]).maximum
         if widest > snap.width:  # columns would be squeezed until numbers are cut ("21/…")
             rates = _rates_lines(snap, snap.width)
-    fixed: list[RenderableType] = [header, *rates, *_error_lines(snap.groups)]
+    fixed: list[RenderableType] = [header, *rates, *problem_lines(snap.groups)]
     if measure is None or snap.max_lines is None:
         return Group(*fixed, *_actions_part(snap.recent_actions), *_values(snap, None))
     whole = [*fixed, *_actions_part(snap.recent_actions), *_values(snap, None)]
@@ -260,10 +275,11 @@ def _rate_cells(snap: LiveSnapshot, g: GroupView) -> dict[str, Text]:
     target = 1.0 / g.interval_s if g.interval_s > 0 else math.inf
     achieved = "—" if g.achieved_hz is None else f"{g.achieved_hz:.1f}"
     slow = g.achieved_hz is not None and g.achieved_hz < 0.9 * target and snap.elapsed_s > 3
+    missed = g.missed_ticks + (0 if g.stall is None else g.stall.overdue)
     return {
         "target": Text(f"{target:.4g}"),
         "achieved": Text(achieved, style="red" if slow else ""),
-        "missed": Text(str(g.missed_ticks), style="red" if g.missed_ticks else ""),
+        "missed": Text(str(missed), style="red" if missed else ""),
         "failed": Text(str(g.failed_reads), style="red" if g.failed_reads else ""),
         "read": Text(f"{_ms(g.read_mean_s)} / {_ms(g.read_max_s)}"),
         "committed": Text(f"{g.samples_committed}/{g.samples_read}"),
@@ -323,21 +339,6 @@ def _measurer(width: int | None) -> Console:
 
 def _height(console: Console, parts: list[RenderableType]) -> int:
     return 0 if not parts else len(console.render_lines(Group(*parts), console.options, pad=False))
-
-
-def _error_lines(groups: list[GroupView]) -> list[Text]:
-    """A group's latest failed read, one line each: the failed count alone does not say why
-    the values went blank. Red while the group's latest sample is that failure, dim after."""
-    lines = []
-    for g in groups:
-        if g.last_error is None:
-            continue
-        dt_s, channel, kind, message = g.last_error
-        failing = g.last_dt_s == dt_s
-        text = f"{g.name}: {'failing' if failing else 'last error'} at {dt_s:.1f} s"
-        text += f" on {channel}: {kind}: {' '.join(message.split())}"
-        lines.append(Text(text, "red" if failing else "dim", no_wrap=True, overflow="ellipsis"))
-    return lines
 
 
 def _values(snap: LiveSnapshot, room: int | None) -> list[RenderableType]:

@@ -134,6 +134,10 @@ class GroupStats:
     last_values: Sequence[Any] | None = None
     #: The latest failed read, for the live view: (dt_s, channel, error type, message).
     last_error: tuple[float, str, str, str] | None = None
+    #: When (the clock's monotonic seconds) the read in flight began; None between reads. The
+    #: counters only move when a read returns: without this, a read hung in its driver left
+    #: the live view showing a healthy group (0 missed) for as long as the hang lasted.
+    reading_since: float | None = None
 
     def read_failed(self, dt_s: float, failures: Sequence[ReadFailure]) -> None:
         """Count a sample in which reads failed (both schedulers call this); keep the first

@@ -278,10 +278,14 @@ class Poller:
             start = clock.monotonic()
             if self._end_at is not None and start >= self._end_at:
                 return
-            if handoff is None:
-                values, failures = await self._reader.read()
-            else:
-                values, failures, start = await handoff[0].read_at(due, handoff[1])
+            stats.reading_since = start  # the live view's "read in flight" (trajmon.stalls)
+            try:
+                if handoff is None:
+                    values, failures = await self._reader.read()
+                else:
+                    values, failures, start = await handoff[0].read_at(due, handoff[1])
+            finally:
+                stats.reading_since = None
             skipped, lateness = schedule.begin(start)
             read_s = clock.monotonic() - start
             sample = Sample(stats.group_id, self._next_idx, start - t0, read_s, values)

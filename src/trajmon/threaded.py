@@ -200,6 +200,7 @@ class ThreadedGroup:
             idx = self._next_idx
             self._next_idx = idx + 1
             self._inflight = inflight = (idx, start, skipped, lateness)
+            self.stats.reading_since = start
         finally:
             lock.release()
         worker = self.worker
@@ -237,6 +238,7 @@ class ThreadedGroup:
             if self._inflight is not inflight:
                 return  # the watchdog already recorded this read as timed out
             self._inflight = None
+            self.stats.reading_since = None
             self._emit(sample, failures, skipped, lateness)
             if self._stopping:
                 self._finish()
@@ -291,6 +293,7 @@ class ThreadedGroup:
         with self._lock:
             self.error = error
             self._inflight = None
+            self.stats.reading_since = None
             self._finish()
 
     def _notify(self) -> None:
@@ -358,6 +361,7 @@ class ThreadedGroup:
             if self._inflight is not None:
                 idx, start, skipped, lateness = self._inflight
                 self._inflight = None
+                self.stats.reading_since = None
                 failures = self._failures("timeout", f"no answer within {timeout} s")
                 sample = Sample(
                     self.stats.group_id,

@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..queries import list_runs, resolve_run
+from ..stalls import status_stalls
 from ..status import run_status
 from .common import (
     EXIT_SIGINT,
@@ -33,7 +34,7 @@ from .common import (
     reading,
 )
 
-__all__ = ["runs", "status"]
+__all__ = ["render_status", "runs", "status", "watch_line"]
 
 _STATUS_STYLE = {
     "running": "green",
@@ -113,12 +114,30 @@ def render_status(doc: dict[str, Any]) -> RenderableType:
             str(g["failed_reads"]),
             f"{_num(None if mean is None else mean * 1000, '.2f')} / {_num(most, '.2f')}",
         )
-    parts: list[RenderableType] = [head, beat, table]
+    parts: list[RenderableType] = [head, beat, table, *_stall_lines(doc["groups"])]
     if doc["last_error"] is not None:
         parts.extend(_last_error_lines(doc["last_error"]))
     if doc["message"]:
         parts.append(Text(f"note: {doc['message']}"))
     return Group(*parts)
+
+
+def _stall_lines(groups: list[dict[str, Any]]) -> list[Text]:
+    """Groups that had read nothing for too long at the last commit: a read hung in its
+    driver is counted nowhere until it returns, and the row alone looks healthy."""
+    lines = []
+    for g in groups:
+        if g.get("stalled_for_s") is None:  # absent: a document from run_status alone
+            continue
+        n = g["overdue_ticks"]
+        lines.append(
+            Text(
+                f"{g['name']}: no new sample for {g['stalled_for_s']:.1f} s at the last commit,"
+                f" {n} tick{'' if n == 1 else 's'} missed so far: a read may be hung",
+                "bold red",
+            )
+        )
+    return lines
 
 
 def _last_error_lines(e: dict[str, Any]) -> list[Text]:
@@ -142,7 +161,23 @@ def _last_error_lines(e: dict[str, Any]) -> list[Text]:
 
 def _read_status(db: Path, run: str | None) -> dict[str, Any]:
     with reading(db) as conn:
-        return run_status(conn, resolve_run(conn, run))
+        doc = run_status(conn, resolve_run(conn, run))
+        status_stalls(conn, doc)
+        return doc
+
+
+def watch_line(doc: dict[str, Any]) -> str:
+    """One refresh of ``status --watch`` where nothing is redrawn (a log): the counts, and the
+    groups stalled at the last commit — in a log, frozen counts alone do not say a read hung."""
+    line = (
+        f"{doc['run_name']}: {doc['status']} t={_num(doc['elapsed_s'])} s"
+        f" signal {doc['signal_samples']} spec {doc['spec_samples']}"
+        f" actions {doc['actions']} errors {doc['errors']}"
+    )
+    for g in doc["groups"]:
+        if g.get("stalled_for_s") is not None:
+            line += f" stalled {g['name']} {g['stalled_for_s']:.1f} s"
+    return line
 
 
 def _watch(db: Path, run: str | None, interval: float, json_out: bool) -> dict[str, Any]:
@@ -161,12 +196,7 @@ def _watch(db: Path, run: str | None, interval: float, json_out: bool) -> dict[s
         # No redrawing (a pipe, a log, TERM=dumb — where rich's Live shows nothing until the
         # end): a line per refresh, then the final state.
         while doc["running"]:
-            console.print(
-                f"{name}: {doc['status']} t={_num(doc['elapsed_s'])} s"
-                f" signal {doc['signal_samples']} spec {doc['spec_samples']}"
-                f" actions {doc['actions']} errors {doc['errors']}",
-                markup=False,
-            )
+            console.print(watch_line(doc), markup=False)
             time.sleep(interval)
             doc = _read_status(db, name)
         print_table(render_status(doc))
