@@ -25,6 +25,7 @@ from .config import ConfigError, MonitorConfig
 from .connection import immediate_transaction, read_snapshot
 from .queries import effective_status
 from .records import GroupStats
+from .resume_checks import check_channels
 from .schema import SchemaError, check_version, quote_ident
 from .writer import WriterTarget
 
@@ -161,7 +162,8 @@ async def _read_run(
     conn: aiosqlite.Connection, run_name: str, groups: Sequence[PollGroup], now_wall: float
 ) -> tuple[Any, list[Any], list[Any]]:
     """The run's row, groups and channels, once checked that this configuration may go on
-    recording it: resumable, the same groups and labels, each column's type and unit."""
+    recording it: resumable, the same groups, labels and intervals, each column's type and
+    unit, each spec's tolerances (:mod:`trajmon.resume_checks`)."""
     run = await _fetchone(conn, "SELECT * FROM runs WHERE run_name = ?", (run_name.strip(),))
     _check_resumable(run, run_name, now_wall)
     run_id = int(run["run_id"])
@@ -174,7 +176,8 @@ async def _read_run(
     )
     labels = await _fetchall(
         conn,
-        "SELECT channel_id, group_id, label, value_type, unit FROM channels"
+        "SELECT channel_id, group_id, label, value_type, unit, tolerance_abs, tolerance_rel"
+        " FROM channels"
         " WHERE run_id = ? ORDER BY group_id, position",
         (run_id,),
     )
@@ -188,26 +191,8 @@ async def _read_run(
             f"cannot resume {run_name!r}: its channels differ from the configured ones"
             " (a resumed run must record the same groups and labels)"
         )
-    _check_columns(run_name, groups, labels)
+    check_channels(run_name, groups, stored, labels)
     return run, stored, labels
-
-
-def _check_columns(run_name: str, groups: Sequence[PollGroup], labels: Sequence[Any]) -> None:
-    """Each channel must still give what its column holds: the type the column was declared
-    with and the unit its values are in. A driver or station changed since (a validator
-    ``Numbers`` now ``Strings``, a unit ``V`` now ``mV``) would put text into a REAL column,
-    which readers cannot decode, or values of another unit into the same column, unmarked."""
-    planned = [c for g in groups for c in g.channels]
-    for channel, row in zip(planned, labels, strict=True):
-        was = (str(row["value_type"]), str(row["unit"]))
-        now = (channel.value_type, channel.unit)
-        if was != now:
-            raise ConfigError(
-                f"cannot resume {run_name!r}: channel {channel.label!r} was recorded as"
-                f" {was[0]} in unit {was[1]!r} and {channel.source} now gives {now[0]}"
-                f" in unit {now[1]!r} (its driver or station changed); a resumed run keeps"
-                " each column's type and unit: record a new run instead"
-            )
 
 
 def _session_start_dt(run: Any, stored: Sequence[Any], now_wall: float) -> float:

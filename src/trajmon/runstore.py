@@ -23,6 +23,7 @@ from .clock import utc_iso
 from .config import ConfigError, MonitorConfig
 from .connection import StorageError, check_owner, immediate_transaction, on_connection_thread
 from .records import GroupStats
+from .resume_checks import check_settings
 from .schema import (
     GROUP_UPDATE,
     SchemaError,
@@ -42,7 +43,9 @@ class RunExistsError(ValueError):
 
 def prepare_db(cfg: MonitorConfig, resume: bool) -> None:
     """Bring the file to the current schema and check the run name before anything is built:
-    a new run's name must be unused, a resumed run's known."""
+    a new run's name must be unused, a resumed run's known and its settings kept."""
+    if resume and not cfg.db.exists():  # connecting would create it: a mistyped path, kept
+        raise ConfigError(f"cannot resume {cfg.run_name!r}: database not found: {cfg.db}")
     try:
         conn = sqlite3.connect(cfg.db, timeout=2.0)
     except sqlite3.Error as exc:
@@ -50,7 +53,11 @@ def prepare_db(cfg: MonitorConfig, resume: bool) -> None:
     with contextlib.closing(conn):
         try:
             migrate(conn)
-            row = conn.execute("SELECT 1 FROM runs WHERE run_name = ?", (cfg.run_name,)).fetchone()
+            row = conn.execute(
+                "SELECT rotate_entries, window_before_s, window_after_s FROM runs"
+                " WHERE run_name = ?",
+                (cfg.run_name,),
+            ).fetchone()
         except sqlite3.Error as exc:
             raise StorageError(f"cannot use database {cfg.db}: {exc}") from exc
         except SchemaError as exc:  # say which file: the message alone names none
@@ -58,6 +65,7 @@ def prepare_db(cfg: MonitorConfig, resume: bool) -> None:
         if resume:
             if row is None:
                 raise ConfigError(f"cannot resume: unknown run {cfg.run_name!r}")
+            check_settings(cfg, row)
         elif row is not None:
             raise RunExistsError(f"run name {cfg.run_name!r} is already used in {cfg.db}")
 
