@@ -13,26 +13,14 @@ from typing import Any
 import anyio
 import numpy as np
 import pytest
+from test_writer import SIGNALS, committed, started_writer
 
 from trajmon.channels import Channel, PollGroup
 from trajmon.clock import FakeClock
-from trajmon.config import MonitorConfig
-from trajmon.connection import open_connection
 from trajmon.records import Sample, SampleBatch
-from trajmon.runstore import NewRun, create_run
-from trajmon.schema import migrate
-from trajmon.sink import QueueSink, open_queue
+from trajmon.sink import QueueSink
 from trajmon.writer import Writer, WriterTarget
 
-SIGNALS = PollGroup(
-    "signals",
-    "signal",
-    0.1,
-    (
-        Channel("Tunnel Current", "signal", "stm.current", "stm", "signals", "A", "float"),
-        Channel("Z Position", "signal", "stm.z_position", "stm", "signals", "m", "float"),
-    ),
-)
 COUNTS = PollGroup(
     "counts", "signal", 0.1, (Channel("Count", "signal", "stm.count", "stm", "counts", "", "int"),)
 )
@@ -40,46 +28,11 @@ COUNTS = PollGroup(
 
 @asynccontextmanager
 async def writing(
-    db: Path,
-    clock: FakeClock,
-    *,
-    rotate: int = 4,
-    commit_rows: int = 1000,
-    queue: int = 100,
-    heartbeat_s: float = 1.0,
+    db: Path, clock: FakeClock, **options: Any
 ) -> AsyncIterator[tuple[Writer, QueueSink, WriterTarget]]:
-    """The real queue and writer on a new run; closed (drained) when the block ends."""
-    cfg = MonitorConfig(run_name="w", db=db, rotate_entries=rotate, commit_rows=commit_rows)
-    with closing(sqlite3.connect(db)) as setup:
-        migrate(setup)
-    conn = await open_connection(db)
-    try:
-        target = await create_run(
-            conn, NewRun("w", clock.wall(), clock.monotonic(), cfg, [SIGNALS, COUNTS], None)
-        )
-        writer, sink = open_queue(
-            conn,
-            target,
-            clock=clock,
-            commit_interval_s=0.25,
-            commit_rows=commit_rows,
-            queue_size=queue,
-            heartbeat_s=heartbeat_s,
-        )
-        async with anyio.create_task_group() as tg:
-            await tg.start(writer.run)
-            await committed(writer, 1)  # the first heartbeat, at start
-            try:
-                yield writer, sink, target
-            finally:
-                sink.close()
-    finally:
-        await conn.close()
-
-
-async def committed(writer: Writer, total: int) -> None:
-    with anyio.fail_after(10):  # a guard only: the clock is simulated
-        await writer.wait_commits(total)
+    """test_writer's writer, on a run with an int group beside the float one."""
+    async with started_writer(db, clock, groups=(SIGNALS, COUNTS), **options) as started:
+        yield started[:3]
 
 
 def batch(gid: int, first: int, count: int, t0_idx: int = 0) -> SampleBatch:

@@ -46,15 +46,27 @@ SPECS = PollGroup(
 
 @asynccontextmanager
 async def started_writer(
-    db: Path, clock: FakeClock, *, rotate: int = 4, commit_rows: int = 1000, queue: int = 100
+    db: Path,
+    clock: FakeClock,
+    *,
+    rotate: int = 4,
+    commit_rows: int = 1000,
+    queue: int = 100,
+    heartbeat_s: float = 1.0,
+    groups: tuple[PollGroup, ...] = (),
 ) -> AsyncIterator[tuple[Writer, QueueSink, WriterTarget, Any]]:
+    """The real queue and writer on a new run of ``groups`` (default: SIGNALS and SPECS);
+    closed, and so drained, when the block ends."""
     cfg = MonitorConfig(run_name="w", db=db, rotate_entries=rotate, commit_rows=commit_rows)
     with closing(sqlite3.connect(db)) as setup:
         migrate(setup)
     conn = await open_connection(db)
     try:
         target = await create_run(
-            conn, NewRun("w", clock.wall(), clock.monotonic(), cfg, [SIGNALS, SPECS], None)
+            conn,
+            NewRun(
+                "w", clock.wall(), clock.monotonic(), cfg, list(groups or (SIGNALS, SPECS)), None
+            ),
         )
         writer, sink = open_queue(
             conn,
@@ -63,6 +75,7 @@ async def started_writer(
             commit_interval_s=0.25,
             commit_rows=commit_rows,
             queue_size=queue,
+            heartbeat_s=heartbeat_s,
         )
         async with anyio.create_task_group() as tg:
             await tg.start(writer.run)
