@@ -356,6 +356,7 @@ def export_run(
     if own_snapshot:
         conn.execute("BEGIN")
     try:
+        document = run_document(conn, ref)  # as of the snapshot: later, a live run read crashed
         ex = _Exporter(conn, ref, fmt, directory, chunk_rows, progress)
         targets = ex.targets()
         # run.json is shared by the formats and always rewritten; data files are not.
@@ -381,8 +382,8 @@ def export_run(
             with gc_paused():  # millions of row tuples, none in a cycle (see gcpause)
                 for key, path in staged.items():
                     ex.group(int(key.removeprefix("group:")), path)
-            doc = json.dumps(run_document(conn, ref), indent=2, ensure_ascii=False, default=str)
-            (staging / "run.json").write_text(doc + "\n", encoding="utf-8")
+            text = json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n"
+            (staging / "run.json").write_text(text, encoding="utf-8")
             ex.result.files.insert(0, staging / "run.json")
             for done in [*ex.result.files[1:], ex.result.files[0]]:  # run.json, the end, last
                 os.replace(done, directory / done.name)
