@@ -23,6 +23,7 @@ from procs import ENV, TRAJMON
 from rich.console import Console, RenderableType
 
 from trajmon.cli import runner as cli_runner
+from trajmon.clock import SystemClock
 from trajmon.live import run_live_view
 from trajmon.records import ActionEvent, GroupStats
 
@@ -143,6 +144,7 @@ def _stub_recorder(channels: int, actions: int) -> Any:
         queue_depth=3,
         detector_actions=actions,
         stop_requested=False,
+        clock=SystemClock(),  # the run's clock, which t0_mono is on
     )
 
 

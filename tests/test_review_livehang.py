@@ -165,3 +165,42 @@ async def test_status_shows_a_group_stalled_by_a_hung_read(db_path: Path, sticky
     done = json.loads(invoke("status", "--db", str(db_path), "--json").stdout)
     assert [g["stalled_for_s"] for g in done["groups"]] == [None, None], "an ended run"
     assert done["groups"][0]["missed_ticks"] >= signals["overdue_ticks"]
+
+
+async def test_the_progress_line_names_a_hung_read_and_counts_its_ticks(
+    db_path: Path, sticky: Sticky, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a log (nohup, a service) the progress line showed ``signals 6 (1.2/s, missed 0)``
+    for as long as a read hung; it now says so, its overdue ticks counted missed already."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from trajmon.cli import runner as cli_runner
+
+    stderr = StringIO()
+    monkeypatch.setattr(cli_runner, "err_console", Console(file=stderr, width=300))
+    clock = FakeClock()
+    recorder = Recorder(config(db_path), {"sticky": sticky}, clock=clock)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(recorder.run)
+        with anyio.fail_after(10):
+            await recorder.wait_until(lambda: recorder.stats[0].samples_read >= 1)
+            sticky.armed.set()
+            await clock.advance(0.1)
+            await anyio.to_thread.run_sync(sticky.entered.wait, 10)
+        await clock.advance(3.0)
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as progress:
+                progress.start_soon(cli_runner._progress, recorder, 0.001)
+                while "signals" not in stderr.getvalue():
+                    await anyio.lowlevel.checkpoint()
+                progress.cancel_scope.cancel()
+        line = stderr.getvalue().splitlines()[0]
+        shown = int(
+            row_of(text_of(snapshot_of(recorder, RateMeter(), clock.monotonic())), "signals")[4]
+        )
+        assert shown >= 28
+        assert f"signals 1 (0.0/s, missed {shown}, read in flight for 3.0 s" in line, line
+        sticky.release.set()
+        recorder.request_stop()

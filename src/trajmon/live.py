@@ -17,7 +17,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
@@ -30,8 +30,8 @@ from rich.table import Table
 from rich.text import Text
 
 from .live_rows import problem_lines
-from .records import ActionEvent, GroupStats
-from .stalls import Stall, stall_of
+from .records import ActionEvent
+from .stalls import Stall, running_stall
 
 if TYPE_CHECKING:
     from .recorder import Recorder
@@ -150,7 +150,7 @@ def snapshot_of(
                 last_dt_s=st.last_dt_s,
                 latest=latest,
                 last_error=st.last_error,
-                stall=None if t0 is None else _stall(st, t0, now, recorder.stop_requested),
+                stall=None if t0 is None else running_stall(st, t0, now, recorder.stop_requested),
             )
         )
     recent = list(recorder.recent_actions)[-last_actions:]
@@ -166,15 +166,6 @@ def snapshot_of(
         max_lines=max_lines,
         width=width,
     )
-
-
-def _stall(st: GroupStats, t0: float, now: float, stopping: bool) -> Stall | None:
-    """The group's stall at ``now``. Once stopping, no tick after the stop is due, so none is
-    shown overdue: the stall alone is (a hung read holding the stop up)."""
-    reading = st.reading_since
-    since = st.last_dt_s if reading is None else reading - t0
-    stall = stall_of(st.interval_s, now - t0, since, in_flight=reading is not None)
-    return replace(stall, overdue=0) if stall is not None and stopping else stall
 
 
 def _fmt(value: Any) -> str:

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import math
 import sqlite3
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["STALL_S", "Stall", "overdue_ticks", "stall_of", "status_stalls"]
+if TYPE_CHECKING:
+    from .records import GroupStats
+
+__all__ = ["STALL_S", "Stall", "overdue_ticks", "running_stall", "stall_of", "status_stalls"]
 
 #: How much longer than its interval a group may go without beginning a read before it is
 #: shown as stalled: long enough that scheduling jitter and a slow read are not, short enough
@@ -73,6 +76,16 @@ def stall_of(
     if for_s <= interval_s + grace_s:
         return None
     return Stall(in_flight, since_s, for_s, overdue_ticks(interval_s, since_s, now_s))
+
+
+def running_stall(st: GroupStats, t0: float, now: float, stopping: bool) -> Stall | None:
+    """A recording group's stall at ``now`` (its run's clock; ``t0`` the run's start), for the
+    live view and the progress line. Once stopping, no tick after the stop is due, so none is
+    shown overdue: the stall alone is (a hung read holding the stop up)."""
+    reading = st.reading_since
+    since = st.last_dt_s if reading is None else reading - t0
+    stall = stall_of(st.interval_s, now - t0, since, in_flight=reading is not None)
+    return replace(stall, overdue=0) if stall is not None and stopping else stall
 
 
 def status_stalls(conn: sqlite3.Connection, doc: dict[str, Any]) -> None:

@@ -30,6 +30,7 @@ from ..config import MonitorConfig
 from ..live import progress_mode, run_live_view
 from ..recorder import Recorder
 from ..records import GroupStats
+from ..stalls import Stall, running_stall
 from ..summary import RunSummary
 from .common import console, err_console
 
@@ -176,19 +177,26 @@ async def _progress(recorder: Recorder, every_s: float) -> None:
         for st in recorder.stats:
             rate = (st.samples_read - last.get(st.name, 0)) / max(now - last_t, 1e-9)
             last[st.name] = st.samples_read
-            parts.append(group_progress(st, rate))
+            t0, stopping = recorder.t0_mono, recorder.stop_requested
+            stall = (
+                None if t0 is None else running_stall(st, t0, recorder.clock.monotonic(), stopping)
+            )
+            parts.append(group_progress(st, rate, stall))
         parts.append(f"queue {recorder.queue_depth}")
         parts.append(f"actions {recorder.detector_actions}")
         last_t = now
         err_console.print("  ".join(parts), markup=False)
 
 
-def group_progress(st: GroupStats, rate: float) -> str:
+def group_progress(st: GroupStats, rate: float, stall: Stall | None = None) -> str:
     """A group's part of the progress line. Failed reads are named once there are any: a
     failed read is still a sample, so in a log (no live view) an outage kept the rate and
-    showed nothing."""
+    showed nothing. A hung read is named too, its overdue ticks counted missed already: in a
+    log it showed as `missed 0` for as long as it hung."""
+    missed = st.missed_ticks + (0 if stall is None else stall.overdue)
     failed = f", failed {st.failed_reads}" if st.failed_reads else ""
-    return f"{st.name} {st.samples_read} ({rate:.1f}/s, missed {st.missed_ticks}{failed})"
+    hung = "" if stall is None else f", {stall.describe()}"
+    return f"{st.name} {st.samples_read} ({rate:.1f}/s, missed {missed}{failed}{hung})"
 
 
 async def _shown(show: Callable[[], Awaitable[None]]) -> None:
