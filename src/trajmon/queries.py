@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .channels import decode_value
+from .config import label_key
 from .files import wal_file
 from .schema import CATALOG_TABLES, SchemaError, check_version
 
@@ -153,8 +154,33 @@ def resolve_run(conn: sqlite3.Connection, name: str | None) -> RunRef:
             "SELECT run_id, run_name FROM runs WHERE run_name = ?", (name.strip(),)
         ).fetchone()
         if row is None:
-            raise QueryError(f"unknown run {name!r}")
+            return _run_written_otherwise(conn, name)
     return RunRef(int(row["run_id"]), str(row["run_name"]))
+
+
+def _run_written_otherwise(conn: sqlite3.Connection, name: str) -> RunRef:
+    """The one run whose name is ``name`` up to Unicode form and case, as labels are compared
+    (:func:`~trajmon.config.label_key`): ``é`` typed as one character or as ``e`` + accent (a
+    name pasted from a macOS file name) looks the same, and "unknown run 'Café'" beside a run
+    named Café left the operator nothing to act on. Run names are unique only up to ASCII case,
+    so two runs can match: that is refused, not guessed. Only after the exact lookup failed, so
+    the scan of the names costs nothing on the usual path; names that merely begin with
+    ``name`` are named in the error, never taken (a script asking for a run not created yet
+    must not be given an older one)."""
+    key = label_key(name.strip())
+    rows = conn.execute("SELECT run_id, run_name FROM runs ORDER BY run_id").fetchall()
+    same = [r for r in rows if label_key(str(r["run_name"])) == key]
+    if len(same) == 1:
+        return RunRef(int(same[0]["run_id"]), str(same[0]["run_name"]))
+    if same:
+        shown = ", ".join(ascii(str(r["run_name"])) for r in same)
+        raise QueryError(f"run name {name!r} is ambiguous: it matches {shown}; give one of them")
+    begun = [str(r["run_name"]) for r in rows if label_key(str(r["run_name"])).startswith(key)]
+    hint = ""
+    if key and begun:
+        shown = ", ".join(map(repr, begun[:5])) + (", …" if len(begun) > 5 else "")
+        hint = f" (runs whose names begin so: {shown})"
+    raise QueryError(f"unknown run {name!r}{hint}")
 
 
 def list_runs(conn: sqlite3.Connection, now: float | None = None) -> list[dict[str, Any]]:
@@ -218,8 +244,10 @@ def _action_dict(row: sqlite3.Row, types: dict[int, str]) -> dict[str, Any]:
 
 
 def _spec_label(conn: sqlite3.Connection, run: RunRef, spec: str) -> str:
-    """The run's spec label ``spec`` names, compared as labels are kept unique (ASCII letters
-    case-insensitively); a name that is no spec of the run is an error, not an empty list."""
+    """The run's spec label ``spec`` names, compared as labels are kept unique (up to case and
+    Unicode form, :func:`~trajmon.config.label_key`: "no spec 'Température'; its specs:
+    Température" was the answer to an ``é`` typed as ``e`` + accent); a name that is no spec of
+    the run is an error, not an empty list."""
     row = conn.execute(
         "SELECT label FROM channels WHERE run_id = ? AND kind = 'spec' AND label = ?"
         " COLLATE NOCASE",
@@ -234,6 +262,9 @@ def _spec_label(conn: sqlite3.Connection, run: RunRef, spec: str) -> str:
             (run.run_id,),
         )
     ]
+    same = [label for label in specs if label_key(label) == label_key(spec)]
+    if len(same) == 1:  # a run recorded before labels were unique so (two): named exactly
+        return same[0]
     known = ", ".join(specs[:12]) + (", …" if len(specs) > 12 else "") if specs else "none"
     raise QueryError(f"run {run.run_name!r} has no spec {spec!r}; its specs: {known}")
 

@@ -87,7 +87,10 @@ def list_cmd(
         print_actions(actions, f"actions of run {ref.run_name!r} ({len(actions)})")
 
 
-def _print_window(title: str, groups: list[dict[str, Any]]) -> None:
+def _print_window(kind: str, groups: list[dict[str, Any]]) -> None:
+    title = f"{kind} window"
+    if not groups:  # asked for: printing nothing read as a window left out, or a flag ignored
+        console.print(f"{title}: none, the run records no {kind} channels", markup=False)
     for g in groups:
         coverage = "complete" if g["complete"] else "INCOMPLETE"
         n = len(g["dt_s"])
@@ -158,9 +161,9 @@ def show_cmd(
         return
     print_actions([action], f"action {idx} of run {ref.run_name!r}")
     if signal is not None:
-        _print_window("signal window", signal)
+        _print_window("signal", signal)
     if spec is not None:
-        _print_window("spec window", spec)
+        _print_window("spec", spec)
 
 
 def _is_dir(path: Path) -> bool:
