@@ -217,10 +217,16 @@ def _encode_any(value: Any) -> Any:
     if isinstance(value, complex):
         return _COMPLEX_PREFIX + _COMPLEX.pack(value.real, value.imag)
     if isinstance(value, np.ndarray | list | tuple):
+        # A MultiParameter's arrays, perhaps beside scalars ((x, trace) of a lock-in): as
+        # text, numpy abbreviates an array past 1000 points ("[0., 1., ..., 1999.]").
         nested = (
             isinstance(value, list | tuple)
             and bool(value)
             and all(isinstance(v, np.ndarray | list | tuple) for v in value)
+        ) or (
+            isinstance(value, list | tuple)
+            and any(isinstance(v, np.ndarray) for v in value)
+            and all(isinstance(v, np.ndarray | np.number | int | float | complex) for v in value)
         )
         try:
             if nested and not isinstance(value, np.ndarray):  # (narrows the type)

@@ -30,13 +30,17 @@ def resolve_parameter(source: str, instruments: Mapping[str, Any]) -> tuple[str,
         known = ", ".join(sorted(instruments)) or "none"
         raise ConfigError(f"unknown instrument {name!r} in {source!r} (instruments: {known})")
     node: Any = instruments[name]
+    parent: Any = None
     for i, part in enumerate(path):
+        parent = node
         parameters = getattr(node, "parameters", {})
         submodules = getattr(node, "submodules", {})
         if part in parameters:
             node = parameters[part]
         elif part in submodules:
             node = submodules[part]
+        elif (channel := _channel_named(node, part)) is not None:
+            node = channel
         else:
             where = ".".join([name, *path[:i]])
             raise ConfigError(f"{where} has no parameter or submodule {part!r} (in {source!r})")
@@ -49,7 +53,9 @@ def resolve_parameter(source: str, instruments: Mapping[str, Any]) -> tuple[str,
 
     if isinstance(node, ChannelTuple):  # its get() is the instrument's: every read would fail
         first = next(iter(node), None)
-        owner = source.rsplit(".", 1)[0]
+        # A channel that is also its owner's submodule by its own name has the shorter path.
+        direct = first is not None and getattr(parent, "submodules", {}).get(first.short_name)
+        owner = source.rsplit(".", 1)[0] if direct is first else source
         hint = "" if first is None else f", e.g. {owner}.{first.short_name}.<parameter>"
         hint = f" (name a parameter of one channel{hint})"
         raise ConfigError(f"{source!r} is a list of channels, not a parameter{hint}")
@@ -60,6 +66,19 @@ def resolve_parameter(source: str, instruments: Mapping[str, Any]) -> tuple[str,
     if not callable(getattr(node, "get", None)) or container:
         raise ConfigError(f"{source!r} is not a parameter")
     return name, node
+
+
+def _channel_named(node: Any, name: str) -> Any:
+    """The channel called ``name`` (its ``short_name``) of a channel list, else ``None``.
+
+    Many drivers (a Rigol DS1074Z's ``ch1``…``ch4``) add their channels only as a list
+    (``add_submodule("channels", channels.to_channel_tuple())``): ``scope.channels.ch1.trace``
+    is then the only path to them."""
+    from qcodes.instrument import ChannelTuple
+
+    if not isinstance(node, ChannelTuple):
+        return None
+    return next((channel for channel in node if channel.short_name == name), None)
 
 
 def value_type_from_vals(vals: object) -> ValueType:
@@ -106,8 +125,29 @@ def describe_vals(vals: object) -> str | None:
     names a parameter by its ``id``."""
     if vals is None:
         return None
-    text = _OBJECT_AT.sub(r"\1", _NAMED_AT.sub(r"\1", repr(vals)))
+    text = _OBJECT_AT.sub(r"\1", _NAMED_AT.sub(r"\1", _sorted_repr(vals)))
     return _AT.sub("", text)
+
+
+def _member_key(member: object) -> tuple[int, float, str]:
+    if isinstance(member, int | float) and not isinstance(member, bool):
+        return (0, member, "")
+    return (1, 0.0, repr(member))
+
+
+def _sorted_repr(vals: object) -> str:
+    """``repr(vals)``, with an ``Enum``'s members in order, also inside a ``MultiType``: QCoDeS
+    prints them as a set, whose order of strings changes from process to process (hash
+    randomisation), so ``<Enum: {'on', 'off'}>`` was ``<Enum: {'off', 'on'}>`` in the next run."""
+    from qcodes import validators as v
+
+    if isinstance(vals, v.Enum) and type(vals).__repr__ is v.Enum.__repr__:
+        members = sorted(vals._values, key=_member_key)
+        return f"<Enum: {{{', '.join(map(repr, members))}}}>"
+    if type(vals) in (v.MultiType, v.MultiTypeOr, v.MultiTypeAnd):
+        parts = ", ".join(_sorted_repr(x)[1:-1] for x in vals._validators)  # type: ignore[attr-defined]
+        return f"<{type(vals).__name__}: {parts}>"
+    return repr(vals)
 
 
 def value_type_of(param: Any) -> ValueType:

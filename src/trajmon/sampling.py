@@ -20,7 +20,7 @@ from .clock import ThreadClock
 from .records import IMMUTABLE_TYPES, owned_value
 from .workers import InstrumentBusyError, InstrumentWorker
 
-__all__ = ["GroupReader", "ReadFailure"]
+__all__ = ["GroupReader", "ReadFailure", "error_message"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +31,26 @@ class ReadFailure:
     instrument: str
     error_type: str
     message: str
+
+
+def error_message(exc: BaseException) -> str:
+    """``str(exc)``, except for the context QCoDeS adds: a parameter's ``get()`` appends
+    ``"getting g_bad"`` to the exception's args, and ``str()`` of two args is their tuple —
+    ``('sensor unplugged', 'getting g_bad')`` on every error line; this gives
+    ``sensor unplugged (getting g_bad)``. Exceptions that print themselves (an ``OSError``'s
+    ``[Errno 111] …``) are left as they are."""
+    args: tuple[Any, ...] = exc.args
+    context: list[str] = []
+    while len(args) > 1 and isinstance(args[-1], str) and args[-1].startswith(_CONTEXT):
+        context.insert(0, args[-1])
+        args = args[:-1]
+    if not context or len(args) != 1 or type(exc).__str__ not in _PLAIN_STR:
+        return str(exc)
+    return f"{args[0]} ({', '.join(context)})"
+
+
+_CONTEXT = ("getting ", "setting ")
+_PLAIN_STR = (BaseException.__str__, KeyError.__str__)
 
 
 def _owning(fn: Callable[[], Sequence[Any]]) -> Callable[[], Sequence[Any]]:
@@ -137,7 +157,7 @@ class GroupReader:
         plan = self._plans[0]
         if error is not None:
             failures.extend(
-                ReadFailure(lbl, plan.instrument, type(error).__name__, str(error))
+                ReadFailure(lbl, plan.instrument, type(error).__name__, error_message(error))
                 for lbl in plan.labels
             )
             return values, failures
@@ -208,7 +228,7 @@ class GroupReader:
                 # words, as on the instrument's thread (parse), not "no answer within 2.0 s"
                 # for a driver that gave up after 0.5 s saying which request and where.
                 failures.extend(
-                    ReadFailure(lbl, plan.instrument, type(exc).__name__, str(exc))
+                    ReadFailure(lbl, plan.instrument, type(exc).__name__, error_message(exc))
                     for lbl in plan.labels
                 )
                 return
@@ -225,14 +245,14 @@ class GroupReader:
                 raise
             kind = "busy" if isinstance(exc, InstrumentBusyError) else type(exc).__name__
             failures.extend(
-                ReadFailure(lbl, plan.instrument, kind, str(exc)) for lbl in plan.labels
+                ReadFailure(lbl, plan.instrument, kind, error_message(exc)) for lbl in plan.labels
             )
             return
         try:
             self._fill(plan, results, values, failures)
         except ValueError as exc:  # a driver's get_many fault: this instrument's read failed
             failures.extend(
-                ReadFailure(lbl, plan.instrument, type(exc).__name__, str(exc))
+                ReadFailure(lbl, plan.instrument, type(exc).__name__, error_message(exc))
                 for lbl in plan.labels
             )
 
@@ -249,7 +269,9 @@ class GroupReader:
         for pos, label, result in zip(plan.positions, plan.labels, results, strict=True):
             if isinstance(result, BaseException):
                 failures.append(
-                    ReadFailure(label, plan.instrument, type(result).__name__, str(result))
+                    ReadFailure(
+                        label, plan.instrument, type(result).__name__, error_message(result)
+                    )
                 )
             else:
                 values[pos] = result

@@ -32,9 +32,11 @@ _SKIPPED_PARAMETERS = frozenset({"IDN"})
 def iter_parameters(instruments: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
     """(path, parameter) for every gettable parameter, recursing into submodules and channels.
 
-    Channel lists (``ChannelTuple``) are skipped: their channels are submodules of their own.
+    A channel that is also a submodule of its own is listed under that shorter path
+    (``ls.A.temperature``); one that is only in a channel list (a Rigol DS1074Z's) under the
+    list's (``scope.channels.ch1.trace``), as :func:`~trajmon.resolve.resolve_parameter` reads it.
     """
-    from qcodes.instrument import InstrumentBase
+    from qcodes.instrument import ChannelTuple, InstrumentBase
 
     seen: set[int] = set()
 
@@ -48,6 +50,10 @@ def iter_parameters(instruments: Mapping[str, Any]) -> Iterator[tuple[str, Any]]
         for sname, sub in node.submodules.items():
             if isinstance(sub, InstrumentBase):
                 yield from walk(sub, f"{prefix}.{sname}")
+        for sname, sub in node.submodules.items():  # after the channels' own paths
+            if isinstance(sub, ChannelTuple):
+                for channel in sub:
+                    yield from walk(channel, f"{prefix}.{sname}.{channel.short_name}")
 
     for name, instrument in instruments.items():
         yield from walk(instrument, name)
