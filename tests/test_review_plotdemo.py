@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import sqlite3
+import sys
 from contextlib import closing
 from pathlib import Path
 from types import SimpleNamespace
@@ -260,3 +261,23 @@ async def test_a_request_log_on_a_full_disk_stops_once_and_the_server_keeps_serv
         " longer logged, the simulator keeps serving"
     ]
     assert not [r for r in caplog.records if r.name == "asyncio" and r.levelno >= logging.ERROR]
+
+
+def test_the_demos_next_line_runs_as_pasted_without_the_environment_on_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make demo` runs .venv/bin/trajmon; its `next:` line said bare `trajmon`, which is
+    'command not found' until the environment is activated."""
+    from trajmon.cli.demo_cmd import _next_command
+
+    venv_bin = tmp_path / "my env" / "bin"
+    venv_bin.mkdir(parents=True)
+    program = venv_bin / "trajmon"
+    program.write_text("#!/bin/sh\n", encoding="utf-8")
+    program.chmod(0o755)
+    monkeypatch.setattr(sys, "argv", [str(program), "demo"])
+    monkeypatch.setenv("PATH", str(tmp_path / "elsewhere"))
+    line = _next_command("r", Path("d.db"), [])
+    assert line == f"'{program}' status r --db d.db"
+    monkeypatch.setenv("PATH", str(venv_bin))  # activated: the name alone runs it
+    assert _next_command("r", Path("d.db"), []) == "trajmon status r --db d.db"

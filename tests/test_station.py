@@ -624,3 +624,18 @@ def test_resume_refuses_a_channels_file(tmp_path: Path) -> None:
     refused = run_cli("run", "--resume", "cut", "--channels", "c.yaml", "--db", str(db))
     assert refused.returncode == 2
     assert "--channels: a resumed run keeps its stored configuration" in refused.stderr
+
+
+def test_clearing_a_staged_station_clears_its_channels_and_selections(
+    station_file: Path, channels_file: Path, tmp_path: Path
+) -> None:
+    """The station's channels file and selections stayed staged without it: `config set --sim`
+    and `run --sim` were then refused ("instrument 'dmm' is not in the simulator")."""
+    staged = ["--config-path", str(tmp_path / "config.json")]
+    given = ["--station", str(station_file), "--channels", str(channels_file), "--specs", "Gate 1"]
+    assert invoke("config", "set", *staged, *given).exit_code == 0
+    assert invoke("config", "clear", *staged, "--field", "station").exit_code == 0
+    result = invoke("config", "set", *staged, "--sim")
+    assert result.exit_code == 0, result.stderr
+    shown = json.loads(invoke("config", "show", *staged, "--json").stdout)
+    assert shown["staged"].get("channels") is None and shown["staged"].get("specs") is None

@@ -193,6 +193,10 @@ def clear_staged(path: Path, fields: list[str] | None = None) -> list[str]:
         # of them clears the whole source, never leaving "source: tcp" without a host.
         fields = [*fields, *(f for f in SOURCE_FIELDS if f not in fields)]
     staged = read_staged(path)
+    if set(fields) & set(SOURCE_FIELDS) and staged.source == "station":
+        # A station's channels file names its instruments, and the selections its labels:
+        # left staged without the station, `config set --sim` would refuse them.
+        fields = [*fields, *(f for f in ("channels", "signals", "specs") if f not in fields)]
     cleared = [f for f in fields if getattr(staged, f) is not None]
     if cleared:
         write_staged(path, staged.model_copy(update=dict.fromkeys(cleared)))
