@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from trajmon.cli import app
 from trajmon.config import ChannelSpec, ConfigError, MonitorConfig
 from trajmon.staging import consume_run_name, read_staged, stage
+from trajmon.station import load_channels_file
 
 runner = CliRunner()
 
@@ -137,6 +138,16 @@ def test_a_directory_staged_as_the_station_file_says_so(path: Path, tmp_path: Pa
     assert not path.exists()
 
 
+def _channels_with_interval(tmp_path: Path, value: str) -> Path:
+    """A channels file of one spec whose ``interval_s`` is ``value`` as written, at column 51."""
+    channels = tmp_path / "channels.yaml"
+    channels.write_text(
+        f"channels:\n  - {{parameter: stm.bias, kind: spec, interval_s: {value}}}\n",
+        encoding="utf-8",
+    )
+    return channels
+
+
 @pytest.mark.parametrize(
     ("value", "problem"),
     [
@@ -150,13 +161,7 @@ def test_a_number_yaml_1_1_reads_in_another_base_is_refused(
     tmp_path: Path, value: str, problem: str
 ) -> None:
     """``interval_s: 010`` polled every 8 s, and QCoDeS (YAML 1.2) reads the same digits as 10."""
-    from trajmon.station import load_channels_file
-
-    channels = tmp_path / "channels.yaml"
-    channels.write_text(
-        f"channels:\n  - {{parameter: stm.bias, kind: spec, interval_s: {value}}}\n",
-        encoding="utf-8",
-    )
+    channels = _channels_with_interval(tmp_path, value)
     with pytest.raises(ConfigError) as info:
         load_channels_file(channels)
     assert str(info.value).startswith(f"{channels}: malformed YAML at line 2, column 51: {problem}")
@@ -169,12 +174,6 @@ def test_a_number_yaml_1_1_reads_in_another_base_is_refused(
 def test_numbers_in_their_own_base_are_read_as_written(
     tmp_path: Path, value: str, seconds: float
 ) -> None:
-    from trajmon.station import load_channels_file
-
-    channels = tmp_path / "channels.yaml"
-    channels.write_text(
-        f"channels:\n  - {{parameter: stm.bias, kind: spec, interval_s: {value}}}\n",
-        encoding="utf-8",
-    )
+    channels = _channels_with_interval(tmp_path, value)
     (spec,) = load_channels_file(channels)
     assert spec.interval_s == seconds

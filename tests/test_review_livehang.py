@@ -73,6 +73,17 @@ def row_of(text: str, group: str) -> list[str]:
     return line.split()
 
 
+async def hang_for_3_s(recorder: Recorder, clock: FakeClock, sticky: Sticky) -> None:
+    """After the first sample, the signal group's next read hangs, and 3 s pass in it: the
+    spec group's reads queue behind it on the instrument's thread."""
+    with anyio.fail_after(10):
+        await recorder.wait_until(lambda: recorder.stats[0].samples_read >= 1)
+        sticky.armed.set()
+        await clock.advance(0.1)
+        await anyio.to_thread.run_sync(sticky.entered.wait, 10)
+    await clock.advance(3.0)
+
+
 async def test_live_view_shows_a_hung_read_and_its_missed_ticks_as_they_pass(
     db_path: Path, sticky: Sticky
 ) -> None:
@@ -80,12 +91,9 @@ async def test_live_view_shows_a_hung_read_and_its_missed_ticks_as_they_pass(
     recorder = Recorder(config(db_path), {"sticky": sticky}, clock=clock)
     async with anyio.create_task_group() as tg:
         tg.start_soon(recorder.run)
-        with anyio.fail_after(10):
-            await recorder.wait_until(lambda: recorder.stats[0].samples_read >= 1)
-            sticky.armed.set()
-            await clock.advance(0.1)
-            await anyio.to_thread.run_sync(sticky.entered.wait, 10)
-        await clock.advance(3.0)  # the hang, 3 s of it: the spec's reads queue behind it
+        await hang_for_3_s(
+            recorder, clock, sticky
+        )  # the hang, 3 s of it: the spec's reads queue behind it
         snap = snapshot_of(recorder, RateMeter(), clock.monotonic(), width=200)
         text = text_of(snap)
         assert "signals: read in flight for 3.0 s" in text, text
@@ -184,12 +192,7 @@ async def test_the_progress_line_names_a_hung_read_and_counts_its_ticks(
     recorder = Recorder(config(db_path), {"sticky": sticky}, clock=clock)
     async with anyio.create_task_group() as tg:
         tg.start_soon(recorder.run)
-        with anyio.fail_after(10):
-            await recorder.wait_until(lambda: recorder.stats[0].samples_read >= 1)
-            sticky.armed.set()
-            await clock.advance(0.1)
-            await anyio.to_thread.run_sync(sticky.entered.wait, 10)
-        await clock.advance(3.0)
+        await hang_for_3_s(recorder, clock, sticky)
         with anyio.fail_after(10):
             async with anyio.create_task_group() as progress:
                 progress.start_soon(cli_runner._progress, recorder, 0.001)
