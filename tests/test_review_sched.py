@@ -24,6 +24,7 @@ from trajmon.clock import FakeClock, SystemClock
 from trajmon.records import GroupStats
 from trajmon.sampling import GroupReader
 from trajmon.scheduling import Poller, Schedule
+from trajmon.threaded import ThreadedGroup
 from trajmon.workers import InstrumentWorker
 
 DRIVER_BASE_EXCEPTIONS = [KeyboardInterrupt, SystemExit, GeneratorExit]
@@ -304,3 +305,45 @@ async def test_a_thread_scheduled_group_ends_at_the_runs_end_not_at_its_next_tic
     assert clock.monotonic() < now + 10
     assert [list(s.values) for s in sink.samples()] == [[1.0]]
     assert (poller.stats.samples_read, poller.stats.missed_ticks) == (1, 0)
+
+
+class _TiedGroup(ThreadedGroup):
+    """A scheduled group as the instrument's thread sees it, always due at the same past
+    instant as its siblings (all late behind a slow read), until it has ticked ``ticks`` times
+    (and not before ``go``: all are attached first)."""
+
+    def __init__(self, name: str, order: list[str], ticks: int, go: threading.Event) -> None:
+        self.name, self.order, self.left, self.go = name, order, ticks, go
+        self.ticked = 0
+        self.clock = SystemClock()
+        self.finished = threading.Event()
+
+    def due(self) -> float | None:
+        return 0.0 if self.left > 0 and self.go.is_set() else None
+
+    def tick(self) -> None:
+        self.order.append(self.name)
+        self.left -= 1
+        if self.left == 0:
+            self.finished.set()
+
+    def fail(self, exc: Exception) -> None:
+        self.order.append(f"failed: {exc!r}")
+
+
+def test_groups_due_together_on_one_instrument_take_turns() -> None:
+    """The first attached group always won a tie: behind a slow signal read the specs, due at
+    the same instant, were read every other time (2 samples where 4 were due)."""
+    worker = InstrumentWorker("tied")
+    order: list[str] = []
+    go = threading.Event()
+    groups = [_TiedGroup(name, order, 4, go) for name in ("signals", "specs", "more")]
+    try:
+        for group in groups:
+            worker.attach(group)
+        go.set()
+        worker.wake()
+        assert all(group.finished.wait(10) for group in groups)
+    finally:
+        worker.close()
+    assert order == ["signals", "specs", "more"] * 4

@@ -126,6 +126,9 @@ class ThreadedGroup:
         self.ready = asyncio.Event()
         self.done = False
         self.error: Exception | None = None
+        #: When its instrument's thread last ticked it (that thread's count): of two groups due
+        #: at once, the one ticked longer ago goes first (:meth:`InstrumentWorker._next`).
+        self.ticked = 0
         self._next_idx = next_sample_idx
         self._end_at = end_at
         #: Ticks due at or after this are past the run's end (the pollers' test, precomputed).

@@ -90,6 +90,7 @@ class InstrumentWorker:
         self._clock = clock
         self.running_since: float | None = None
         self._scheduled: tuple[ThreadedGroup, ...] = ()
+        self._ticks = 0  # groups ticked so far: their order when due together
         self._thread = threading.Thread(target=self._loop, name=f"trajmon-{name}", daemon=True)
         self._thread.start()
         self._closed = False
@@ -109,14 +110,22 @@ class InstrumentWorker:
 
     def _next(self) -> _Job | object | None:
         """The next thing to do: a queued call first, else the group whose tick is due first,
-        waiting for whichever comes sooner (a timed wait on the queue wakes within ~0.1 ms)."""
+        waiting for whichever comes sooner (a timed wait on the queue wakes within ~0.1 ms).
+
+        Of groups due at the same instant (late together behind a slow read, on one grid) the
+        one ticked longer ago goes first: the first attached always won, and a slow signal
+        group's specs were read every other time (2 samples where 4 were due)."""
         jobs = self._jobs
         while True:
             best: ThreadedGroup | None = None
             best_due = 0.0
             for group in self._scheduled:
                 due = group.due()
-                if due is not None and (best is None or due < best_due):
+                if due is not None and (
+                    best is None
+                    or due < best_due
+                    or (due == best_due and group.ticked < best.ticked)
+                ):
                     best, best_due = group, due
             try:
                 if best is None:
@@ -136,6 +145,8 @@ class InstrumentWorker:
         while (job := self._next()) is not None:
             if not isinstance(job, _Job):
                 assert isinstance(job, ThreadedGroup)
+                self._ticks += 1
+                job.ticked = self._ticks
                 try:
                     job.tick()
                 except BaseException as exc:  # a bug must end that group, not the instrument
