@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -20,6 +19,7 @@ import anyio
 import typer
 
 from ..config import ConfigError
+from ..workers import InstrumentWorker
 from . import runner
 from .runner import say, signal_exit_code, stop_signal_numbers
 
@@ -43,7 +43,7 @@ async def connect_nanonis(
         return NanonisSTM(name, address=host, port=port, timeout=timeout)
 
     try:
-        instrument = await _unless_stopped(connect, lambda inst: inst.close(), where)
+        instrument = await _unless_stopped(connect, where)
     except HandshakeError as exc:
         raise ConfigError(_unusable(where, exc)) from exc
     except (ConnectionError, OSError) as exc:
@@ -73,59 +73,29 @@ def _unusable(where: str, exc: BaseException) -> str:
     return f"instrument at {where} {what}: {cause or exc}"
 
 
-async def _unless_stopped(
-    connect: Callable[[], Any], discard: Callable[[Any], None], where: str
-) -> Any:
-    """``connect()`` on a daemon thread; a stop signal meanwhile abandons it and ends the
-    command: one line, exit code 128 + the signal, no run and nothing written.
+async def _unless_stopped(connect: Callable[[], Any], where: str) -> Any:
+    """``connect()`` on a worker thread of its own; a stop signal meanwhile abandons it and
+    ends the command: one line, exit code 128 + the signal, no run and nothing written.
 
     A blocking connect (a name lookup, a host that does not answer, a reply awaited for the
     whole timeout) cannot be interrupted, and Python's KeyboardInterrupt waited for it and then
-    reported the instrument as unreachable. anyio's worker threads are not daemons: an
-    abandoned one would keep the process alive until its timeout. What a connect abandoned
-    here returns later is ``discard``-ed."""
+    reported the instrument as unreachable. The worker's thread is a daemon: abandoned in its
+    connect, it cannot keep the process alive until its timeout."""
     loop = asyncio.get_running_loop()
-    done = anyio.Event()
-    lock = threading.Lock()
-    results: list[tuple[bool, Any]] = []
-    abandoned: list[bool] = []
     received: list[int] = []
+    worker = InstrumentWorker("connect")
+    try:
+        with anyio.CancelScope() as scope:
 
-    def work() -> None:
-        try:
-            result: tuple[bool, Any] = (True, connect())
-        except BaseException as exc:  # handed to the waiting task
-            result = (False, exc)
-        with lock:
-            if abandoned:
-                if result[0]:
-                    discard(result[1])
-                return
-            results.append(result)
-        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
-            loop.call_soon_threadsafe(done.set)
+            def handler(signum: int, _frame: object) -> None:
+                runner.received_signals.append(signum)  # signals_restored: the process leaves
+                received.append(signum)
+                loop.call_soon_threadsafe(scope.cancel)
 
-    with anyio.CancelScope() as scope:
-
-        def handler(signum: int, _frame: object) -> None:
-            runner.received_signals.append(signum)  # signals_restored: the process is leaving
-            received.append(signum)
-            loop.call_soon_threadsafe(scope.cancel)
-
-        with _signals_to(handler):
-            threading.Thread(target=work, name="trajmon-connect", daemon=True).start()
-            try:
-                await done.wait()
-            finally:
-                with lock:
-                    if not results:
-                        abandoned.append(True)
-        ok, value = results[0]
-        if not ok:
-            raise value
-        return value
-    if results and results[0][0]:  # done as the signal came: not used, so closed
-        discard(results[0][1])
+            with _signals_to(handler):
+                return await worker.call(connect)
+    finally:
+        worker.close(timeout=0.0)  # done, or abandoned in its connect: not waited for
     say(f"trajmon: interrupted while connecting to {where}; nothing was recorded")
     raise typer.Exit(signal_exit_code(received[0]))
 
