@@ -639,3 +639,15 @@ def test_clearing_a_staged_station_clears_its_channels_and_selections(
     assert result.exit_code == 0, result.stderr
     shown = json.loads(invoke("config", "show", *staged, "--json").stdout)
     assert shown["staged"].get("channels") is None and shown["staged"].get("specs") is None
+
+
+def test_channels_init_force_keeps_the_replaced_files_permissions(
+    station_file: Path, tmp_path: Path
+) -> None:
+    """Files are replaced through files.replace_text_file, which keeps a file's mode."""
+    out = tmp_path / "channels.yaml"
+    out.write_text("channels: []\n", encoding="utf-8")
+    out.chmod(0o600)
+    forced = invoke("channels", "init", "--station", str(station_file), "-o", str(out), "--force")
+    assert forced.exit_code == 0, forced.stderr
+    assert b"- parameter:" in out.read_bytes() and (out.stat().st_mode & 0o777) == 0o600

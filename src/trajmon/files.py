@@ -16,6 +16,7 @@ import hashlib
 import os
 import re
 import sqlite3
+import stat
 import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,9 +53,17 @@ def replacing(path: Path, tmp: Path) -> Iterator[Path]:
 
 def replace_text_file(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` in one step, through a hidden temporary file beside it;
-    raises the ``OSError``."""
+    raises the ``OSError``. A file replaced keeps its permissions (a ``chmod 600`` staged
+    configuration stays private), and the new text is private until it has them."""
+    try:
+        mode: int | None = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        mode = None
     with replacing(path, path.with_name(f".{path.name}.tmp-{os.getpid()}")) as tmp:
+        tmp.touch(0o666 if mode is None else stat.S_IRUSR | stat.S_IWUSR)
         tmp.write_text(text, encoding="utf-8")
+        if mode is not None:
+            tmp.chmod(mode)
 
 
 def safe_filename(name: str, max_bytes: int = 120) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -31,7 +30,7 @@ from .config import (
     format_validation_error,
     refuse_bool,
 )
-from .files import replacing
+from .files import replace_text_file
 
 __all__ = [
     "NO_STATION_FILE",
@@ -152,22 +151,12 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def write_staged(path: Path, staged: StagedConfig) -> None:
     """Replace the file in one step: a crash mid-write leaves the old file, never half a file.
-    The new file keeps the old one's permissions: a ``chmod 600`` stays private."""
+    The new file keeps the old one's permissions (:func:`~trajmon.files.replace_text_file`)."""
     # A symlinked file (a dotfiles repository) stays a link: its target is replaced.
     target = Path(os.path.realpath(path))
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            mode: int | None = stat.S_IMODE(target.stat().st_mode)
-        except FileNotFoundError:
-            mode = None
-        with replacing(target, target.with_name(f".{target.name}.tmp-{os.getpid()}")) as tmp:
-            tmp.touch()
-            if mode is not None:  # private while written, even if the old file was read-only
-                tmp.chmod(stat.S_IRUSR | stat.S_IWUSR)
-            tmp.write_text(json.dumps(staged.values(), indent=2) + "\n", encoding="utf-8")
-            if mode is not None:
-                tmp.chmod(mode)
+        replace_text_file(target, json.dumps(staged.values(), indent=2) + "\n")
     except OSError as exc:
         raise ConfigError(f"cannot write staged config {path}: {exc}") from exc
 
