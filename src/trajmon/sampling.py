@@ -18,7 +18,7 @@ import numpy as np
 from .channels import Channel, PollGroup
 from .clock import ThreadClock
 from .records import IMMUTABLE_TYPES, owned_value
-from .workers import InstrumentBusyError, InstrumentWorker
+from .workers import CallTimeoutError, InstrumentBusyError, InstrumentWorker
 
 __all__ = ["GroupReader", "ReadFailure", "error_message"]
 
@@ -218,20 +218,12 @@ class GroupReader:
         wrap: Callable[[Callable[[], Sequence[Any]]], Callable[[], Sequence[Any]]] | None,
         timeout: float | None,
     ) -> None:
-        called = anyio.current_time()  # the loop's clock, which the worker's deadline is on
         try:
             fn = _owning(plan.fn if wrap is None else wrap(plan.fn))
             results = await plan.worker.call(fn, timeout)
-        except TimeoutError as exc:
-            if timeout is None or anyio.current_time() - called < timeout:
-                # The driver's own TimeoutError (a socket's, after its own wait): its type and
-                # words, as on the instrument's thread (parse), not "no answer within 2.0 s"
-                # for a driver that gave up after 0.5 s saying which request and where.
-                failures.extend(
-                    ReadFailure(lbl, plan.instrument, type(exc).__name__, error_message(exc))
-                    for lbl in plan.labels
-                )
-                return
+        except CallTimeoutError:
+            # Only the worker's deadline: a driver's own TimeoutError (a socket's, after its own
+            # wait) keeps its type and words below, as on the instrument's thread (parse).
             message = f"no answer within {self._timeout} s"
             failures.extend(
                 ReadFailure(lbl, plan.instrument, "timeout", message) for lbl in plan.labels

@@ -20,6 +20,7 @@ from .threaded import ThreadedGroup
 
 __all__ = [
     "SHARED_WORKERS",
+    "CallTimeoutError",
     "InstrumentBusyError",
     "InstrumentWorker",
     "SharedWorkers",
@@ -33,6 +34,11 @@ _WAKE = object()  # a queue item that only wakes the worker thread
 
 class InstrumentBusyError(RuntimeError):
     """The instrument's thread has been stuck in one call for longer than the read timeout."""
+
+
+class CallTimeoutError(TimeoutError):
+    """The caller's ``timeout`` passed before the instrument's thread answered: told apart from
+    a driver's own ``TimeoutError`` (a socket's), whose type and words are the read's error."""
 
 
 class _Job:
@@ -58,7 +64,7 @@ def _resolve(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
 
 def _expire(future: asyncio.Future[Any]) -> None:
     if not future.done():
-        future.set_exception(TimeoutError())
+        future.set_exception(CallTimeoutError())
 
 
 def require_asyncio() -> None:
