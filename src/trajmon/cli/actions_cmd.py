@@ -203,11 +203,12 @@ def plot_cmd(
         # To Python ".png" is a stem without a suffix: it was written as ".png.png".
         example = out.with_name(f"action-{idx}{out.name}")
         fail(f"{out} is only an extension; give a file name, e.g. {example}")
-    directory = file.endswith(("/", os.sep)) or _is_dir(out)
-    if not out.suffix and not directory:  # what matplotlib would write; the name printed
-        out = out.with_suffix(".png")  # must be the file's — and the check below see it
-    if directory or _is_dir(out):
-        what = f"{out} is" if _is_dir(out) else f"{file} names"
+    named_dir, is_dir = file.endswith(("/", os.sep)), _is_dir(out)
+    if not out.suffix and not (named_dir or is_dir):  # what matplotlib would write; the name
+        out = out.with_suffix(".png")  # printed must be the file's — and the check below see it
+        is_dir = _is_dir(out)
+    if named_dir or is_dir:
+        what = f"{out} is" if is_dir else f"{file} names"
         fail(f"{what} a directory; give an image file, e.g. {out / f'action-{idx}.png'}")
     with reading(db) as conn:
         ref = resolve_run(conn, run)
