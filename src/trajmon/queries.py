@@ -168,14 +168,17 @@ def _run_written_otherwise(conn: sqlite3.Connection, name: str) -> RunRef:
     ``name`` are named in the error, never taken (a script asking for a run not created yet
     must not be given an older one)."""
     key = label_key(name.strip())
-    rows = conn.execute("SELECT run_id, run_name FROM runs ORDER BY run_id").fetchall()
-    same = [r for r in rows if label_key(str(r["run_name"])) == key]
+    runs = [
+        (int(run_id), str(run_name), label_key(str(run_name)))
+        for run_id, run_name in conn.execute("SELECT run_id, run_name FROM runs ORDER BY run_id")
+    ]
+    same = [(run_id, run_name) for run_id, run_name, k in runs if k == key]
     if len(same) == 1:
-        return RunRef(int(same[0]["run_id"]), str(same[0]["run_name"]))
+        return RunRef(*same[0])
     if same:
-        shown = ", ".join(ascii(str(r["run_name"])) for r in same)
+        shown = ", ".join(ascii(run_name) for _, run_name in same)
         raise QueryError(f"run name {name!r} is ambiguous: it matches {shown}; give one of them")
-    begun = [str(r["run_name"]) for r in rows if label_key(str(r["run_name"])).startswith(key)]
+    begun = [run_name for _, run_name, k in runs if k.startswith(key)]
     hint = ""
     if key and begun:
         shown = ", ".join(map(repr, begun[:5])) + (", …" if len(begun) > 5 else "")
@@ -262,7 +265,8 @@ def _spec_label(conn: sqlite3.Connection, run: RunRef, spec: str) -> str:
             (run.run_id,),
         )
     ]
-    same = [label for label in specs if label_key(label) == label_key(spec)]
+    key = label_key(spec)
+    same = [label for label in specs if label_key(label) == key]
     if len(same) == 1:  # a run recorded before labels were unique so (two): named exactly
         return same[0]
     known = ", ".join(specs[:12]) + (", …" if len(specs) > 12 else "") if specs else "none"
