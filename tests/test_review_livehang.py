@@ -109,6 +109,14 @@ async def test_live_view_shows_a_hung_read_and_its_missed_ticks_as_they_pass(
         recorder.request_stop()
 
 
+async def hang_on_its_thread(recorder: Recorder, sticky: Sticky) -> None:
+    """On the real clock: after two samples, the signal group's next read hangs in the driver
+    on the instrument's thread; returns once it has begun."""
+    await recorder.wait_until(lambda: recorder.stats[0].samples_read >= 2)
+    sticky.armed.set()
+    await anyio.to_thread.run_sync(sticky.entered.wait, 10)
+
+
 async def test_live_view_shows_a_hung_read_on_the_instruments_own_thread(
     db_path: Path, sticky: Sticky
 ) -> None:
@@ -119,9 +127,7 @@ async def test_live_view_shows_a_hung_read_on_the_instruments_own_thread(
     async with anyio.create_task_group() as tg:
         tg.start_soon(recorder.run)
         with anyio.fail_after(10):
-            await recorder.wait_until(lambda: recorder.stats[0].samples_read >= 2)
-            sticky.armed.set()
-            await anyio.to_thread.run_sync(sticky.entered.wait, 10)
+            await hang_on_its_thread(recorder, sticky)
         since = recorder.stats[0].reading_since
         assert since is not None
         text = text_of(snapshot_of(recorder, RateMeter(), since + 5.0, width=200))
@@ -150,9 +156,7 @@ async def test_status_shows_a_group_stalled_by_a_hung_read(db_path: Path, sticky
     async with anyio.create_task_group() as tg:
         tg.start_soon(recorder.run)
         with anyio.fail_after(10):
-            await recorder.wait_until(lambda: recorder.stats[0].samples_read >= 2)
-            sticky.armed.set()
-            await anyio.to_thread.run_sync(sticky.entered.wait, 10)
+            await hang_on_its_thread(recorder, sticky)
             while not await anyio.to_thread.run_sync(stalled_at_last_commit, db_path):
                 await anyio.to_thread.run_sync(time.sleep, 0.05)  # another thread's commits
         human = await anyio.to_thread.run_sync(invoke, "status", "--db", str(db_path))

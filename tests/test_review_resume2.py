@@ -8,24 +8,17 @@ Every recording here runs on a :class:`FakeClock`: the sessions are a fixed numb
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from test_explore_api import Bench, config, first_samples, ticks
+from test_explore_api import Bench, bench, config, first_samples, ticks
 
 from trajmon import ConfigError, FakeClock, MonitorConfig, Recorder
 
-
-@pytest.fixture
-def bench() -> Iterator[Bench]:
-    instrument = Bench("bench")
-    yield instrument
-    instrument.release.set()
-    instrument.close()
+__all__ = ["bench"]  # test_explore_api's instrument fixture, used here
 
 
 async def record(recorder: Recorder, clock: FakeClock, n: int) -> None:
