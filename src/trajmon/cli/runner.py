@@ -174,13 +174,11 @@ async def _progress(recorder: Recorder, every_s: float) -> None:
         await anyio.sleep(every_s)
         now = time.monotonic()
         parts = [f"t={now - (recorder.t0_mono or now):7.1f}s"]
+        t0, at, stopping = recorder.t0_mono, recorder.clock.monotonic(), recorder.stop_requested
         for st in recorder.stats:
             rate = (st.samples_read - last.get(st.name, 0)) / max(now - last_t, 1e-9)
             last[st.name] = st.samples_read
-            t0, stopping = recorder.t0_mono, recorder.stop_requested
-            stall = (
-                None if t0 is None else running_stall(st, t0, recorder.clock.monotonic(), stopping)
-            )
+            stall = None if t0 is None else running_stall(st, t0, at, stopping)
             parts.append(group_progress(st, rate, stall))
         parts.append(f"queue {recorder.queue_depth}")
         parts.append(f"actions {recorder.detector_actions}")
