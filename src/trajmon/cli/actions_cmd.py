@@ -41,12 +41,15 @@ def print_actions(actions: list[dict[str, Any]], title: str) -> None:
     for col in ("idx", "dt_s", "spec", "old", "new", "delta", "window"):
         table.add_column(col, justify="right" if col in ("idx", "dt_s", "delta") else "left")
     for a in actions:
+        old, new = fmt_value(a["old_value"]), fmt_value(a["new_value"])
+        if old == new and isinstance(a["old_value"], float):  # six digits hid the change
+            old, new = fmt_value(a["old_value"], repr), fmt_value(a["new_value"], repr)
         table.add_row(
             str(a["action_idx"]),
             f"{a['dt_s']:.3f}",
             a["spec_label"],
-            fmt_value(a["old_value"]),
-            fmt_value(a["new_value"]),
+            old,
+            new,
             "" if a["delta"] is None else f"{a['delta']:+.4g}",
             f"[{a['window_start_s']:.2f}, {a['window_end_s']:.2f}]",
         )
@@ -205,7 +208,9 @@ def plot_cmd(
         fail(f"{out} is only an extension; give a file name, e.g. {example}")
     named_dir, is_dir = file.endswith(("/", os.sep)), _is_dir(out)
     if not out.suffix and not (named_dir or is_dir):  # what matplotlib would write; the name
-        out = out.with_suffix(".png")  # printed must be the file's — and the check below see it
+        # printed must be the file's — and the check below see it. "x." has no suffix to
+        # Python either: its dot is the one the extension goes after, not "x..png".
+        out = out.with_name(f"{out.name.rstrip('.') or out.name}.png")
         is_dir = _is_dir(out)
     if named_dir or is_dir:
         what = f"{out} is" if is_dir else f"{file} names"
