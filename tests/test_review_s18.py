@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 from test_review_plotdemo import _plot, one_action  # noqa: F401  (a fixture)
+from test_review_readbig import NFC, NFD, record_sim
 
 from trajmon.cli.actions_cmd import print_actions
+from trajmon.config import ConfigError
+from trajmon.resume import load_resume_config
 
 
 @pytest.mark.parametrize("name", ["x.", "x.."])
@@ -47,3 +52,24 @@ def test_a_change_six_digits_hide_is_shown_with_all_its_digits(
     out = capsys.readouterr().out
     assert repr(0.1) in out and repr(new) in out
     assert " 0.25 " in out and " 0.5 " in out  # others keep six digits
+
+
+def test_resume_finds_a_run_named_in_another_unicode_form_or_case(tmp_path: Path) -> None:
+    """``trajmon run --resume`` looked the name up exactly, while every other command finds a
+    run up to Unicode form and case: ``Café run`` typed with ``e`` + accent could be shown but
+    not resumed. The resumed config carries the stored name (its tables are named by it)."""
+    db = tmp_path / "r.db"
+    record_sim(db, NFC, 1)
+    record_sim(db, "run-a", 2)
+    with closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("UPDATE runs SET status = 'interrupted'")
+    for given in (NFD, "CAFÉ RUN", f" {NFD} "):
+        assert load_resume_config(db, given).run_name == NFC
+    with pytest.raises(ConfigError, match=r"^cannot resume: unknown run 'run-' \(runs whose"):
+        load_resume_config(db, "run-")
+    record_sim(db, NFD, 3)  # twins up to form: refused, not guessed
+    with closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("UPDATE runs SET status = 'interrupted'")
+    with pytest.raises(ConfigError, match="is ambiguous"):
+        load_resume_config(db, "CAFÉ RUN")
+    assert load_resume_config(db, NFD).run_name == NFD

@@ -23,7 +23,7 @@ from .channels import PollGroup, decode_value
 from .clock import utc_iso
 from .config import ConfigError, MonitorConfig
 from .connection import immediate_transaction, read_snapshot
-from .queries import effective_status
+from .queries import QueryError, effective_status, resolve_run
 from .records import GroupStats
 from .resume_checks import check_channels
 from .schema import SchemaError, check_version, quote_ident
@@ -77,6 +77,11 @@ def load_resume_config(db: Path, run_name: str, now: float | None = None) -> Mon
             row = conn.execute(
                 "SELECT * FROM runs WHERE run_name = ?", (run_name.strip(),)
             ).fetchone()
+            if row is None:  # as queries find it: up to Unicode form and case, or refused
+                ref = resolve_run(conn, run_name)
+                row = conn.execute("SELECT * FROM runs WHERE run_id = ?", (ref.run_id,)).fetchone()
+    except QueryError as exc:
+        raise ConfigError(f"cannot resume: {exc}") from exc
     except sqlite3.Error as exc:
         raise ConfigError(f"cannot resume {run_name!r}: cannot read {db}: {exc}") from exc
     except SchemaError as exc:
