@@ -73,3 +73,18 @@ def test_resume_finds_a_run_named_in_another_unicode_form_or_case(tmp_path: Path
     with pytest.raises(ConfigError, match="is ambiguous"):
         load_resume_config(db, "CAFÉ RUN")
     assert load_resume_config(db, NFD).run_name == NFD
+
+
+@pytest.mark.parametrize("content", [b"", b"plain text"])
+def test_resume_into_a_file_that_is_no_trajmon_database_says_so(
+    tmp_path: Path, content: bytes
+) -> None:
+    """An empty file (``sqlite3 x.db`` typed by hand, or ``touch``) was "cannot read x.db: no
+    such table: runs"; another program's file is refused as SQLite refuses it."""
+    db = tmp_path / "x.db"
+    db.write_bytes(content)
+    with pytest.raises(ConfigError, match=r"^cannot resume 'a': ") as caught:
+        load_resume_config(db, "a")
+    if not content:
+        assert str(caught.value) == f"cannot resume 'a': {db} is not a trajmon database"
+    assert db.read_bytes() == content

@@ -73,6 +73,8 @@ def load_resume_config(db: Path, run_name: str, now: float | None = None) -> Mon
         with closing(sqlite3.connect(uri, uri=True)) as conn:
             (version,) = conn.execute("PRAGMA user_version").fetchone()
             check_version(version)  # before reading a newer trajmon's rows as this one's
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'runs'").fetchone() is None:
+                raise ConfigError(f"cannot resume {run_name!r}: {db} is not a trajmon database")
             conn.row_factory = sqlite3.Row
             row = conn.execute(
                 "SELECT * FROM runs WHERE run_name = ?", (run_name.strip(),)
