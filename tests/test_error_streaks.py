@@ -115,6 +115,7 @@ def version_1(
     (``errors``: error_idx, dt_s, message, each a TimeoutError of Bias)."""
     with closing(sqlite3.connect(db)) as conn:
         migrate(conn)
+        conn.execute("DROP INDEX monitor_errors_by_last_read")  # added in version 2, on them
         for column in ("reads", "last_dt_s", "last_message"):
             conn.execute(f"ALTER TABLE monitor_errors DROP COLUMN {column}")
         conn.execute(
