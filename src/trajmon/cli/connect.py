@@ -37,6 +37,7 @@ async def connect_nanonis(
     nothing answering at the address, or something that answered but not usably."""
     from ..drivers.nanonis import HandshakeError, NanonisSTM
 
+    host = host[1:-1] if host[:1] + host[-1:] == "[]" else host  # [::1], as we print it: ::1
     where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # IPv6: [::1]:6501
 
     def connect() -> Any:

@@ -34,12 +34,15 @@ from trajmon.drivers.nanonis_protocol import (
     decode_header,
     encode_header,
     pack_body,
+    recv_exact,
     reply_values,
 )
 
 __all__ = ["SIGNAL_CHANNELS", "HandshakeError", "NanonisError", "NanonisSTM", "ProtocolError"]
 
 _MAX_BODY = 16 * 1024 * 1024  # a larger size field means the stream is corrupt, not a real reply
+# A reconnect due within this is made now: a wait shown as "0.000 s" would be no wait at all.
+_DUE_S = 0.0005
 
 
 class _Request(NamedTuple):
@@ -90,6 +93,9 @@ class NanonisSTM(Instrument):
         clock: Callable[[], float] = time.monotonic,
         **kwargs: Unpack[InstrumentBaseKWArgs],
     ) -> None:
+        # A port past 65535 is not refused by the socket layer: 70000 silently connects to 4464.
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port <= 65535:
+            raise ValueError(f"need a TCP port from 1 to 65535, got port={port!r}")
         first, cap = reconnect_backoff
         if not (math.isfinite(timeout) and timeout > 0 and 0 < first <= cap < math.inf):
             raise ValueError(
@@ -97,7 +103,8 @@ class NanonisSTM(Instrument):
                 f"timeout={timeout!r}, reconnect_backoff={reconnect_backoff!r}"
             )
         super().__init__(name, **kwargs)
-        self.address = address
+        # '[::1]', as this driver and URLs write an IPv6 address next to a port, is ::1.
+        self.address = address[1:-1] if address[:1] + address[-1:] == "[]" else address
         self.port = port
         self.timeout = timeout
         self.reconnect_backoff = (first, cap)
@@ -306,11 +313,11 @@ class NanonisSTM(Instrument):
         """Reconnect if needed, with capped exponential backoff that never sleeps."""
         if self._sock is not None:
             return
-        now = self._clock()
-        if now < self._next_attempt:
+        wait = self._next_attempt - self._clock()
+        if wait >= _DUE_S:
             raise ConnectionError(
                 f"not connected to {self._where()}; next reconnect attempt in "
-                f"{self._next_attempt - now:.3f} s (last error: {self._last_error})"
+                f"{wait:.3f} s (last error: {self._last_error})"
             )
         try:
             self._connect()
@@ -319,7 +326,8 @@ class NanonisSTM(Instrument):
             self._delay = min(cap, self._delay * 2) if self._delay else first
             self._next_attempt = self._clock() + self._delay
             self._last_error = str(exc)
-            raise ConnectionError(f"{exc}; next attempt in {self._delay:.3f} s") from exc
+            when = f"in {self._delay:.3f} s" if self._delay >= _DUE_S else "at the next call"
+            raise ConnectionError(f"{exc}; next attempt {when}") from exc
         self._delay = 0.0
         self.reconnect_count += 1
 
@@ -356,39 +364,18 @@ class NanonisSTM(Instrument):
         deadline = time.monotonic() + self.timeout
         sock.sendall(encode_header(command, len(body)) + body)
         try:
-            header = self._recv_exact(sock, HEADER_SIZE, deadline)
+            header = recv_exact(sock, HEADER_SIZE, deadline, command.encode("ascii"))
             try:
                 echoed, size, _ = decode_header(header)
             except ProtocolError as exc:
                 raise StreamError(f"garbled reply header: {exc}") from exc
             if echoed != command or size > _MAX_BODY:  # the stream is out of sync
                 raise StreamError(f"reply {echoed!r} ({size} bytes) to a {command!r} request")
-            payload = self._recv_exact(sock, size, deadline)
+            payload = recv_exact(sock, size, deadline)
         finally:
             if sock.gettimeout() != self.timeout:
                 sock.settimeout(self.timeout)
         return reply_values(command, payload)
-
-    @staticmethod
-    def _recv_exact(sock: socket.socket, size: int, deadline: float) -> bytes:
-        """TCP may split a reply anywhere; loop until ``size`` bytes arrived or the deadline.
-
-        Every ``recv`` waits only for what is left until ``deadline``, so header and body
-        together never take longer than the request's timeout.
-        """
-        buf = bytearray(size)
-        view = memoryview(buf)
-        got = 0
-        while got < size:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError("reply incomplete at the deadline")
-            sock.settimeout(remaining)
-            n = sock.recv_into(view[got:])
-            if n == 0:
-                raise ConnectionError("connection closed by the controller")
-            got += n
-        return bytes(buf)
 
     @staticmethod
     def _check_count(values: list[Any], expected: int) -> list[float]:

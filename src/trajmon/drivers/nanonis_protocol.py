@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import socket
 import struct
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +49,7 @@ __all__ = [
     "encode_header",
     "encode_reply_header",
     "pack_body",
+    "recv_exact",
     "reply_values",
     "unpack_body",
 ]
@@ -248,6 +251,9 @@ def decode_reply(returns: Sequence[str], body: bytes) -> tuple[list[Any], int, s
     A reply that is only an error section (non-zero status or a description, nothing before
     it: what a controller answers to a command it does not know) gives no values and its error,
     rather than a misleading "body truncated" from reading the error section as return values.
+    Bytes after the error section mean the reply does not have the layout read (a float64 where
+    a float32 was expected reads as another number, the rest as "no error"): a ProtocolError,
+    never those values.
     """
     try:
         values, offset = unpack_body(returns, body)
@@ -258,6 +264,12 @@ def decode_reply(returns: Sequence[str], body: bytes) -> tuple[list[Any], int, s
             if (status or length) and _ERROR_HEAD.size + length == len(body):
                 return [], status, body[_ERROR_HEAD.size :].decode(_TEXT)
         raise
+    extra = len(body) - (offset + _ERROR_HEAD.size + len(message))  # Latin-1: 1 char, 1 byte
+    if extra:
+        raise ProtocolError(
+            f"{extra} bytes after the error section: the reply is not laid out as "
+            f"({', '.join(returns)}) + error section"
+        )
     return values, status, message
 
 
@@ -283,3 +295,36 @@ def reply_values(command: str, body: bytes) -> list[Any]:
     if message:
         _note(command, message)
     return values
+
+
+def recv_exact(sock: socket.socket, size: int, deadline: float, expect: bytes = b"") -> bytes:
+    """TCP may split a reply anywhere; loop until ``size`` bytes arrived or the deadline.
+
+    Every ``recv`` waits only for what is left until ``deadline``, so header and body
+    together never take longer than the request's timeout. Bytes that arrived before the
+    end and do not begin with ``expect`` (the echoed command name) are not a late or cut
+    reply but another protocol (an SSH banner is 20 bytes): a :class:`StreamError` says so.
+    """
+    buf = bytearray(size)
+    view = memoryview(buf)
+    got = 0
+    try:
+        while got < size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("reply incomplete at the deadline")
+            sock.settimeout(remaining)
+            n = sock.recv_into(view[got:])
+            if n == 0:
+                raise ConnectionError("connection closed by the controller")
+            got += n
+    except (TimeoutError, ConnectionError) as exc:
+        start = bytes(buf[: min(got, len(expect))])
+        if start != expect[: len(start)]:
+            then = "nothing more in time" if isinstance(exc, TimeoutError) else "closed"
+            text = bytes(buf[:got]).decode("latin-1")
+            raise StreamError(
+                f"reply {text!r} ({got} bytes, then {then}) to a {expect.decode('ascii')!r} request"
+            ) from exc
+        raise
+    return bytes(buf)
