@@ -23,9 +23,11 @@ __all__ = [
     "Baseline",
     "Condition",
     "Result",
+    "benchmark_of",
     "machine_info",
     "not_measured",
     "print_table",
+    "results_problem",
     "write_results",
 ]
 
@@ -156,8 +158,31 @@ def _earlier(path: Path) -> list[dict[str, Any]]:
     try:
         earlier = json.loads(path.read_text(encoding="utf-8")).get("results", [])
         return [r for r in earlier if isinstance(r, dict) and "name" in r]
-    except (ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError):
         return []
+
+
+def results_problem(path: Path) -> str | None:
+    """Why the existing file ``path`` is not one this harness may merge into and rewrite (a
+    mistyped ``--out`` naming some other file), or None; an empty file is fine."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        doc = json.loads(text) if text.strip() else {"results": []}
+    except (OSError, ValueError) as exc:
+        return f"is not a results file ({type(exc).__name__})"
+    if not isinstance(doc, dict) or not isinstance(doc.get("results"), list):
+        return 'is not a results file (no "results" list)'
+    return None
+
+
+def benchmark_of(row: dict[str, Any]) -> str | None:
+    """The benchmark (``--only`` name) that produced ``row``: ``details.benchmark``, or for a
+    crash placeholder of an older file, the part of its name before ``#``."""
+    details = row.get("details")
+    if isinstance(details, dict) and isinstance(details.get("benchmark"), str):
+        return str(details["benchmark"])
+    name = str(row.get("name", ""))
+    return name.split("#", 1)[0] if "#" in name else None
 
 
 def other_modes(path: Path, mode: str) -> set[str]:
@@ -175,12 +200,20 @@ def write_results(path: Path, results: Sequence[dict[str, Any]], meta: dict[str,
                 f"{path} holds {', '.join(sorted(others))} results: {mode} ones are not merged"
                 " into it (choose another --out)"
             )
-    merged: dict[str, dict[str, Any]] = {old["name"]: old for old in _earlier(path)}
+    # A benchmark run now replaces all its earlier rows, not only those of the same name: a
+    # crash's placeholders ("writer#1") must not sit beside the figures of an earlier success,
+    # nor outlive the next success.
+    rerun = {str(b) for b in meta.get("benchmarks_run", ())}
+    merged: dict[str, dict[str, Any]] = {
+        old["name"]: old for old in _earlier(path) if benchmark_of(old) not in rerun
+    }
+    now = datetime.now(UTC).isoformat(timespec="seconds")
     for res in results:
-        merged[res["name"]] = res
+        # When each row was measured: a merged file holds rows of several invocations.
+        merged[res["name"]] = {**res, "details": {**res.get("details", {}), "generated_utc": now}}
     ordered = sorted(merged.values(), key=lambda r: (r.get("target_id", 99), r["name"]))
     doc = {
-        "generated_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "generated_utc": now,
         **meta,
         "machine": machine_info(),
         "results": ordered,

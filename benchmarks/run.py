@@ -7,17 +7,28 @@ benchmark that crashes makes the harness exit non-zero, because then the harness
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from benchmarks.registry import BENCHMARKS, Bench
-from benchmarks.report import not_measured, other_modes, print_table, write_results
+from benchmarks.report import (
+    not_measured,
+    other_modes,
+    print_table,
+    results_problem,
+    write_results,
+)
 
 __all__ = ["main"]
 
@@ -30,9 +41,12 @@ def _selected(only: list[str] | None) -> list[Bench]:
     if not only:
         return list(BENCHMARKS)
     names = {n.strip() for item in only for n in item.split(",") if n.strip()}
+    known = ", ".join(b.name for b in BENCHMARKS)
+    if not names:
+        # Nothing to run would still rewrite the results file's header as if it had run.
+        raise SystemExit(f"--only names no benchmark; known: {known}")
     unknown = names - {b.name for b in BENCHMARKS}
     if unknown:
-        known = ", ".join(b.name for b in BENCHMARKS)
         raise SystemExit(f"unknown benchmark(s) {sorted(unknown)}; known: {known}")
     return [b for b in BENCHMARKS if b.name in names]
 
@@ -54,14 +68,64 @@ def _run_one(bench: Bench, mode: str, scale: float, workdir: Path) -> list[dict[
         "--json-out",
         str(out),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=REPO)
+    # Its own session, so that the worker and everything it starts (the TCP simulators, the
+    # fixture builder) can be ended together: on Ctrl-C or SIGTERM here, and after it exits.
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = proc.communicate()
+    finally:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
     if proc.returncode != 0 or not out.exists():
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        sys.stderr.write(proc.stderr[-4000:])
+        tail = (stderr or stdout).strip().splitlines()[-1:] or ["no output"]
+        sys.stderr.write(stderr[-4000:])
         reason = f"error: {tail[0][:200]}"
-        return [not_measured(f"{bench.name}#{t}", t, "", "", reason, mode) for t in bench.targets]
+        rows = [not_measured(f"{bench.name}#{t}", t, "", "", reason, mode) for t in bench.targets]
+        for row in rows:  # whose rows these are: they replace the benchmark's earlier ones
+            row["details"]["benchmark"] = bench.name
+        return rows
     results: list[dict[str, Any]] = json.loads(out.read_text(encoding="utf-8"))
     return results
+
+
+def _check_paths(parser: argparse.ArgumentParser, out: Path, workdir: Path | None) -> None:
+    """Refuse, before anything runs, an ``--out`` or ``--workdir`` that would only fail (or
+    overwrite a file that is not a results file) once every benchmark has run."""
+    if out.is_dir():
+        parser.error(f"--out {out} is a directory: give a file, such as {out / 'latest.json'}")
+    if out.exists() and (problem := results_problem(out)):
+        parser.error(f"--out {out} {problem}: it would be overwritten; choose another --out")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        parser.error(f"--out {out}: cannot create {out.parent} ({exc.strerror})")
+    if not os.access(out.parent, os.W_OK):
+        parser.error(f"--out {out}: {out.parent} is not writable")
+    if workdir is not None:
+        if workdir.exists() and not workdir.is_dir():
+            parser.error(f"--workdir {workdir} is a file, not a directory")
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            parser.error(f"--workdir {workdir}: cannot create it ({exc.strerror})")
+
+
+#: Signals that end the harness as Ctrl-C does: the worker's session is killed and the scratch
+#: directory removed. By default each would kill this process alone, orphaning both (SIGHUP, a
+#: closed terminal, no longer reaches the worker in its own session).
+_ENDING = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _terminated(signum: int, frame: object) -> NoReturn:
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,20 +149,24 @@ def main(argv: list[str] | None = None) -> int:
         for b in BENCHMARKS:
             print(f"{b.name:15} targets {', '.join(map(str, b.targets)):10} {b.about}")
         return 0
+    if not (math.isfinite(args.scale) and args.scale > 0):
+        parser.error(f"--scale must be a positive number, not {args.scale}")
     if args.scale != 1.0 and not args.quick:
         # Full rows are the issue's sizes and durations: a scaled run marked "full" would be
         # merged into latest.json and judged against the targets as if it were one.
         parser.error("--scale needs --quick (full mode runs the issue's sizes and durations)")
     mode = "quick" if args.quick else "full"
     out: Path = args.out or (QUICK_OUT if args.quick else DEFAULT_OUT)
+    _check_paths(parser, out, args.workdir)
     if others := other_modes(out, mode):
         parser.error(f"{out} holds {', '.join(sorted(others))} results; choose another --out")
     benches = _selected(args.only)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="trajmon-bench-"))
-    workdir.mkdir(parents=True, exist_ok=True)
     results: list[dict[str, Any]] = []
     crashed = False
     started = time.perf_counter()
+    on_main = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.signal(sig, _terminated) for sig in _ENDING} if on_main else {}
     try:
         for bench in benches:
             t = time.perf_counter()
@@ -111,7 +179,12 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
                 flush=True,
             )
+    except KeyboardInterrupt:
+        print(f"interrupted: {out} not written", file=sys.stderr)
+        return 130
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     meta = {
