@@ -78,22 +78,35 @@ def _run_one(bench: Bench, mode: str, scale: float, workdir: Path) -> list[dict[
         cwd=REPO,
         start_new_session=True,
     )
+    limit = WORKER_LIMIT_S[mode]
+    hung = False
     try:
+        stdout, stderr = proc.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:  # a hung recorder must not hang `make bench` for good
+        hung = True
+        os.killpg(proc.pid, signal.SIGKILL)
         stdout, stderr = proc.communicate()
     finally:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    if proc.returncode != 0 or not out.exists():
+    if hung or proc.returncode != 0 or not out.exists():
         tail = (stderr or stdout).strip().splitlines()[-1:] or ["no output"]
         sys.stderr.write(stderr[-4000:])
         reason = f"error: {tail[0][:200]}"
+        if hung:
+            reason = f"error: no result within {limit:g} s (hung?); worker killed"
         rows = [not_measured(f"{bench.name}#{t}", t, "", "", reason, mode) for t in bench.targets]
         for row in rows:  # whose rows these are: they replace the benchmark's earlier ones
             row["details"]["benchmark"] = bench.name
         return rows
     results: list[dict[str, Any]] = json.loads(out.read_text(encoding="utf-8"))
     return results
+
+
+#: The longest one worker may take, by mode: twice the slowest benchmark's usual time (memory,
+#: 10 min in full mode; the fixture builds, 1 min in quick mode), then it counts as crashed.
+WORKER_LIMIT_S = {"full": 1200.0, "quick": 300.0}
 
 
 def _check_paths(parser: argparse.ArgumentParser, out: Path, workdir: Path | None) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import json
 import random
 import sqlite3
+import sys
 from contextlib import closing
 from pathlib import Path
 
@@ -188,3 +190,23 @@ def test_segment_spans_agree_with_grouping_the_rows_by_segment() -> None:
         idx = sorted(rng.sample(range(0, 60), rng.randint(1, 25)))
         rows = [(i, i * 0.01 + rng.random() * 1e-3) for i in idx]
         assert segment_spans(7, 2, rows, rotate) == _spans_by_grouping(rows, rotate)
+
+
+def test_a_hung_benchmark_worker_is_killed_and_reported_not_waited_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A recorder that hangs in a benchmark hung ``make bench`` for good (no limit per worker);
+    now the worker's session is killed at the limit and its rows say so."""
+    from benchmarks import run
+
+    hang = tmp_path / "hanging-python"
+    hang.write_text("#!/bin/sh\nexec sleep 600\n", encoding="utf-8")
+    hang.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(hang))
+    monkeypatch.setitem(run.WORKER_LIMIT_S, "quick", 0.5)
+    out = tmp_path / "quick.json"
+    code = run.main(["--quick", "--only", "writer", "--out", str(out), "--workdir", str(tmp_path)])
+    assert code == 1
+    capsys.readouterr()
+    rows = json.loads(out.read_text(encoding="utf-8"))["results"]
+    assert {r["status"] for r in rows} == {"error: no result within 0.5 s (hung?); worker killed"}
