@@ -31,7 +31,7 @@ from rich.text import Text
 
 from .live_rows import problem_lines
 from .records import ActionEvent
-from .stalls import Stall, running_stall
+from .stalls import Stall, running_stall, skipped_in_flight
 
 if TYPE_CHECKING:
     from .recorder import Recorder
@@ -68,6 +68,7 @@ class GroupView:
     achieved_hz: float | None
     samples_read: int
     samples_committed: int
+    #: Counted, plus those the read in flight skipped (counted when it returns).
     missed_ticks: int
     failed_reads: int
     read_mean_s: float | None
@@ -143,7 +144,7 @@ def snapshot_of(
                 achieved_hz=rates.update(st.name, now, st.samples_read),
                 samples_read=st.samples_read,
                 samples_committed=st.samples_committed,
-                missed_ticks=st.missed_ticks,
+                missed_ticks=st.missed_ticks + (0 if t0 is None else skipped_in_flight(st, t0)),
                 failed_reads=st.failed_reads,
                 read_mean_s=st.read_s_sum / st.samples_read if st.samples_read else None,
                 read_max_s=st.read_s_max,

@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .records import GroupStats
 
-__all__ = ["STALL_S", "Stall", "overdue_ticks", "running_stall", "stall_of", "status_stalls"]
+__all__ = [
+    "STALL_S",
+    "Stall",
+    "overdue_ticks",
+    "running_stall",
+    "skipped_in_flight",
+    "stall_of",
+    "status_stalls",
+]
 
 #: How much longer than its interval a group may go without beginning a read before it is
 #: shown as stalled: long enough that scheduling jitter and a slow read are not, short enough
@@ -86,6 +94,20 @@ def running_stall(st: GroupStats, t0: float, now: float, stopping: bool) -> Stal
     since = st.last_dt_s if reading is None else reading - t0
     stall = stall_of(st.interval_s, now - t0, since, in_flight=reading is not None)
     return replace(stall, overdue=0) if stall is not None and stopping else stall
+
+
+def skipped_in_flight(st: GroupStats, t0: float) -> int:
+    """The ticks the read in flight skipped — after the group's latest sample, before the
+    tick the read took — for the live view and the progress line to show as missed already.
+    Both schedulers count them only when that read returns. Until then they were shown nowhere:
+    a read hung right after another one had (a driver timing out read after read) showed the
+    first one's ticks while it hung, then the counted figure again — the missed column of an
+    outage ran backwards. May be one too few (never too many) where the loop hands a read to
+    the instrument's thread just before its tick."""
+    reading, last = st.reading_since, st.last_dt_s
+    if reading is None or last is None:
+        return 0
+    return overdue_ticks(st.interval_s, last, reading - t0)
 
 
 def status_stalls(conn: sqlite3.Connection, doc: dict[str, Any]) -> None:

@@ -30,7 +30,7 @@ from ..config import MonitorConfig
 from ..live import progress_mode, run_live_view
 from ..recorder import Recorder
 from ..records import GroupStats
-from ..stalls import Stall, running_stall
+from ..stalls import Stall, running_stall, skipped_in_flight
 from ..summary import RunSummary
 from .common import console, err_console
 
@@ -179,19 +179,23 @@ async def _progress(recorder: Recorder, every_s: float) -> None:
             rate = (st.samples_read - last.get(st.name, 0)) / max(now - last_t, 1e-9)
             last[st.name] = st.samples_read
             stall = None if t0 is None else running_stall(st, t0, at, stopping)
-            parts.append(group_progress(st, rate, stall))
+            skipped = 0 if t0 is None else skipped_in_flight(st, t0)
+            parts.append(group_progress(st, rate, stall, skipped))
         parts.append(f"queue {recorder.queue_depth}")
         parts.append(f"actions {recorder.detector_actions}")
         last_t = now
         err_console.print("  ".join(parts), markup=False)
 
 
-def group_progress(st: GroupStats, rate: float, stall: Stall | None = None) -> str:
+def group_progress(
+    st: GroupStats, rate: float, stall: Stall | None = None, skipped: int = 0
+) -> str:
     """A group's part of the progress line. Failed reads are named once there are any: a
     failed read is still a sample, so in a log (no live view) an outage kept the rate and
     showed nothing. A hung read is named too, its overdue ticks counted missed already: in a
-    log it showed as `missed 0` for as long as it hung."""
-    missed = st.missed_ticks + (0 if stall is None else stall.overdue)
+    log it showed as `missed 0` for as long as it hung; so are the ticks the read in flight
+    skipped (``skipped``, :func:`~trajmon.stalls.skipped_in_flight`)."""
+    missed = st.missed_ticks + skipped + (0 if stall is None else stall.overdue)
     failed = f", failed {st.failed_reads}" if st.failed_reads else ""
     hung = "" if stall is None else f", {stall.describe()}"
     return f"{st.name} {st.samples_read} ({rate:.1f}/s, missed {missed}{failed}{hung})"
