@@ -210,3 +210,30 @@ def test_a_hung_benchmark_worker_is_killed_and_reported_not_waited_for(
     capsys.readouterr()
     rows = json.loads(out.read_text(encoding="utf-8"))["results"]
     assert {r["status"] for r in rows} == {"error: no result within 0.5 s (hung?); worker killed"}
+
+
+def test_tables_and_watch_lines_on_an_ascii_stdout_escape_what_it_cannot_write(
+    tmp_path: Path,
+) -> None:
+    """``PYTHONIOENCODING=ascii`` (or a Windows code page) and a run named ``ünï 测试``: the
+    runs table was a UnicodeEncodeError traceback, and so was ``status --watch --json``."""
+    import subprocess
+
+    from procs import ENV, TRAJMON
+
+    db = tmp_path / "u.db"
+    record_sim(db, "ünï 测试 run", 1)
+    env = {**ENV, "PYTHONIOENCODING": "ascii"}
+    for args in (("runs",), ("status", "--watch", "--json")):
+        done = subprocess.run(
+            [*TRAJMON, *args, "--db", str(db)],
+            capture_output=True,
+            timeout=60,
+            env=env,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr.decode("ascii", "replace")
+        assert done.stdout.isascii()
+        assert b"\\u6d4b\\u8bd5 run" in done.stdout
+        if "--json" in args:
+            assert json.loads(done.stdout)["run_name"] == "ünï 测试 run"

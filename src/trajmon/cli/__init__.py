@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 
@@ -59,4 +60,9 @@ def _stdio_on_devnull() -> None:
 
 def main() -> None:
     _stdio_on_devnull()
+    # A run name or label that stdout's encoding cannot write ("测" on a Windows code page, or
+    # PYTHONIOENCODING=ascii) made every table showing it a UnicodeEncodeError traceback: such
+    # characters are escaped, as Python does on stderr (--json documents escape them anyway).
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="backslashreplace")
     app()

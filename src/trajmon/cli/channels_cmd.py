@@ -7,6 +7,7 @@ unit, storage type and validator each label resolves to.
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -64,9 +65,9 @@ def init(
         write_new_file(output, text, force=force)
     count = text.count("\n  - parameter:")
     console.print(f"wrote {count} channels to {output}; edit it, then check it with", markup=False)
-    console.print(
-        f"  trajmon list-signals --station {station_file} --channels {output}", markup=False
-    )
+    # A command to paste as printed: "my station.yaml" unquoted was two arguments.
+    where = f"--station {shlex.quote(str(station_file))} --channels {shlex.quote(str(output))}"
+    console.print(f"  trajmon list-signals {where}", markup=False)
 
 
 def _row(ch: Channel, interval_s: float, selected: bool) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
 import sqlite3
@@ -98,7 +99,7 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)  # "nan", "inf", "-inf": strict JSON has no such numbers
     if isinstance(value, np.ndarray):
-        return [_jsonable(v) for v in value.tolist()]
+        return _jsonable(value.tolist())  # nested lists; a 0-d array (np.array(5.0)): its number
     if isinstance(value, np.generic):
         return _jsonable(value.item())
     if isinstance(value, bytes):
@@ -112,8 +113,37 @@ def _jsonable(value: Any) -> Any:
     return str(value)  # a complex, a Path, an object an untyped channel held: its text
 
 
-def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(_jsonable(data), indent=2, ensure_ascii=False) + "\n")
+def _stdout_takes_utf8() -> bool:
+    try:
+        return codecs.lookup(getattr(sys.stdout, "encoding", None) or "ascii").name == "utf-8"
+    except LookupError:
+        return False
+
+
+def _json_text(data: Any, *, compact: bool = False) -> str:
+    """``data`` as a JSON document that stdout carries whole: non-ASCII text as itself on a
+    UTF-8 stdout, else (a Windows code page, ``PYTHONIOENCODING=ascii``) as ``\\u`` escapes —
+    written as is, "µ" became the byte 0xB5 (no UTF-8 reader takes it) and "测" a traceback.
+    Text that is not valid Unicode (a ``--db`` path's undecodable bytes, held as lone
+    surrogates) is escaped too: written, it went out raw or as a traceback; escaped,
+    ``json.loads`` and ``os.fsencode`` give the path back."""
+    jsonable = _jsonable(data)
+    indent = None if compact else 2
+    text = json.dumps(jsonable, indent=indent, ensure_ascii=False)
+    if text.isascii():
+        return text
+    if _stdout_takes_utf8():
+        try:
+            text.encode("utf-8")
+            return text
+        except UnicodeEncodeError:
+            pass
+    return json.dumps(jsonable, indent=indent, ensure_ascii=True)
+
+
+def print_json(data: Any, *, compact: bool = False) -> None:
+    """One JSON document on stdout: indented, or ``compact`` on one line (JSON Lines)."""
+    sys.stdout.write(_json_text(data, compact=compact) + "\n")
     sys.stdout.flush()
 
 

@@ -6,8 +6,6 @@ supervising script while a run is recording, and never make it wait or see "data
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,7 +24,6 @@ from .common import (
     EXIT_SIGINT,
     DbOption,
     JsonOption,
-    _jsonable,
     console,
     fit_to_width,
     print_json,
@@ -186,8 +183,7 @@ def _watch(db: Path, run: str | None, interval: float, json_out: bool) -> dict[s
     name = doc["run_name"]  # follow this run even if a newer one starts meanwhile
     if json_out:
         while True:
-            sys.stdout.write(json.dumps(_jsonable(doc), ensure_ascii=False) + "\n")
-            sys.stdout.flush()
+            print_json(doc, compact=True)  # JSON Lines, escaped as every --json document is
             if not doc["running"]:
                 return doc
             time.sleep(interval)

@@ -6,6 +6,7 @@ what a run with the same options records.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -48,10 +49,12 @@ NO_SOURCE = (
 
 
 def channels_init_hint(station: Path) -> str:
+    """The refusal of a station run without a channels file, with the command to paste (the
+    station's path quoted if need be: "my station.yaml" unquoted was two arguments)."""
     return (
         f"no channels file for station {station}: make one with `trajmon channels init"
-        f" --station {station} -o channels.yaml`, edit it, then pass --channels channels.yaml"
-        " (or stage it: trajmon config set --channels channels.yaml)"
+        f" --station {shlex.quote(str(station))} -o channels.yaml`, edit it, then pass"
+        " --channels channels.yaml (or stage it: trajmon config set --channels channels.yaml)"
     )
 
 
