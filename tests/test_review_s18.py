@@ -237,3 +237,21 @@ def test_tables_and_watch_lines_on_an_ascii_stdout_escape_what_it_cannot_write(
         assert b"\\u6d4b\\u8bd5 run" in done.stdout
         if "--json" in args:
             assert json.loads(done.stdout)["run_name"] == "ünï 测试 run"
+
+
+@pytest.mark.parametrize(("age", "shown"), [(0.4, False), (2.4, False), (3.0, True)])
+def test_a_watch_line_in_a_log_says_when_the_heartbeat_stopped(
+    tmp_path: Path, age: float, shown: bool
+) -> None:
+    """In a log, ``status --watch`` went on counting ``t=`` from the last heartbeat for up to
+    ``stale_after_s`` after the recorder died, looking alive; past half of it, it says so."""
+    from trajmon.cli.runs_cmd import watch_line
+
+    db = tmp_path / "w.db"
+    record_sim(db, "w", 1)
+    with closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("UPDATE runs SET status = 'running', heartbeat_epoch = 1000.0")
+    with closing(connect_readonly(db)) as conn:
+        doc = run_status(conn, resolve_run(conn, "w"), now=1000.0 + age)
+    assert doc["running"] and doc["stale_after_s"] == 5.0
+    assert (f" no heartbeat for {age:.1f} s" in watch_line(doc)) is shown, watch_line(doc)

@@ -174,6 +174,11 @@ def watch_line(doc: dict[str, Any]) -> str:
     for g in doc["groups"]:
         if g.get("stalled_for_s") is not None:
             line += f" stalled {g['name']} {g['stalled_for_s']:.1f} s"
+    age = doc.get("heartbeat_age_s")
+    if doc["running"] and age is not None and age > doc["stale_after_s"] / 2:
+        # t= goes on counting from the last heartbeat until the run is called crashed: a
+        # recorder that died (or a frozen machine) is told from a live one a little earlier.
+        line += f" no heartbeat for {age:.1f} s"
     return line
 
 
