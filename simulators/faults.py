@@ -15,12 +15,12 @@ Times count from when the server starts listening.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from simulators.nanonis_server import NanonisServer
+from simulators.numbers import is_finite_number, yaml_number_hint
 from trajmon.drivers.nanonis_protocol import COMMANDS
 from trajmon.yamlfile import YamlFileError, read_yaml
 
@@ -29,6 +29,15 @@ __all__ = ["FaultPlanError", "FaultPlanStopped", "FaultStep", "load_fault_plan",
 _KINDS = ("drop", "error", "hang", "outage")
 _KEYS = {"at_s", "fault", "n", "command", "seconds", "message"}
 _REQUIRED = {"at_s", "fault"}
+#: The keys each kind uses. Any other would be ignored, and the plan would not do what it says:
+#: ``{fault: outage, command: Bias.Get}`` takes the whole server away, ``{fault: drop, seconds:
+#: 10}`` drops one request, not ten seconds of them.
+_KIND_KEYS = {
+    "drop": _REQUIRED | {"n", "command"},
+    "error": _REQUIRED | {"n", "command", "message"},
+    "hang": _REQUIRED | {"n", "command", "seconds"},
+    "outage": _REQUIRED | {"seconds"},
+}
 
 
 class FaultPlanError(ValueError):
@@ -57,13 +66,28 @@ def load_fault_plan(path: str | Path) -> list[FaultStep]:
         raise FaultPlanError(f"{path}: cannot read fault plan: {exc}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("faults"), list):
         raise FaultPlanError(f"{path}: top level must be a mapping with a 'faults' list")
+    unknown = set(data) - {"faults"}
+    if unknown:  # as in a scenario: a misplaced key would be a part of the plan never played
+        raise FaultPlanError(
+            f"{path}: unknown top-level key(s): {', '.join(sorted(map(str, unknown)))}"
+        )
     steps: list[FaultStep] = []
     for idx, entry in enumerate(data["faults"]):
         where = f"{path}: faults[{idx}]"
         if not isinstance(entry, dict) or not _REQUIRED <= entry.keys() <= _KEYS:
             raise FaultPlanError(f"{where}: needs 'at_s' and 'fault', may have {sorted(_KEYS)}")
-        if entry["fault"] not in _KINDS:
+        kind = entry["fault"]
+        if not isinstance(kind, str) or kind not in _KINDS:
             raise FaultPlanError(f"{where}: fault must be one of {', '.join(_KINDS)}")
+        extra = entry.keys() - _KIND_KEYS[kind]
+        if extra:
+            raise FaultPlanError(
+                f"{where}: {', '.join(sorted(extra))} does not apply to fault {kind}"
+                f" (it takes {', '.join(sorted(_KIND_KEYS[kind]))})"
+            )
+        message = entry.get("message", "injected error")
+        if isinstance(message, bool) or not isinstance(message, str | int | float):
+            raise FaultPlanError(f"{where}: message must be text, got {message!r}")
         command = entry.get("command")
         if command is not None and (not isinstance(command, str) or command not in COMMANDS):
             # A typo would otherwise be a fault that silently never fires.
@@ -76,20 +100,37 @@ def load_fault_plan(path: str | Path) -> list[FaultStep]:
             n=_count(where, entry.get("n", 1)),
             command=command,
             seconds=_seconds(where, "seconds", entry.get("seconds", 5.0)),
-            message=str(entry.get("message", "injected error")),
+            message=str(message),
         )
         steps.append(step)
-    return sorted(steps, key=lambda s: s.at_s)
+    steps.sort(key=lambda s: s.at_s)
+    _check_outages(path, steps)
+    return steps
+
+
+def _check_outages(path: Path, steps: list[FaultStep]) -> None:
+    """Refuse an outage that starts while another is still on: the plan is played in order, so
+    it would begin only when the first ends, and the server would be gone longer than written."""
+    end: FaultStep | None = None
+    for step in steps:
+        if step.fault != "outage":
+            continue
+        if end is not None and step.at_s < end.at_s + end.seconds:
+            raise FaultPlanError(
+                f"{path}: the outage at {step.at_s:g} s starts during the one at {end.at_s:g} s"
+                f" (server back at {end.at_s + end.seconds:g} s); merge them into one outage"
+            )
+        end = step
 
 
 def _seconds(where: str, key: str, value: object) -> float:
     """A finite number >= 0: NaN or infinity would hang the server (or the plan) for ever."""
-    bad = FaultPlanError(f"{where}: {key} must be a finite number >= 0, got {value!r}")
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    bad = FaultPlanError(
+        f"{where}: {key} must be a finite number >= 0, got {value!r}{yaml_number_hint(value)}"
+    )
+    if not is_finite_number(value) or value < 0:  # type: ignore[operator]
         raise bad
-    if not (math.isfinite(value) and value >= 0):
-        raise bad
-    return float(value)
+    return float(value)  # type: ignore[arg-type]
 
 
 def _count(where: str, value: object) -> int:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import struct
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -21,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import IO, Any
 
+from simulators.numbers import is_finite_number, yaml_number_hint
 from simulators.stm_model import MAX_BIAS_V, MAX_SETPOINT_A, float32_setting
 from trajmon.drivers.nanonis_protocol import (
     COMMANDS,
@@ -105,10 +105,6 @@ class TruthEntry:
     t_sent_epoch: float
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _check_value(spec: str, value: object) -> Change | str:
     """Return the problem with ``value`` for ``spec`` as text, or a Change with at_s 0."""
     if spec not in SPEC_LABELS:
@@ -130,7 +126,7 @@ def _check_value(spec: str, value: object) -> Change | str:
                 return f"field {key}: {problem}"
             fields[key] = float(item)
         return Change(0.0, spec, fields)
-    if not _is_number(value):
+    if not is_finite_number(value):
         return "value must be a finite number"
     number = float(value)  # type: ignore[arg-type]
     if spec in _POSITIVE_LABELS and number <= 0:
@@ -177,14 +173,18 @@ def load_scenario(path: str | Path) -> Scenario:
             raise ScenarioError(f"{where}: must be a mapping with exactly at_s, spec and value")
         where += f" ({entry['spec']!r})"
         at_s = entry["at_s"]
-        if not _is_number(at_s) or at_s < 0:
-            raise ScenarioError(f"{where}: at_s must be a non-negative number, got {at_s!r}")
+        if not is_finite_number(at_s) or at_s < 0:
+            hint = yaml_number_hint(at_s)
+            raise ScenarioError(f"{where}: at_s must be a non-negative number, got {at_s!r}{hint}")
         if at_s < previous:
             raise ScenarioError(f"{where}: at_s {at_s} is before the previous entry ({previous})")
         spec = str(entry["spec"])
         checked = _check_value(spec, entry["value"])
         if isinstance(checked, str):
-            got = f", got {entry['value']!r}" if spec in SPEC_LABELS else ""  # a value problem
+            value = entry["value"]
+            fields = value.values() if isinstance(value, Mapping) else [value]
+            hint = next((h for v in fields if (h := yaml_number_hint(v))), "")
+            got = f", got {value!r}{hint}" if spec in SPEC_LABELS else ""  # a value problem
             raise ScenarioError(f"{where}: {checked}{got}")
         changes.append(Change(float(at_s), checked.spec, checked.value))
         previous = float(at_s)

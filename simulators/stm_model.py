@@ -58,6 +58,7 @@ _TERRACE_WIDTH_M = 40e-9
 _STEP_HEIGHT_M = 0.2e-9
 _MIN_GAP_M = 0.5e-10
 _PREAMP_V_PER_A = 1.0e9
+_INPUT_V = 10.0  # an analog input's range: the preamplifier output saturates there (10 nA)
 
 
 def f32(value: float) -> float:
@@ -157,8 +158,9 @@ class STMModel:
         ratio = abs(self._bias) * G_TUNNEL / abs(current)
         return math.log(ratio) / (2 * KAPPA) if ratio > 1.0 else _MIN_GAP_M
 
-    def _true_current(self) -> float:
-        gap = max(self._z - self._surface(self._x, self._y), _MIN_GAP_M)
+    def _true_current(self, surface: float | None = None) -> float:
+        h = self._surface(self._x, self._y) if surface is None else surface
+        gap = max(self._z - h, _MIN_GAP_M)
         return self._bias * G_TUNNEL * math.exp(-2 * KAPPA * gap)
 
     def _scan_position(self) -> tuple[float, float]:
@@ -206,8 +208,11 @@ class STMModel:
                     self._scan_up = not self._scan_up
                 self._x, self._y = self._scan_position()
             if self._feedback_on and self._bias != 0.0 and self._setpoint > 0.0:
-                error = math.log(abs(self._true_current()) / self._setpoint)
-                self._z += error / (2 * KAPPA) * decay
+                h = self._surface(self._x, self._y)
+                error = math.log(abs(self._true_current(h)) / self._setpoint)
+                # The tip stops at point contact: a setpoint the gap cannot give (1 µA at 1 mV)
+                # would otherwise drive z through the sample without end, micrometres an hour.
+                self._z = max(self._z + error / (2 * KAPPA) * decay, h + _MIN_GAP_M)
             self._n_rel, self._n_abs, self._n_in2 = float(row[1]), float(row[2]), float(row[3])
 
     def _measured_current(self) -> float:
@@ -273,7 +278,7 @@ class STMModel:
             current = self._measured_current()
             values = {
                 "Current (A)": current,
-                "Input 1 (V)": current * _PREAMP_V_PER_A,
+                "Input 1 (V)": min(max(current * _PREAMP_V_PER_A, -_INPUT_V), _INPUT_V),
                 "Input 2 (V)": 0.5 * math.sin(2 * math.pi * 0.2 * self._t_sim) + 0.01 * self._n_in2,
                 "Bias (V)": self._bias,
                 "X (m)": self._x,
