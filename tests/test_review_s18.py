@@ -255,3 +255,24 @@ def test_a_watch_line_in_a_log_says_when_the_heartbeat_stopped(
         doc = run_status(conn, resolve_run(conn, "w"), now=1000.0 + age)
     assert doc["running"] and doc["stale_after_s"] == 5.0
     assert (f" no heartbeat for {age:.1f} s" in watch_line(doc)) is shown, watch_line(doc)
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("at_s: " + "1" * 5000 + "\n", "a number of 5000 characters is too long to read"),
+        ("x: " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),
+    ],
+)
+def test_a_yaml_file_python_cannot_build_is_a_yaml_error_not_a_traceback(
+    tmp_path: Path, text: str, said: str
+) -> None:
+    """Every YAML the tool reads (station, channels, staged config, scenario, fault plan) goes
+    through ``read_yaml``: an int of 5000 digits was a bare ValueError, deep nesting a
+    RecursionError — tracebacks from every command reading the file."""
+    from trajmon.yamlfile import YamlSyntaxError, read_yaml
+
+    path = tmp_path / "f.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(YamlSyntaxError, match=said):
+        read_yaml(path)

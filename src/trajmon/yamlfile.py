@@ -80,7 +80,11 @@ def _number(loader: _StrictLoader, node: yaml.ScalarNode) -> Any:
     """An int or float, refused when YAML 1.1 reads its digits in another base: a schedule
     polled every 8 s instead of 10 s, with nothing said, is worse than an error."""
     is_int = node.tag.endswith(":int")
-    value = loader.construct_yaml_int(node) if is_int else loader.construct_yaml_float(node)
+    try:
+        value = loader.construct_yaml_int(node) if is_int else loader.construct_yaml_float(node)
+    except ValueError as exc:  # an int of over 4300 digits: Python's limit on int("…")
+        problem = f"a number of {len(str(node.value))} characters is too long to read"
+        raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from exc
     text = str(node.value)
     for pattern, base, drop in _OTHER_BASE:
         if pattern.fullmatch(text):
@@ -121,3 +125,5 @@ def read_yaml(path: Path) -> Any:
         return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: safe
     except yaml.YAMLError as exc:
         raise YamlSyntaxError(_describe(exc)) from exc
+    except RecursionError as exc:  # thousands of nested [ or {: PyYAML recurses per level
+        raise YamlSyntaxError("nested too deeply") from exc
