@@ -276,3 +276,14 @@ def test_a_yaml_file_python_cannot_build_is_a_yaml_error_not_a_traceback(
     path.write_text(text, encoding="utf-8")
     with pytest.raises(YamlSyntaxError, match=said):
         read_yaml(path)
+
+
+def test_a_negative_array_count_in_a_reply_says_so() -> None:
+    """A count field read as negative was "body truncated: need -16 bytes, have 4"."""
+    import struct
+
+    from trajmon.drivers.nanonis_protocol import ProtocolError, unpack_body
+
+    body = struct.pack(">i", -4)
+    with pytest.raises(ProtocolError, match=r"^negative size -16 at byte 4 of the body$"):
+        unpack_body(["f[]"], body)

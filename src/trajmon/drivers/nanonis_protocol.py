@@ -188,7 +188,9 @@ def pack_body(formats: Sequence[str], values: Sequence[Any]) -> bytes:
 
 def _take(body: bytes, offset: int, size: int) -> int:
     end = offset + size
-    if size < 0 or end > len(body):
+    if size < 0:  # a count or length field read as negative: "need -16 bytes" said nothing
+        raise ProtocolError(f"negative size {size} at byte {offset} of the body")
+    if end > len(body):
         raise ProtocolError(f"body truncated: need {end} bytes, have {len(body)}")
     return end
 
