@@ -287,3 +287,39 @@ def test_a_negative_array_count_in_a_reply_says_so() -> None:
     body = struct.pack(">i", -4)
     with pytest.raises(ProtocolError, match=r"^negative size -16 at byte 4 of the body$"):
         unpack_body(["f[]"], body)
+
+
+@pytest.mark.parametrize(
+    ("status", "pid_is_ours", "said"),
+    [
+        ("completed", True, ""),
+        ("running", False, " by a run still recording: stop it, or choose another run name"),
+        (
+            "running",
+            True,
+            " by a run still recording in this process: stop it, or choose another run name",
+        ),
+    ],
+)
+def test_a_run_name_held_by_a_run_still_recording_says_so(
+    tmp_path: Path, status: str, pid_is_ours: bool, said: str
+) -> None:
+    """A notebook cell run again beside its own first run, still recording, was told only
+    "already used in lab.db" — and the docs' advice for that is to delete the database."""
+    import os
+    import time
+
+    from trajmon import MonitorConfig
+    from trajmon.runstore import RunExistsError, prepare_db
+
+    db = tmp_path / "lab.db"
+    record_sim(db, "cell", 1)
+    pid = os.getpid() if pid_is_ours else os.getpid() + 1
+    with closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute(
+            "UPDATE runs SET status = ?, heartbeat_epoch = ?, pid = ?", (status, time.time(), pid)
+        )
+    config = MonitorConfig(run_name="cell", db=db)
+    with pytest.raises(RunExistsError) as refused:
+        prepare_db(config, resume=False)
+    assert str(refused.value) == f"run name 'cell' is already used in {db}{said}"

@@ -22,6 +22,7 @@ from .channels import PollGroup
 from .clock import utc_iso
 from .config import ConfigError, MonitorConfig
 from .connection import StorageError, check_owner, immediate_transaction, on_connection_thread
+from .queries import effective_status
 from .records import GroupStats
 from .resume_checks import check_settings
 from .schema import (
@@ -54,8 +55,8 @@ def prepare_db(cfg: MonitorConfig, resume: bool) -> None:
         try:
             migrate(conn)
             row = conn.execute(
-                "SELECT rotate_entries, window_before_s, window_after_s FROM runs"
-                " WHERE run_name = ?",
+                "SELECT rotate_entries, window_before_s, window_after_s, status,"
+                " heartbeat_epoch, stale_after_s, pid FROM runs WHERE run_name = ?",
                 (cfg.run_name,),
             ).fetchone()
         except sqlite3.Error as exc:
@@ -65,9 +66,23 @@ def prepare_db(cfg: MonitorConfig, resume: bool) -> None:
         if resume:
             if row is None:
                 raise ConfigError(f"cannot resume: unknown run {cfg.run_name!r}")
-            check_settings(cfg, row)
+            check_settings(cfg, row[:3])
         elif row is not None:
-            raise RunExistsError(f"run name {cfg.run_name!r} is already used in {cfg.db}")
+            raise RunExistsError(
+                f"run name {cfg.run_name!r} is already used in {cfg.db}{_recording(row[3:])}"
+            )
+
+
+def _recording(row: tuple[Any, ...]) -> str:
+    """Whether the run holding the name is still recording (status, heartbeat_epoch,
+    stale_after_s, pid): a notebook cell run twice is refused beside its own first run, and
+    "delete the database" would be the wrong advice."""
+    keys = ("status", "heartbeat_epoch", "stale_after_s")
+    status = effective_status(dict(zip(keys, row[:3], strict=True)))
+    if status != "running":
+        return ""
+    where = " in this process" if row[3] == os.getpid() else ""
+    return f" by a run still recording{where}: stop it, or choose another run name"
 
 
 @dataclass(frozen=True, slots=True)
