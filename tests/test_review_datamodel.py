@@ -10,10 +10,8 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from recordings import record_every_tick
+from test_review_readbig import record_sim
 
-from simulators.qcodes_sim import SimulatedSTM
-from trajmon import MonitorConfig
 from trajmon.queries import connect_readonly, list_runs
 
 PAGE = Path(__file__).parents[1] / "docs" / "trajectory_model.md"
@@ -34,12 +32,7 @@ def crashed_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     had not pulled them yet). The kill is simulated on the file: a real one is a race."""
     db = tmp_path_factory.mktemp("datamodel") / "crash.db"
     for name in ("done", "killed"):
-        stm = SimulatedSTM("stm", seed=1)
-        try:
-            config = MonitorConfig(run_name=name, db=db, interval_s=0.1, duration_s=0.5)
-            assert record_every_tick(config, {"stm": stm}).status == "completed"
-        finally:
-            stm.close()
+        record_sim(db, name, 1, duration_s=0.5)
     with closing(sqlite3.connect(db)) as conn, conn:
         (run_id,) = conn.execute("SELECT run_id FROM runs WHERE run_name = 'killed'").fetchone()
         conn.execute(

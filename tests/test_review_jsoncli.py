@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from qcodes.instrument import Instrument
 from recordings import record_every_tick
+from test_review_readbig import record_sim
 from typer.testing import CliRunner
 
-from simulators.qcodes_sim import SimulatedSTM
 from trajmon import ChannelSpec, MonitorConfig
 from trajmon.cli import app
 
@@ -28,12 +28,7 @@ NAME = "Messung µ-Spitze 测试 ✓"
 def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A short simulated run with a non-ASCII name (a fake clock: every tick is read)."""
     db = tmp_path_factory.mktemp("jsoncli") / "runs.db"
-    stm = SimulatedSTM("stm_jsoncli", seed=3)
-    try:
-        config = MonitorConfig(run_name=NAME, db=db, interval_s=0.1, duration_s=1.0)
-        assert record_every_tick(config, {"stm": stm}).status == "completed"
-    finally:
-        stm.close()
+    record_sim(db, NAME, 3, duration_s=1.0)
     return db
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from qcodes.instrument import Instrument
+from test_driver_nanonis import FakeClock
 
 from simulators.stm_model import STMModel
 from simulators.threaded_server import ThreadedNanonisServer
@@ -117,14 +118,6 @@ def test_a_reply_cut_inside_the_echoed_name_is_still_a_lost_connection(
 
 
 # -- 2. what a disconnected driver says about its next attempt ----------------------------------
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

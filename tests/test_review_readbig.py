@@ -32,11 +32,11 @@ def invoke(*args: str) -> Any:
     return runner.invoke(app, list(args))
 
 
-def record_sim(db: Path, name: str, seed: int) -> None:
-    """A short completed run of the simulator's default channels."""
+def record_sim(db: Path, name: str, seed: int, duration_s: float = 0.3) -> None:
+    """A short completed run of the simulator's default channels, every tick read."""
     stm = SimulatedSTM("stm", seed=seed)
     try:
-        config = MonitorConfig(run_name=name, db=db, interval_s=0.1, duration_s=0.3)
+        config = MonitorConfig(run_name=name, db=db, interval_s=0.1, duration_s=duration_s)
         assert record_every_tick(config, {"stm": stm}).status == "completed"
     finally:
         stm.close()
