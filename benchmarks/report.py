@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from trajmon.files import replace_text_file
+
 __all__ = [
     "Baseline",
     "Condition",
@@ -219,7 +221,8 @@ def write_results(path: Path, results: Sequence[dict[str, Any]], meta: dict[str,
         "results": ordered,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    # In one step: a harness killed mid-write must not leave a truncated latest.json behind.
+    replace_text_file(path, json.dumps(doc, indent=2, allow_nan=False) + "\n")
 
 
 def _fmt(value: float | None) -> str:

@@ -323,3 +323,29 @@ def test_a_run_name_held_by_a_run_still_recording_says_so(
     with pytest.raises(RunExistsError) as refused:
         prepare_db(config, resume=False)
     assert str(refused.value) == f"run name 'cell' is already used in {db}{said}"
+
+
+def test_results_cut_off_mid_write_leave_the_earlier_file_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``write_results`` wrote latest.json in place: a harness killed (or a disk filling)
+    mid-write left a truncated file, the table of every earlier run lost."""
+    from test_review_bench2 import _row
+
+    from benchmarks.report import write_results
+
+    out = tmp_path / "latest.json"
+    write_results(out, [_row("writer_throughput", "writer")], {"benchmarks_run": ["writer"]})
+    before = out.read_text(encoding="utf-8")
+    real = Path.write_text
+
+    def half_then_full_disk(self: Path, text: str, *args: object, **kwargs: object) -> int:
+        real(self, text[: len(text) // 2], encoding="utf-8")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", half_then_full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        write_results(out, [_row("tcp_4_instruments", "tcp", 6)], {"benchmarks_run": ["tcp"]})
+    monkeypatch.undo()
+    assert out.read_text(encoding="utf-8") == before
+    assert [p.name for p in tmp_path.iterdir()] == ["latest.json"]
