@@ -12,6 +12,7 @@ import math
 import os
 import sqlite3
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,14 +63,19 @@ def _archived(path: Path) -> bool:
     return not os.access(path.parent, os.W_OK) and (not wal.exists() or wal.stat().st_size == 0)
 
 
+def _listed(names: Iterable[str], most: int) -> str:
+    """The first ``most`` of ``names``, comma-separated, "…" standing for any more."""
+    shown = list(names)
+    return ", ".join(shown[:most]) + (", …" if len(shown) > most else "")
+
+
 def _others_beside(path: Path) -> str:
     """A hint naming the databases in the missing one's directory: ``trajmon runs`` right after
     ``make demo`` looks for trajmon.db, and the one file there is trajmon-demo.db."""
     with contextlib.suppress(OSError):
         found = sorted(p.name for p in path.parent.glob("*.db") if p.is_file())
         if found:
-            shown = ", ".join(found[:5]) + (", …" if len(found) > 5 else "")
-            return f" (databases in {path.parent}: {shown})"
+            return f" (databases in {path.parent}: {_listed(found, 5)})"
     return ""
 
 
@@ -181,8 +187,7 @@ def _run_written_otherwise(conn: sqlite3.Connection, name: str) -> RunRef:
     begun = [run_name for _, run_name, k in runs if k.startswith(key)]
     hint = ""
     if key and begun:
-        shown = ", ".join(map(repr, begun[:5])) + (", …" if len(begun) > 5 else "")
-        hint = f" (runs whose names begin so: {shown})"
+        hint = f" (runs whose names begin so: {_listed(map(repr, begun), 5)})"
     raise QueryError(f"unknown run {name!r}{hint}")
 
 
@@ -269,7 +274,7 @@ def _spec_label(conn: sqlite3.Connection, run: RunRef, spec: str) -> str:
     same = [label for label in specs if label_key(label) == key]
     if len(same) == 1:  # a run recorded before labels were unique so (two): named exactly
         return same[0]
-    known = ", ".join(specs[:12]) + (", …" if len(specs) > 12 else "") if specs else "none"
+    known = _listed(specs, 12) if specs else "none"
     raise QueryError(f"run {run.run_name!r} has no spec {spec!r}; its specs: {known}")
 
 
