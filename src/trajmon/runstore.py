@@ -54,6 +54,7 @@ def prepare_db(cfg: MonitorConfig, resume: bool) -> None:
     with contextlib.closing(conn):
         try:
             migrate(conn)
+            conn.row_factory = sqlite3.Row
             row = conn.execute(
                 "SELECT rotate_entries, window_before_s, window_after_s, status,"
                 " heartbeat_epoch, stale_after_s, pid FROM runs WHERE run_name = ?",
@@ -69,19 +70,16 @@ def prepare_db(cfg: MonitorConfig, resume: bool) -> None:
             check_settings(cfg, row[:3])
         elif row is not None:
             raise RunExistsError(
-                f"run name {cfg.run_name!r} is already used in {cfg.db}{_recording(row[3:])}"
+                f"run name {cfg.run_name!r} is already used in {cfg.db}{_recording(row)}"
             )
 
 
-def _recording(row: tuple[Any, ...]) -> str:
-    """Whether the run holding the name is still recording (status, heartbeat_epoch,
-    stale_after_s, pid): a notebook cell run twice is refused beside its own first run, and
-    "delete the database" would be the wrong advice."""
-    keys = ("status", "heartbeat_epoch", "stale_after_s")
-    status = effective_status(dict(zip(keys, row[:3], strict=True)))
-    if status != "running":
+def _recording(row: sqlite3.Row) -> str:
+    """Whether the run holding the name is still recording: a notebook cell run twice is
+    refused beside its own first run, and "delete the database" would be the wrong advice."""
+    if effective_status(row) != "running":
         return ""
-    where = " in this process" if row[3] == os.getpid() else ""
+    where = " in this process" if row["pid"] == os.getpid() else ""
     return f" by a run still recording{where}: stop it, or choose another run name"
 
 
