@@ -128,9 +128,9 @@ def _seconds(where: str, key: str, value: object) -> float:
     bad = FaultPlanError(
         f"{where}: {key} must be a finite number >= 0, got {value!r}{yaml_number_hint(value)}"
     )
-    if not is_finite_number(value) or value < 0:  # type: ignore[operator]
+    if not is_finite_number(value) or value < 0:
         raise bad
-    return float(value)  # type: ignore[arg-type]
+    return float(value)
 
 
 def _count(where: str, value: object) -> int:

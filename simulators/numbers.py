@@ -8,11 +8,12 @@ complaint that contradicts the file.
 from __future__ import annotations
 
 import math
+from typing import TypeGuard
 
 __all__ = ["is_finite_number", "yaml_number_hint"]
 
 
-def is_finite_number(value: object) -> bool:
+def is_finite_number(value: object) -> TypeGuard[int | float]:
     """An int or float (not a bool) that a float holds: an integer too large for one (YAML
     reads ``1000…0`` with 400 digits as an int) is no number of seconds, volts or metres."""
     if isinstance(value, bool) or not isinstance(value, int | float):

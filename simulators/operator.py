@@ -128,7 +128,7 @@ def _check_value(spec: str, value: object) -> Change | str:
         return Change(0.0, spec, fields)
     if not is_finite_number(value):
         return "value must be a finite number"
-    number = float(value)  # type: ignore[arg-type]
+    number = float(value)
     if spec in _POSITIVE_LABELS and number <= 0:
         return "value must be positive"
     # What the simulator would refuse, refused now: at run time the change would be skipped.
