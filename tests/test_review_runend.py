@@ -20,16 +20,14 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import threading
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from qcodes.instrument import Instrument
 from qcodes.instrument_drivers.mock_instruments import DummyInstrument
-from qcodes.validators import Numbers
+from test_review_livehang import Sticky
 
 from trajmon import (
     ChannelSpec,
@@ -226,33 +224,13 @@ def test_the_checkpointer_does_not_recreate_a_deleted_database(tmp_path: Path) -
 # -- a writer failing while a read is in flight on the instrument's thread ----------------------
 
 
-class Hanging(Instrument):
-    """A signal whose read, once ``hang`` is set, blocks until ``release`` (a hung driver)."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.hang = threading.Event()
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-        def signal() -> float:
-            if self.hang.is_set():
-                self.hang.clear()
-                self.entered.set()
-                self.release.wait(10)
-            return 1.0
-
-        self.add_parameter("sig", get_cmd=signal, set_cmd=False, vals=Numbers())
-        self.add_parameter("knob", get_cmd=lambda: 0.5, set_cmd=False, vals=Numbers())
-
-
 async def test_a_read_in_flight_when_the_writer_fails_is_counted_before_the_end(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Real clock: only then does a group's schedule run on the instrument's thread. The hung
     read is let go only once the run's end is recorded; whatever the timing, the counters the
     caller holds afterwards must be the ones the database holds."""
-    inst = Hanging("hanging")
+    inst = Sticky("hanging")  # its signal read blocks once armed, until released
     real_counters = writer_module.group_counters
     real_finish = recorder_module.finish_run
 
@@ -292,7 +270,7 @@ async def test_a_read_in_flight_when_the_writer_fails_is_counted_before_the_end(
 
                 tg.start_soon(run)
                 await recorder.wait_until(lambda: min(reads(recorder)) >= 1)
-                inst.hang.set()
+                inst.armed.set()
     finally:
         inst.release.set()
         inst.close()
