@@ -36,6 +36,11 @@ class Sticky(Instrument):
         self.armed = threading.Event()
         self.entered = threading.Event()
         self.release = threading.Event()
+        self.knob_reads = 0  # reads the instrument's thread has run: frozen while it hangs
+
+        def knob() -> float:
+            self.knob_reads += 1
+            return 0.5
 
         def signal() -> float:
             if self.armed.is_set():
@@ -45,7 +50,7 @@ class Sticky(Instrument):
             return 1.0
 
         self.add_parameter("sig", get_cmd=signal, set_cmd=False, vals=Numbers())
-        self.add_parameter("knob", get_cmd=lambda: 0.5, set_cmd=False, vals=Numbers())
+        self.add_parameter("knob", get_cmd=knob, set_cmd=False, vals=Numbers())
 
 
 @pytest.fixture
@@ -75,12 +80,18 @@ def row_of(text: str, group: str) -> list[str]:
 
 async def hang_for_3_s(recorder: Recorder, clock: FakeClock, sticky: Sticky) -> None:
     """After the first sample, the signal group's next read hangs, and 3 s pass in it: the
-    spec group's reads queue behind it on the instrument's thread."""
+    spec group's reads queue behind it on the instrument's thread.
+
+    The spec group may still have a read the thread answered before the hang whose answer the
+    loop has not taken yet: the 3 s must not pass before it does, or the group's next read
+    begins at their end (in flight for 0 s). Once every read the thread ran is taken, the group
+    either waits on the clock or has a read queued behind the hang, and the clock can move."""
     with anyio.fail_after(10):
         await recorder.wait_until(lambda: recorder.stats[0].samples_read >= 1)
         sticky.armed.set()
         await clock.advance(0.1)
         await anyio.to_thread.run_sync(sticky.entered.wait, 10)
+        await recorder.wait_until(lambda: recorder.stats[1].samples_read == sticky.knob_reads)
     await clock.advance(3.0)
 
 

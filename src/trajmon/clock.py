@@ -141,8 +141,13 @@ class FakeClock:
         """Move time forward, waking sleepers one deadline at a time.
 
         After each wake-up the event loop is given ``settle`` checkpoints so the woken tasks can
-        run until they block again (on the clock, a queue, or a worker thread).
+        run until they block again (on the clock, a queue, or a worker thread). So are tasks
+        already runnable before time moves: one whose deadline had come (its sleep only a
+        checkpoint) would otherwise first look at the clock after the jump, and begin its tick
+        seconds late.
         """
+        for _ in range(settle):
+            await anyio.lowlevel.checkpoint()
         target = self._now + seconds
         # A deadline a rounding away from the target is reached: thirty advance(0.1) from 1e6
         # sum to less than the tick t0 + 30 * 0.1 a schedule computes, and the sleeper slept on.
