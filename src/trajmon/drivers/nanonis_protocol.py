@@ -289,9 +289,13 @@ def reply_values(command: str, body: bytes) -> list[Any]:
     status 0 is a note — the vendor client prints it and returns the values, and so does this:
     dropping them would lose the sample. A non-zero status, or a description where the return
     values should be (the error-only reply to a command the controller does not know), is a
-    :class:`NanonisError`."""
+    :class:`NanonisError`. A reply that does not decode names its command: the error row of a
+    spec read through several commands says which reply was malformed."""
     returns = COMMANDS[command].returns
-    values, status, message = decode_reply(returns, body)
+    try:
+        values, status, message = decode_reply(returns, body)
+    except ProtocolError as exc:
+        raise ProtocolError(f"{command} reply: {exc}") from None
     if status or (message and len(values) != len(returns)):
         raise NanonisError(command, status, message)
     if message:
