@@ -34,7 +34,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check $(PY_DIRS)
 	$(BIN)/ruff format --check $(PY_DIRS)
-	$(BIN)/mypy --strict src
+	$(BIN)/mypy --strict src simulators benchmarks
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix $(PY_DIRS)

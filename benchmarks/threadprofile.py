@@ -48,8 +48,8 @@ def summarise(raw_lines: Iterable[str]) -> list[ThreadProfile]:
     parsed: list[tuple[str, list[str], int]] = []
     names: dict[str, str] = {}
     for line in raw_lines:
-        stack, _, count = line.rstrip("\n").rpartition(" ")
-        if not stack or not count.isdigit():
+        stack, _, digits = line.rstrip("\n").rpartition(" ")
+        if not stack or not digits.isdigit():
             continue
         head, *frames = stack.split(";")
         match = _THREAD.match(head)
@@ -58,7 +58,7 @@ def summarise(raw_lines: Iterable[str]) -> list[ThreadProfile]:
         tid, name = match.groups()
         if name:
             names[tid] = name
-        parsed.append((tid, frames, int(count)))
+        parsed.append((tid, frames, int(digits)))
     threads: dict[str, ThreadProfile] = {}
     for tid, frames, count in parsed:
         prof = threads.setdefault(tid, ThreadProfile(f"{names.get(tid, '?')} ({tid})"))
