@@ -83,6 +83,9 @@ def _timed_run(
         recorded()
     with contextlib.closing(sqlite3.connect(db)) as conn:
         dts = np.array([r[0] for r in conn.execute(f'SELECT dt_s FROM "{name}/signals"')])
+    if not dts.size:  # nothing to time: say why rather than fail on an empty array below
+        why = f": {summary.message}" if summary.message else ""
+        raise RuntimeError(f"{name}: the run committed no samples ({summary.status}{why})")
     group = summary.groups[0]
     ticks = np.floor(dts / interval + 1e-9)
     lateness = tick_lateness(dts, interval, group.missed_ticks)

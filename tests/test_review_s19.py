@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import anyio
+import pytest
 
 from trajmon import FakeClock
 
@@ -30,11 +34,33 @@ def test_a_reply_that_does_not_decode_names_its_command() -> None:
     rows, beside a channel read through several commands, nothing said which reply it was."""
     import struct
 
-    import pytest
-
     from trajmon.drivers.nanonis_protocol import ProtocolError, encode_error, reply_values
 
     with pytest.raises(ProtocolError, match=r"^Bias\.Get reply: body truncated"):
         reply_values("Bias.Get", b"\0\0")
     with pytest.raises(ProtocolError, match=r"^Bias\.Get reply: 4 bytes after the error section"):
         reply_values("Bias.Get", struct.pack(">f", 0.5) + encode_error() + b"\0\0\0\0")
+
+
+def test_a_timed_run_that_committed_nothing_says_why(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A schedule benchmark whose run committed no samples failed with numpy's "index -1 is
+    out of bounds" in the crash row, hiding the run's own status and message."""
+    from types import SimpleNamespace
+
+    from test_review_benchmarks import INTERVAL, _fake_recording
+
+    from benchmarks import bench_schedule
+    from benchmarks.common import Ctx
+
+    fake = _fake_recording([], missed=0)
+
+    async def record(*args: Any, **kwargs: Any) -> Any:
+        summary = await fake(*args, **kwargs)
+        return SimpleNamespace(**vars(summary), status="failed", message="database is locked")
+
+    monkeypatch.setattr(bench_schedule, "record", record)
+    said = r"^empty: the run committed no samples \(failed: database is locked\)$"
+    with pytest.raises(RuntimeError, match=said):
+        bench_schedule._timed_run(Ctx("full", 1.0, tmp_path), "empty", INTERVAL, 1.0)
