@@ -64,3 +64,19 @@ def test_a_timed_run_that_committed_nothing_says_why(
     said = r"^empty: the run committed no samples \(failed: database is locked\)$"
     with pytest.raises(RuntimeError, match=said):
         bench_schedule._timed_run(Ctx("full", 1.0, tmp_path), "empty", INTERVAL, 1.0)
+
+
+def test_json_outputs_name_the_database_by_one_absolute_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`run --json` gave the database's absolute path and `runs --json` the path as typed
+    (`x.db`): a script joining the two outputs on `db` found no match."""
+    import json
+
+    from test_operator_cli import invoke
+
+    monkeypatch.chdir(tmp_path)
+    ran = invoke("run", "--sim", "--duration", "0.3", "--db", "x.db", "--run-name", "a", "--json")
+    listed = invoke("runs", "--db", "x.db", "--json")
+    assert json.loads(ran.stdout)["db"] == json.loads(listed.stdout)["db"]
+    assert json.loads(listed.stdout)["db"] == str(tmp_path.resolve() / "x.db")

@@ -146,7 +146,7 @@ def demo(
                 print_json(
                     {
                         "run_name": run_name,
-                        "db": str(db),
+                        "db": str(db.resolve()),
                         "status": summary.status,
                         "duration_s": summary.duration_s,
                         "signal_samples": summary.signal_samples,

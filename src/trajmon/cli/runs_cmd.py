@@ -51,7 +51,7 @@ def runs(db: DbOption = Path("trajmon.db"), json_out: JsonOption = False) -> Non
     with reading(db) as conn:
         rows = list_runs(conn)
     if json_out:
-        print_json({"db": str(db), "runs": rows})
+        print_json({"db": str(db.resolve()), "runs": rows})
         return
     table = Table(title=f"runs in {db} ({len(rows)})", box=box.SIMPLE_HEAD)
     for col in ("run", "status", "started (UTC)"):
