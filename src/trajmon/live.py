@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
-import numpy as np
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.measure import Measurement
@@ -29,7 +28,7 @@ from rich.segment import Segment, Segments
 from rich.table import Table
 from rich.text import Text
 
-from .live_rows import problem_lines
+from .live_rows import actions_part, problem_lines, values_part
 from .records import ActionEvent
 from .stalls import Stall, running_stall, skipped_in_flight
 
@@ -169,32 +168,6 @@ def snapshot_of(
     )
 
 
-def _fmt(value: Any) -> str:
-    """A latest value in one short line. Values are as the driver returned them, not yet
-    converted for storage: numpy scalars show as the number they hold (not ``np.float32(0.1)``),
-    arrays as their elements; text keeps one line (a newline would break the row)."""
-    if value is None:
-        return "—"
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:.6g}" if math.isfinite(value) else str(value)
-    if isinstance(value, np.ndarray):
-        text = np.array2string(value, precision=4, threshold=6, separator=", ")
-    else:
-        text = value if isinstance(value, str) else repr(value)
-    text = " ".join(text.split()) if not text.isprintable() else text
-    return text if len(text) <= 24 else text[:23] + "…"
-
-
-def _one_line(label: str) -> Text:
-    """A label that is cut rather than wrapped, so that each row is one line and the values
-    beside it keep their width (the label column is the one that shrinks)."""
-    return Text(label, no_wrap=True, overflow="ellipsis")
-
-
 def _ms(seconds: float | None) -> str:
     return "—" if seconds is None else f"{seconds * 1000:.2f}"
 
@@ -214,47 +187,93 @@ def render_live(snap: LiveSnapshot) -> RenderableType:
         overflow="fold",
     )
     measure = None if snap.max_lines is None and snap.width is None else _measurer(snap.width)
-    rates: list[RenderableType] = [_rates_table(snap)]
+    narrow = False
     if measure is not None and snap.width is not None:
-        widest = Measurement.get(measure, measure.options.update_width(10_000), rates[0]).maximum
-        if widest > snap.width:  # columns would be squeezed until numbers are cut ("21/…")
-            rates = _rates_lines(snap, snap.width)
-    fixed: list[RenderableType] = [header, *rates, *problem_lines(snap.groups)]
-    if measure is None or snap.max_lines is None:
-        return Group(*fixed, *_actions_part(snap.recent_actions), *_values(snap, None))
-    whole = [*fixed, *_actions_part(snap.recent_actions), *_values(snap, None)]
-    lines = measure.render_lines(Group(*whole), measure.options, pad=False)
-    if len(lines) <= snap.max_lines:  # the usual frame: everything fits, laid out once
-        return Segments([seg for line in lines for seg in (*line, Segment.line())])
-    # Within the height, the channel values go first: a terminal too small for all of them
-    # loses values (one line says how many), then the oldest actions, never the rates. Rows
-    # that cannot fit are not rendered at all (rendering sixty rows to show ten cost the
-    # pollers CPU at every redraw).
-    room = snap.max_lines - _height(measure, fixed)
-    channels = sum(len(g.latest) for g in snap.groups)
-    need = 1 if channels else 0  # at least the line that counts the channels not shown
+        table = _rates_table(snap, snap.groups)
+        widest = Measurement.get(measure, measure.options.update_width(10_000), table).maximum
+        narrow = widest > snap.width  # columns would be squeezed until numbers are cut ("21/…")
+    problems = problem_lines(snap.groups)
+    fixed = [header, *_rates_part(snap, snap.groups, narrow), *problems]
     recent = snap.recent_actions
-    actions = _actions_part(recent)
+    if measure is None or snap.max_lines is None:
+        return Group(*fixed, *actions_part(recent, snap.width), *values_part(snap, None))
+    channels = sum(len(g.latest) for g in snap.groups)
+    # A row takes a line at least: a frame that cannot fit is not laid out whole to find out
+    # (sixty channel rows, to show ten, took 70 ms a frame on the loop the pollers share).
+    least = 1 + len(snap.groups) + len(problems) + (channels + 1 if channels else 0)
+    if least + (len(recent) + 2 if recent else 1) <= snap.max_lines:
+        whole = [*fixed, *actions_part(recent, snap.width), *values_part(snap, None)]
+        lines = measure.render_lines(Group(*whole), measure.options, pad=False)
+        if len(lines) <= snap.max_lines:  # the usual frame: everything fits, laid out once
+            return Segments([seg for line in lines for seg in (*line, Segment.line())])
+    # Within the height, the channel values go first: a terminal too small for all of them
+    # loses values (one line says how many), then the oldest actions, then the rates of the
+    # last groups (one line counts them), never the header nor a stall or failure.
+    room = snap.max_lines - _height(measure, fixed)
+    if room < 0:
+        fixed = _fit_groups(snap, measure, header, problems, narrow)
+        room = snap.max_lines - _height(measure, fixed)
+    need = 1 if channels else 0  # at least the line that counts the channels not shown
+    actions = actions_part(recent, snap.width)
     keep = len(recent)
     while keep and _height(measure, actions) > room - need:
         keep -= 1  # the oldest go first; the header still counts them all
-        actions = _actions_part(recent[len(recent) - keep :]) if keep else []
+        actions = actions_part(recent[len(recent) - keep :], snap.width) if keep else []
     if not recent and room - 1 < need:
         actions = []  # "no actions yet" gives way (the header says "actions 0")
     left = room - _height(measure, actions)
-    values = _values(snap, left)
+    values = values_part(snap, left)
     over = _height(measure, values) - left  # a header that wrapped, say
     if over > 0:
-        values = _values(snap, left - over)
+        values = values_part(snap, left - over)
     return Group(*fixed, *actions, *values)
 
 
-def _rates_table(snap: LiveSnapshot) -> Table:
+def _fit_groups(
+    snap: LiveSnapshot, measure: Console, header: Text, problems: list[Text], narrow: bool
+) -> list[RenderableType]:
+    """Header, the rates of the first groups that fit, a line for the others, then every
+    stall and failure: six groups in a 15-line window were cut by rich with a bare "...",
+    and the lines saying which group had hung or was failing went first."""
+    assert snap.max_lines is not None
+    room = snap.max_lines - _height(measure, [header, *problems]) - 1  # - the line for the rest
+    if not narrow:  # a table's rows are a line each (it fits the width), under its headers
+        heights = [1] * len(snap.groups)
+        room -= 1
+    else:
+        heights = [_height(measure, _rates_part(snap, [g], narrow)) for g in snap.groups]
+    keep = 0
+    while keep < len(heights) and heights[keep] <= room:
+        room -= heights[keep]
+        keep += 1
+    shown, hidden = snap.groups[:keep], snap.groups[keep:]
+    missed = sum(g.missed_ticks + (0 if g.stall is None else g.stall.overdue) for g in hidden)
+    failed = sum(g.failed_reads for g in hidden)
+    figures = f", {missed} missed, {failed} failed" if missed or failed else ""
+    what = f"{'more ' if shown else ''}group{'' if len(hidden) == 1 else 's'}"
+    more = Text(
+        f"… {len(hidden)} {what}{'' if shown else ' not shown'}{figures} (enlarge the window)",
+        style="red" if figures else "dim",
+        no_wrap=True,
+        overflow="ellipsis",
+    )
+    return [header, *_rates_part(snap, shown, narrow), more, *problems]
+
+
+def _rates_part(snap: LiveSnapshot, groups: list[GroupView], narrow: bool) -> list[RenderableType]:
+    if not groups:
+        return []
+    if narrow and snap.width is not None:
+        return _rates_lines(snap, groups, snap.width)
+    return [_rates_table(snap, groups)]
+
+
+def _rates_table(snap: LiveSnapshot, groups: list[GroupView]) -> Table:
     rates = Table(box=None, pad_edge=False, header_style="bold")
     for col in ("group", "target Hz", "achieved Hz", "missed", "failed", "read ms mean/max"):
         rates.add_column(col, justify="left" if col == "group" else "right")
     rates.add_column("committed/read", justify="right")
-    for g in snap.groups:
+    for g in groups:
         cells = _rate_cells(snap, g)
         rates.add_row(f"{g.name} ({g.kind})", *(cells[key] for key in _RATE_KEYS))
     return rates
@@ -278,11 +297,11 @@ def _rate_cells(snap: LiveSnapshot, g: GroupView) -> dict[str, Text]:
     }
 
 
-def _rates_lines(snap: LiveSnapshot, width: int) -> list[RenderableType]:
+def _rates_lines(snap: LiveSnapshot, groups: list[GroupView], width: int) -> list[RenderableType]:
     """The rates of a terminal too narrow for their table: per group, its figures as
     ``name value`` pairs flowed onto as many lines as they need, none cut or split."""
     out: list[RenderableType] = []
-    for g in snap.groups:
+    for g in groups:
         cells = _rate_cells(snap, g)
         achieved = cells["achieved"].copy()
         achieved.append(f" of {cells['target']} Hz")
@@ -306,22 +325,6 @@ def _rates_lines(snap: LiveSnapshot, width: int) -> list[RenderableType]:
     return out
 
 
-def _actions_part(recent: list[ActionEvent]) -> list[RenderableType]:
-    if not recent:
-        return [Text("no actions yet", style="dim", no_wrap=True, overflow="ellipsis")]
-    acts = Table(box=None, pad_edge=False, header_style="bold", title_justify="left")
-    for col in ("#", "dt_s", "spec", "old → new"):
-        acts.add_column(col, justify="right" if col in ("#", "dt_s") else "left")
-    for a in recent:
-        acts.add_row(
-            str(a.action_idx),
-            f"{a.dt_s:.2f}",
-            _one_line(a.spec_label),
-            Text(f"{_fmt(a.old_value)} → {_fmt(a.new_value)}", no_wrap=True),
-        )
-    return [Text("last actions", style="bold", no_wrap=True), acts]
-
-
 def _measurer(width: int | None) -> Console:
     """A console that only measures: the view's lines at the terminal's width."""
     return Console(  # no markup or emoji codes: labels, units and group names are data
@@ -331,40 +334,6 @@ def _measurer(width: int | None) -> Console:
 
 def _height(console: Console, parts: list[RenderableType]) -> int:
     return 0 if not parts else len(console.render_lines(Group(*parts), console.options, pad=False))
-
-
-def _values(snap: LiveSnapshot, room: int | None) -> list[RenderableType]:
-    """Latest value of each channel in at most ``room`` lines (None: all), header included;
-    the last line then says how many channels are not shown."""
-    rows = [(label, unit, value, g.name) for g in snap.groups for label, unit, value in g.latest]
-    if room is not None and len(rows) + 1 > room:
-        if room < 1 or not rows:
-            return []
-        shown = rows[: max(room - 2, 0)]
-        more: list[RenderableType] = [_more(len(rows) - len(shown), bool(shown))]
-        if not shown:
-            return more
-    else:
-        shown, more = rows, []
-    values = Table(box=None, pad_edge=False, header_style="bold")
-    values.add_column("channel")
-    values.add_column("latest", justify="right", no_wrap=True)
-    values.add_column("unit", no_wrap=True)
-    values.add_column("group", no_wrap=True)
-    for label, unit, value, group in shown:
-        values.add_row(_one_line(label), _fmt(value), unit, group)
-    return [values, *more]
-
-
-def _more(hidden: int, below_others: bool) -> Text:
-    """The line in place of channels that do not fit: one line, its count never cut."""
-    return Text(
-        f"… {hidden} {'more channels' if below_others else 'channels not shown'}"
-        " (enlarge the window)",
-        style="dim",
-        no_wrap=True,
-        overflow="ellipsis",
-    )
 
 
 async def run_live_view(
