@@ -15,7 +15,9 @@ value that only changed its Python type (``5`` then ``"5"`` in a text column) is
 from __future__ import annotations
 
 import ast
+import contextlib
 import math
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -25,7 +27,7 @@ from .channels import Channel, canonical_for, encoder_for, numeric_delta
 from .clock import utc_iso
 from .records import ActionEvent, Sample, owned_value
 
-__all__ = ["ChangeDetector", "values_equal"]
+__all__ = ["ChangeDetector", "shown_apart", "values_equal"]
 
 
 def _plain(value: Any) -> Any:
@@ -77,6 +79,57 @@ def values_equal(
         return bool(old == new)
     except Exception:
         return False
+
+
+def shown_apart(old: Any, new: Any, show: Callable[[Any], str]) -> tuple[str, str]:
+    """An action's old and new values as text: ``show`` of each, unless it writes them alike —
+    six digits of 0.1 and its float32 read-back 0.10000000149, ``1`` and ``1.0000001``,
+    ``"idle"`` and ``"idle "`` (a table shows no trailing space), an array of 20 printed as
+    its ends — for "0.1 → 0.1" tells the operator that nothing changed. Then numbers and text
+    are written as Python writes them (every digit; quotes that show spaces), and arrays with
+    their shape or the first element that differs."""
+    shown = show(old), show(new)
+    if _looks(shown[0]) != _looks(shown[1]):
+        return shown
+    old, new = _plain(old), _plain(new)
+    if isinstance(old, np.ndarray) and isinstance(new, np.ndarray):
+        if old.shape != new.shape:
+            return f"{shown[0]} shape {old.shape}", f"{shown[1]} shape {new.shape}"
+        at = _first_difference(old, new)
+        if at is None:
+            return shown
+        if not at:  # 0-d arrays: their one value
+            return repr(_plain(old[at])), repr(_plain(new[at]))
+        where = f"[{', '.join(map(str, at))}]"
+        return (
+            f"{shown[0]} {where}={_plain(old[at])!r}",
+            f"{shown[1]} {where}={_plain(new[at])!r}",
+        )
+    if isinstance(old, str | int | float | complex) and isinstance(
+        new, str | int | float | complex
+    ):
+        return repr(old), repr(new)
+    return shown
+
+
+def _looks(text: str) -> str:
+    """What a reader sees of ``text`` in a table: no spaces at the ends, one space for any run
+    of them (a tab, a no-break space), characters in their compatibility form (NFKC)."""
+    return " ".join(unicodedata.normalize("NFKC", text).split())
+
+
+def _first_difference(old: np.ndarray, new: np.ndarray) -> tuple[int, ...] | None:
+    """The index of the first element in which two arrays of one shape differ (NaN equal)."""
+    try:
+        differs = np.asarray(old != new, dtype=bool)
+    except (TypeError, ValueError):
+        return None
+    if differs.shape != old.shape:
+        return None
+    with contextlib.suppress(TypeError):  # text has no NaN: its != holds as it is
+        differs &= ~(np.isnan(old) & np.isnan(new))
+    hits = np.argwhere(differs)
+    return tuple(int(i) for i in hits[0]) if len(hits) else None
 
 
 def _ints_within(old: int, new: int, tol_abs: float | None, tol_rel: float | None) -> bool:

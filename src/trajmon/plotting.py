@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .detection import shown_apart
 from .files import replacing
 
 __all__ = ["DRAWABLE_MAX", "MissingGlyphsWarning", "plot_action_window", "plottable"]
@@ -243,10 +244,10 @@ def plot_action_window(
         axes[0].legend(loc="upper right", fontsize="small")
         axes[-1].set_xlabel("dt_s [s] (since run start)")
         unit = f" {spec_unit}" if spec_unit else ""
+        old, new = shown_apart(action["old_value"], action["new_value"], _fmt)
         fig.suptitle(
             f"run {_short(run_name)!r} · action {action['action_idx']} at {t:.3f} s\n"
-            f"{_short(action['spec_label'])}: {_fmt(action['old_value'])}{unit}"
-            f" → {_fmt(action['new_value'])}{unit}",
+            f"{_short(action['spec_label'])}: {_short(old)}{unit} → {_short(new)}{unit}",
             parse_math=False,
         )
         _save(fig, out)

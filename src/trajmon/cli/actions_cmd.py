@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from ..channels import INT64_MAX
+from ..detection import shown_apart
 from ..queries import get_action, list_actions, resolve_run
 from ..windows import rows_of, window_columns
 from .common import (
@@ -27,9 +28,13 @@ from .common import (
     reading,
 )
 
-__all__ = ["actions_app", "print_actions"]
+__all__ = ["LONG_LIST", "actions_app", "print_actions"]
 
 actions_app = typer.Typer(help="List and inspect detected operator actions.", no_args_is_help=True)
+
+#: Actions beyond which ``actions list`` says, before it draws, that the table takes seconds:
+#: rich draws about 2 000 rows a second, and only then does anything appear.
+LONG_LIST = 5000
 
 RunOption = Annotated[
     str | None, typer.Option("--run", help="Run name (default: the most recent run).")
@@ -41,9 +46,7 @@ def print_actions(actions: list[dict[str, Any]], title: str) -> None:
     for col in ("idx", "dt_s", "spec", "old", "new", "delta", "window"):
         table.add_column(col, justify="right" if col in ("idx", "dt_s", "delta") else "left")
     for a in actions:
-        old, new = fmt_value(a["old_value"]), fmt_value(a["new_value"])
-        if old == new and isinstance(a["old_value"], float):  # six digits hid the change
-            old, new = fmt_value(a["old_value"], repr), fmt_value(a["new_value"], repr)
+        old, new = shown_apart(a["old_value"], a["new_value"], fmt_value)
         table.add_row(
             str(a["action_idx"]),
             f"{a['dt_s']:.3f}",
@@ -79,6 +82,10 @@ def list_cmd(
     for option, value in (("--since", since), ("--until", until)):
         if value is not None and math.isnan(value):
             fail(f"{option} must be a number of seconds, got {value}")
+    if since is not None and until is not None and since > until:  # swapped: an empty list
+        # would read as "nothing was touched in between"
+        first, then = shown_apart(since, until, lambda s: f"{s:g}")
+        fail(f"--since {first} is after --until {then}: no time lies between them")
     with reading(db) as conn:
         ref = resolve_run(conn, run)
         actions = list_actions(
@@ -86,8 +93,14 @@ def list_cmd(
         )
     if json_out:
         print_json({"run_name": ref.run_name, "actions": actions})
-    else:
-        print_actions(actions, f"actions of run {ref.run_name!r} ({len(actions)})")
+        return
+    if len(actions) > LONG_LIST:  # said first: a night's 50 000 drew for 25 s with no word
+        err_console.print(
+            f"note: {len(actions)} actions; the table takes a while to draw (about 0.5 ms a"
+            " row): --last N, --spec, --since/--until narrow it, --json is quicker",
+            markup=False,
+        )
+    print_actions(actions, f"actions of run {ref.run_name!r} ({len(actions)})")
 
 
 def _print_window(kind: str, groups: list[dict[str, Any]]) -> None:
