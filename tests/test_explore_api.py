@@ -115,6 +115,12 @@ async def test_cancelling_a_recording_commits_what_was_read_and_marks_it_interru
 
     async def until_an_uncommitted_action() -> None:
         await first_samples(recorder)
+        # The writer's schedule starts at the clock's time once its connection is ready (a hop
+        # to aiosqlite's thread). Time moved before then (a loaded machine) started it late, and
+        # its first commit took every sample: nothing was left uncommitted. Both pollers and the
+        # writer asleep on the clock: the writer's next commit is 1 s (its heartbeat) away.
+        with anyio.fail_after(5):
+            await clock.wait_for_sleepers(len(recorder.stats) + 1)
         await ticks(recorder, clock, 2)
         bench.knob_value = 0.75
         await ticks(recorder, clock, 1)

@@ -173,6 +173,10 @@ async def test_the_documented_copy_of_a_live_database_holds_its_last_commit(
         with anyio.fail_after(10):
             while recorder.stats[0].samples_committed < 10:
                 await clock.advance(0.01)
+                # Both pollers and the writer asleep on the clock before it moves on: moved
+                # while a commit ran on aiosqlite's thread (a loaded machine), time passed
+                # ticks whose samples the writer committed next — during the copy below.
+                await clock.wait_for_sleepers(3)
         sql = documented_copy_sql(copy)
         with closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as conn:
             conn.execute(sql)

@@ -108,6 +108,7 @@ class FakeClock:
         self._wall_offset = wall_start - start
         self._sleepers: list[tuple[float, int, anyio.Event]] = []
         self._seq = itertools.count()
+        self._slept: anyio.Event | None = None  # set when a task begins to sleep
 
     def monotonic(self) -> float:
         return self._now
@@ -119,6 +120,20 @@ class FakeClock:
     def sleepers(self) -> int:
         return len(self._sleepers)
 
+    async def wait_for_sleepers(self, count: int) -> None:
+        """Wait until at least ``count`` tasks sleep on this clock.
+
+        A task waiting on a worker thread (an instrument read, an aiosqlite commit) is not
+        parked on the clock, and :meth:`advance` cannot wait for it: moved meanwhile, time jumps
+        past the deadline that task was about to compute from it (on a loaded machine, a commit
+        took every sample its schedule should have left for later). Once every task a test
+        knows of sleeps here, none is busy elsewhere and time can move.
+        """
+        while len(self._sleepers) < count:
+            if self._slept is None:
+                self._slept = anyio.Event()
+            await self._slept.wait()
+
     async def sleep_until(self, deadline: float) -> None:
         if deadline <= self._now:
             await anyio.lowlevel.checkpoint()
@@ -126,6 +141,9 @@ class FakeClock:
         event = anyio.Event()
         entry = (deadline, next(self._seq), event)
         heapq.heappush(self._sleepers, entry)
+        if self._slept is not None:
+            self._slept.set()
+            self._slept = None
         try:
             await event.wait()
         finally:
