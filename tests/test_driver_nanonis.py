@@ -21,6 +21,7 @@ from qcodes.parameters import Parameter
 from simulators.stm_model import SIGNAL_NAMES, STMModel
 from simulators.threaded_server import ThreadedNanonisServer
 from trajmon.drivers.nanonis import SIGNAL_CHANNELS, NanonisError, NanonisSTM
+from trajmon.drivers.nanonis_params import SPECS
 from trajmon.drivers.nanonis_protocol import (
     COMMANDS,
     HEADER_SIZE,
@@ -183,6 +184,29 @@ def test_snapshot_is_batched_and_names_the_endpoint(stm: NanonisSTM, server: Thr
     before = server.server.total_requests
     stm.snapshot(update=False)
     assert server.server.total_requests == before
+
+
+@pytest.mark.parametrize(
+    ("update", "every"), [("Never", False), ("Only_invalid", False), ("All", True)]
+)
+def test_snapshot_takes_the_update_names_of_newer_qcodes(
+    stm: NanonisSTM, monkeypatch: pytest.MonkeyPatch, update: str, every: bool
+) -> None:
+    """QCoDeS 0.59+ (what Python 3.12+ installs) hands ``update`` on as a name: "Never" and
+    "Only_invalid" were read as truthy, and every snapshot read every spec. Only this driver's
+    batched read is counted; QCoDeS's own part is left out (0.58 has no names)."""
+    stm.snapshot(update=True)  # every cache valid
+    counted: list[int] = []
+    batched = NanonisSTM.get_many
+
+    def get_many(self: NanonisSTM, params: list[Parameter]) -> list[object]:
+        counted.append(len(params))
+        return batched(self, params)
+
+    monkeypatch.setattr(NanonisSTM, "get_many", get_many)
+    monkeypatch.setattr(Instrument, "snapshot_base", lambda self, **_: {})
+    stm.snapshot_base(update=update)  # type: ignore[arg-type]  # the newer QCoDeS' names
+    assert sum(counted) == (len(SPECS) if every else 0)
 
 
 def test_error_reply_fails_only_the_affected_entries(

@@ -15,8 +15,8 @@ from typing import Any
 import anyio
 import pytest
 from pydantic import ValidationError
-from qcodes import Station
 from qcodes.instrument import Instrument
+from qcodes.station import Station
 from qcodes.validators import Bool, Ints, Numbers
 
 from trajmon import (
@@ -212,7 +212,8 @@ async def test_a_recorder_is_single_use_and_a_stop_before_the_start_is_kept(
     assert summary.status == "interrupted" and summary.signal_samples == 0
     with pytest.raises(RunExistsError, match="'early' is already used"):
         await recorder.run()
-    assert [r["run_name"] for r in list_runs(connect_readonly(db_path))] == ["early"]
+    with closing(connect_readonly(db_path)) as conn:  # Python 3.13 warns of an unclosed one
+        assert [r["run_name"] for r in list_runs(conn)] == ["early"]
 
 
 # -- a hung driver -------------------------------------------------------------------------------

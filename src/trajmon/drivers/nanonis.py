@@ -186,11 +186,16 @@ class NanonisSTM(Instrument):
     def snapshot_base(
         self, update: bool | None = False, params_to_skip_update: Sequence[str] | None = None
     ) -> dict[Any, Any]:
-        """Snapshot with batched reads: update=True costs seven requests, not fourteen."""
+        """Snapshot with batched reads: update=True costs seven requests, not fourteen.
+
+        QCoDeS 0.59+ (on Python 3.12+) passes ``update`` on as ``"All"``, ``"Only_invalid"`` or
+        ``"Never"``: read as truthy, "Never" made every snapshot read all seven."""
         skip = list(params_to_skip_update or ())
-        if update is not False:
+        mode: object = update  # a bool, None, or one of the newer names
+        if mode not in (False, "Never"):
+            every = mode is True or mode == "All"
             todo = [self.parameters[s.name] for s in SPECS if s.name not in skip]
-            todo = [p for p in todo if update or not p.cache.valid]
+            todo = [p for p in todo if every or not p.cache.valid]
             self.get_many(todo)
             skip += [p.short_name for p in todo]  # already attempted once; don't retry one by one
         return super().snapshot_base(update=update, params_to_skip_update=skip)
