@@ -205,7 +205,7 @@ def test_snapshot_takes_the_update_names_of_newer_qcodes(
 
     monkeypatch.setattr(NanonisSTM, "get_many", get_many)
     monkeypatch.setattr(Instrument, "snapshot_base", lambda self, **_: {})
-    stm.snapshot_base(update=update)  # type: ignore[arg-type]  # the newer QCoDeS' names
+    stm.snapshot_base(update=update)
     assert sum(counted) == (len(SPECS) if every else 0)
 
 

@@ -184,21 +184,22 @@ class NanonisSTM(Instrument):
         return out
 
     def snapshot_base(
-        self, update: bool | None = False, params_to_skip_update: Sequence[str] | None = None
+        self, update: bool | str | None = False, params_to_skip_update: Sequence[str] | None = None
     ) -> dict[Any, Any]:
         """Snapshot with batched reads: update=True costs seven requests, not fourteen.
 
         QCoDeS 0.59+ (on Python 3.12+) passes ``update`` on as ``"All"``, ``"Only_invalid"`` or
-        ``"Never"``: read as truthy, "Never" made every snapshot read all seven."""
+        ``"Never"``: read as truthy, "Never" made every snapshot read all seven. The type takes
+        both versions' (0.58 has only bool and None), and goes to QCoDeS as it came."""
         skip = list(params_to_skip_update or ())
-        mode: object = update  # a bool, None, or one of the newer names
-        if mode not in (False, "Never"):
-            every = mode is True or mode == "All"
+        if update not in (False, "Never"):
+            every = update is True or update == "All"
             todo = [self.parameters[s.name] for s in SPECS if s.name not in skip]
             todo = [p for p in todo if every or not p.cache.valid]
             self.get_many(todo)
             skip += [p.short_name for p in todo]  # already attempted once; don't retry one by one
-        return super().snapshot_base(update=update, params_to_skip_update=skip)
+        as_given: Any = update  # QCoDeS' own type for it differs between 0.58 and 0.59+
+        return super().snapshot_base(update=as_given, params_to_skip_update=skip)
 
     def close(self) -> None:
         """Close the socket, then let QCoDeS unregister the instrument."""
