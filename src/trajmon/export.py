@@ -35,8 +35,17 @@ from typing import Any
 
 from .channels import INT64_MIN, decode_value, unique_name
 from .export_meta import run_document, run_metadata
+from .export_range import DtRange, count_rows, dt_range, group_rows, sample_filter, streak_overlaps
 from .export_sinks import EXTENSIONS, Column, ColumnKind, Format, MetaValue, Sink, open_sink
-from .export_values import beyond_int64, block_rows, decode_column, joined, netcdf_fills
+from .export_values import (
+    beyond_int64,
+    block_rows,
+    columns_of,
+    decode_column,
+    fetch_chunks,
+    joined,
+    netcdf_fills,
+)
 from .files import safe_filename
 from .gcpause import gc_paused
 from .queries import QueryError, RunRef
@@ -83,6 +92,9 @@ class ExportResult:
     rows: dict[str, int] = field(default_factory=dict)
     #: What the files do not hold as recorded (ints beyond int64 in Parquet or netCDF).
     warnings: list[str] = field(default_factory=list)
+    #: The ``dt_s`` range exported (``None``: open on that side; both: the whole run).
+    since: float | None = None
+    until: float | None = None
 
 
 def _run_dir(out: Path, run_name: str) -> Path:
@@ -91,31 +103,6 @@ def _run_dir(out: Path, run_name: str) -> Path:
     if target.resolve().parent != out_resolved:  # e.g. a planted symlink
         raise ExportError(f"refusing to export outside {out}: {target} resolves elsewhere")
     return target
-
-
-def count_rows(conn: sqlite3.Connection, ref: RunRef) -> int:
-    """Sample rows the export will write (from the segments index: no table scan)."""
-    (n,) = conn.execute(
-        "SELECT coalesce(sum(rows), 0) FROM segments WHERE run_id = ?", (ref.run_id,)
-    ).fetchone()
-    return int(n)
-
-
-def _fetch(
-    conn: sqlite3.Connection, sql: str, args: tuple[Any, ...], chunk_rows: int
-) -> Iterator[list[tuple[Any, ...]]]:
-    cur = conn.cursor()
-    cur.row_factory = None  # plain tuples: cheaper than sqlite3.Row per sample
-    cur.execute(sql, args)
-    while rows := cur.fetchmany(chunk_rows):
-        yield rows
-    cur.close()
-
-
-def _columns_of(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
-    # Columns stay the tuples zip() builds in C; sinks only iterate them.
-    columns: list[Any] = list(zip(*rows, strict=True)) if rows else [[] for _ in range(width)]
-    return columns
 
 
 class _Exporter:
@@ -127,12 +114,13 @@ class _Exporter:
         directory: Path,
         chunk_rows: int,
         progress: Callable[[int], None] | None,
+        rng: DtRange,
     ) -> None:
         self.conn, self.ref, self.fmt, self.dir = conn, ref, fmt, directory
-        self.chunk_rows, self.progress = chunk_rows, progress
+        self.chunk_rows, self.progress, self.rng = chunk_rows, progress, rng
         self.ext = EXTENSIONS[fmt]
-        self.result = ExportResult(ref.run_name, fmt, directory)
-        self.run_meta = run_metadata(conn, ref)
+        self.result = ExportResult(ref.run_name, fmt, directory, since=rng.since, until=rng.until)
+        self.run_meta = {**run_metadata(conn, ref), **rng.metadata()}  # a slice says so
         self.meta: dict[str, MetaValue] = self.run_meta
 
     def path(self, stem: str) -> Path:
@@ -202,10 +190,11 @@ class _Exporter:
             " ON g.run_id = c.run_id AND g.group_id = c.group_id WHERE c.run_id = ?"
             " ORDER BY c.channel_id"
         )
-        self.rows_as_stored(path, cols, sql, "channel_id")
+        self.rows_as_stored(path, cols, sql, "channel_id", (self.ref.run_id,))
 
     def errors(self, path: Path) -> None:
-        """Why the gaps are there: a streak's first and latest failed read, and how many."""
+        """Why the gaps are there: a streak's first and latest failed read, and how many; of a
+        range, the streaks that overlap it (one that began before it may explain its gaps)."""
         cols = [
             Column("error_idx", "int", has_nulls=False),
             Column("dt_s", "float", "s", has_nulls=False),
@@ -219,18 +208,20 @@ class _Exporter:
         ]
         sql = (
             "SELECT error_idx, dt_s, channel, instrument, error_type, message,"
-            f" {error_columns(self.conn)} FROM monitor_errors WHERE run_id = ?"
-            " ORDER BY error_idx"
+            f" {error_columns(self.conn)} FROM monitor_errors WHERE run_id = ?1"
+            f" AND {streak_overlaps(self.conn)} ORDER BY error_idx"
         )
-        self.rows_as_stored(path, cols, sql, "error_idx")
+        self.rows_as_stored(path, cols, sql, "error_idx", (self.ref.run_id, *self.rng.ends))
 
-    def rows_as_stored(self, path: Path, cols: list[Column], sql: str, index: str) -> None:
-        """A catalog table's rows, written as SQLite gives them (``sql`` takes the run id)."""
+    def rows_as_stored(
+        self, path: Path, cols: list[Column], sql: str, index: str, args: tuple[Any, ...]
+    ) -> None:
+        """A catalog table's rows, written as SQLite gives them."""
         chunks = (
-            _columns_of(rows, len(cols))
-            for rows in _fetch(self.conn, sql, (self.ref.run_id,), self.chunk_rows)
+            columns_of(rows, len(cols))
+            for rows in fetch_chunks(self.conn, sql, args, self.chunk_rows)
         )
-        (total,) = self.conn.execute(f"SELECT count(*) FROM ({sql})", (self.ref.run_id,)).fetchone()
+        (total,) = self.conn.execute(f"SELECT count(*) FROM ({sql})", args).fetchone()
         self.stream(path, cols, index, chunks, path.stem, total)
 
     def actions(self, path: Path) -> None:
@@ -253,20 +244,21 @@ class _Exporter:
             " a.spec_label, c.unit, c.value_type, a.old_value, a.new_value, a.delta,"
             " a.window_start_s, a.window_end_s FROM actions a LEFT JOIN channels c"
             " ON c.run_id = a.run_id AND c.channel_id = a.channel_id WHERE a.run_id = ?"
-            " ORDER BY a.action_idx"
+            " AND a.dt_s BETWEEN ? AND ? ORDER BY a.action_idx"
         )
+        args = (self.ref.run_id, *self.rng.ends)
 
         def decoded() -> Iterator[list[list[Any]]]:
-            for rows in _fetch(self.conn, sql, (self.ref.run_id,), self.chunk_rows):
+            for rows in fetch_chunks(self.conn, sql, args, self.chunk_rows):
                 out = []
                 for r in rows:
                     vtype = r[7] or "any"
                     old, new = decode_value(vtype, r[8]), decode_value(vtype, r[9])
                     out.append((*r[:7], old, new, *r[10:]))
-                yield _columns_of(out, len(cols))
+                yield columns_of(out, len(cols))
 
         (total,) = self.conn.execute(
-            "SELECT count(*) FROM actions WHERE run_id = ?", (self.ref.run_id,)
+            "SELECT count(*) FROM actions WHERE run_id = ? AND dt_s BETWEEN ? AND ?", args
         ).fetchone()
         self.stream(path, cols, "action_idx", decoded(), "actions", total)
 
@@ -284,9 +276,10 @@ class _Exporter:
         table = quote_ident(g["table_name"])
         labels = [quote_ident(c["label"]) for c in chans]
         types = [str(c["value_type"]) for c in chans]
+        where, args = sample_filter(self.conn, self.ref, gid, self.rng)
         nulls, fills = [True] * len(chans), [INT64_MIN] * len(chans)
         if self.fmt == "netcdf" and chans:  # netCDF ints and bools: a fill only if needed
-            nulls, fills = netcdf_fills(self.conn, table, labels, types)
+            nulls, fills = netcdf_fills(self.conn, table, labels, types, where, args)
         cols = [
             Column("sample_idx", "int", has_nulls=False),
             Column("dt_s", "float", "s", {"long_name": _DT_LONG_NAME}),
@@ -305,13 +298,13 @@ class _Exporter:
             )
         sql = (
             f"SELECT sample_idx, dt_s, read_s{''.join(', ' + q for q in labels)}"
-            f" FROM {table} ORDER BY sample_idx"
+            f" FROM {table}{where} ORDER BY sample_idx"
         )
         lost = [0] * len(types)  # per channel: ints no int64 holds (CSV writes them exact)
 
         def decoded() -> Iterator[list[list[Any]]]:
-            for rows in _fetch(self.conn, sql, (), self.chunk_rows):
-                columns = _columns_of(rows, len(cols))
+            for rows in fetch_chunks(self.conn, sql, args, self.chunk_rows):
+                columns = columns_of(rows, len(cols))
                 for i, vtype in enumerate(types, start=3):
                     stored, columns[i] = columns[i], decode_column(vtype, columns[i])
                     if vtype == "int" and columns[i] is not stored:  # it held a blob
@@ -324,9 +317,12 @@ class _Exporter:
             "trajmon_kind": g["kind"],
             "interval_s": float(g["interval_s"]),  # the sink spells it (Parquet: text)
         }
-        # sample_idx has no holes: the last one gives the count without a scan
-        (last,) = self.conn.execute(f"SELECT max(sample_idx) FROM {table}").fetchone()
-        self.stream(path, cols, "dt_s", decoded(), f"group:{gid}", 0 if last is None else last + 1)
+        if self.rng.whole:  # sample_idx has no holes: the last one gives the count, no scan
+            (last,) = self.conn.execute(f"SELECT max(sample_idx) FROM {table}").fetchone()
+            total = 0 if last is None else last + 1
+        else:
+            total = group_rows(self.conn, self.ref, gid, g["table_name"], self.rng)
+        self.stream(path, cols, "dt_s", decoded(), f"group:{gid}", total)
         written_as = {"parquet": "null", "netcdf": "the fill value (read back as missing)"}
         for c, n in zip(chans, lost, strict=True):
             if n and self.fmt in written_as:  # as a failed read would be: say so
@@ -345,10 +341,17 @@ def export_run(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
+    since: float | None = None,
+    until: float | None = None,
 ) -> ExportResult:
-    """Write the run's samples, actions, errors, catalog and run document under ``out``."""
+    """Write the run's samples, actions, errors, catalog and run document under ``out``.
+
+    With ``since`` and/or ``until`` (seconds of ``dt_s``, as ``list_actions`` takes them), only
+    part of the run: the samples and actions with ``since <= dt_s <= until``, the error streaks
+    that overlap that range, the whole catalog; the files record the range."""
     if not 1 <= chunk_rows <= MAX_CHUNK_ROWS:
         raise ValueError(f"chunk_rows must be between 1 and {MAX_CHUNK_ROWS}")
+    rng = dt_range(since, until)
     directory = _run_dir(out, ref.run_name)
     # One read transaction: a consistent snapshot of a live run (the caller's, if it has one:
     # the CLI looks the run up and counts its rows in the same snapshot).
@@ -357,7 +360,8 @@ def export_run(
         conn.execute("BEGIN")
     try:
         document = run_document(conn, ref)  # as of the snapshot: later, a live run read crashed
-        ex = _Exporter(conn, ref, fmt, directory, chunk_rows, progress)
+        document["export_range"] = rng.as_json()  # the files may hold only part of the run
+        ex = _Exporter(conn, ref, fmt, directory, chunk_rows, progress, rng)
         targets = ex.targets()
         # run.json is shared by the formats and always rewritten; data files are not.
         existing = [p for p in targets.values() if p.exists()]

@@ -20,7 +20,9 @@ __all__ = [
     "FILL_AS_FLOAT",
     "beyond_int64",
     "block_rows",
+    "columns_of",
     "decode_column",
+    "fetch_chunks",
     "fits_int64",
     "free_fill",
     "joined",
@@ -40,6 +42,25 @@ def block_rows(chunk_rows: int, total: int) -> int:
     """Rows per write (a Parquet row group) for a file of ``total`` rows read in chunks of
     ``chunk_rows``: the chunk, unless that makes more than :data:`MAX_BLOCKS` writes."""
     return max(chunk_rows, min(MIN_BLOCK_ROWS, -(-total // MAX_BLOCKS)))
+
+
+def fetch_chunks(
+    conn: sqlite3.Connection, sql: str, args: tuple[Any, ...], chunk_rows: int
+) -> Iterator[list[tuple[Any, ...]]]:
+    """The rows of ``sql``, ``chunk_rows`` at a time."""
+    cur = conn.cursor()
+    cur.row_factory = None  # plain tuples: cheaper than sqlite3.Row per sample
+    cur.execute(sql, args)
+    while rows := cur.fetchmany(chunk_rows):
+        yield rows
+    cur.close()
+
+
+def columns_of(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """A chunk of rows as ``width`` columns."""
+    # Columns stay the tuples zip() builds in C; sinks only iterate them.
+    columns: list[Any] = list(zip(*rows, strict=True)) if rows else [[] for _ in range(width)]
+    return columns
 
 
 def text_value(value: Any) -> str | None:
@@ -104,7 +125,9 @@ def beyond_int64(values: Iterable[Any]) -> int:
     return sum(1 for v in values if v is not None and not fits_int64(v))
 
 
-def free_fill(conn: sqlite3.Connection, table: str, column: str) -> int:
+def free_fill(
+    conn: sqlite3.Connection, table: str, column: str, where: str = "", args: tuple[Any, ...] = ()
+) -> int:
     """The fill value of a netCDF int variable with gaps, for ``column`` (quoted) of ``table``
     (quoted): the smallest int64 that no recorded value equals, also once both are rounded to
     float64.
@@ -112,12 +135,15 @@ def free_fill(conn: sqlite3.Connection, table: str, column: str) -> int:
     A reader masks every value equal to the fill, so a recorded ``-2**63`` under the usual fill
     ``-2**63`` read back as a failed read; and xarray turns the variable into float64 before it
     compares, so ``-2**63 + 1`` would too (both round to ``-2.0**63``). One sorted pass, only
-    for a column holding such a value.
+    for a column holding such a value. ``where`` (a ``WHERE`` clause taking ``args``, or
+    empty) limits it to the rows exported: a slice of the run.
     """
     fill = float(INT64_MIN)
+    test = f"typeof({column}) = 'integer'"
     cur = conn.execute(
         f"SELECT DISTINCT CAST({column} AS REAL) FROM {table}"
-        f" WHERE typeof({column}) = 'integer' ORDER BY 1"
+        f"{where + ' AND ' if where else ' WHERE '}{test} ORDER BY 1",
+        args,
     )
     try:
         for (value,) in cur:
@@ -136,7 +162,12 @@ FILL_AS_FLOAT = repr(float(INT64_MIN))
 
 
 def netcdf_fills(
-    conn: sqlite3.Connection, table: str, columns: list[str], types: list[str]
+    conn: sqlite3.Connection,
+    table: str,
+    columns: list[str],
+    types: list[str],
+    where: str = "",
+    args: tuple[Any, ...] = (),
 ) -> tuple[list[bool], list[int]]:
     """Which of ``columns`` (quoted) of ``table`` (quoted) need a netCDF fill value, and the
     int columns' fill, in one scan. An int beyond int64 (stored as a blob) is written as the
@@ -146,7 +177,8 @@ def netcdf_fills(
     Only int and bool columns are scanned: a float variable marks a gap as NaN and a string one
     as empty, fill value or not, so they are answered "may have gaps" unread. A group of float
     signals was scanned whole before its first row was written (2.3 s for 10M rows, the
-    progress bar at 0, a Ctrl-C waiting for it to end) for an answer the file never used."""
+    progress bar at 0, a Ctrl-C waiting for it to end) for an answer the file never used.
+    ``where`` (taking ``args``) scans only the rows exported (:func:`free_fill`)."""
     nulls, fills = [True] * len(columns), [INT64_MIN] * len(columns)
     scanned = [i for i, value_type in enumerate(types) if value_type in ("int", "bool")]
     if not scanned:
@@ -159,11 +191,11 @@ def netcdf_fills(
             f"typeof({q}) = 'integer' AND CAST({q} AS REAL) = {FILL_AS_FLOAT}" if is_int else "0"
         )
     counts = conn.execute(
-        f"SELECT {', '.join(f'coalesce(sum({t}), 0)' for t in tests)} FROM {table}"
+        f"SELECT {', '.join(f'coalesce(sum({t}), 0)' for t in tests)} FROM {table}{where}", args
     ).fetchone()
     for i, n, taken in zip(scanned, counts[0::2], counts[1::2], strict=True):
         nulls[i] = bool(n)
-        fills[i] = free_fill(conn, table, columns[i]) if n and taken else INT64_MIN
+        fills[i] = free_fill(conn, table, columns[i], where, args) if n and taken else INT64_MIN
     return nulls, fills
 
 

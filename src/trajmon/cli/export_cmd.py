@@ -13,6 +13,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..export import DEFAULT_CHUNK_ROWS, MAX_CHUNK_ROWS, count_rows, export_run
+from ..export_range import dt_range, recorded_span
 from ..queries import resolve_run
 from .common import (
     EXIT_SIGINT,
@@ -97,14 +98,30 @@ def export(
             help="Rows read and written per chunk.",
         ),
     ] = DEFAULT_CHUNK_ROWS,
+    since: Annotated[
+        float | None, typer.Option("--since", help="Only dt_s >= S (seconds since the start).")
+    ] = None,
+    until: Annotated[float | None, typer.Option("--until", help="Only dt_s <= S.")] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Export a run's samples, actions, errors and channel catalog, with units."""
+    try:
+        rng = dt_range(since, until, "--")
+    except ValueError as exc:
+        fail(str(exc))
     if out.exists() and not out.is_dir():
         fail(f"--out {out} is not a directory")
     with reading(db) as conn:
         ref = resolve_run(conn, run)
-        total = count_rows(conn, ref)
+        total = count_rows(conn, ref, rng)
+        if not total and not rng.whole:  # said, not refused: its actions and errors may be
+            first, last = recorded_span(conn, ref)  # what was asked for
+            span = "none were recorded" if first is None else f"{first:.3f} .. {last:.3f} s"
+            err_console.print(
+                f"note: no samples in {rng.text()} (the run's samples: {span});"
+                " the sample files hold no rows",
+                markup=False,
+            )
         with (
             _progress(total, f"exporting {ref.run_name}") as progress,
             _stopped_like_ctrl_c() as sig,
@@ -118,6 +135,8 @@ def export(
                     chunk_rows=chunk_rows,
                     overwrite=overwrite,
                     progress=progress,
+                    since=rng.since,
+                    until=rng.until,
                 )
             except OSError as exc:
                 fail(f"cannot write the export: {exc}", 1)
@@ -134,11 +153,14 @@ def export(
                 "directory": str(result.directory),
                 "files": [{"path": str(p), "rows": result.rows.get(p.name)} for p in result.files],
                 "warnings": result.warnings,
+                "range": rng.as_json(),
             }
         )
         return
+    part = "" if rng.whole else f" ({rng.text()})"
     console.print(
-        f"exported run {result.run_name!r} as {result.format} to {result.directory}/", markup=False
+        f"exported run {result.run_name!r}{part} as {result.format} to {result.directory}/",
+        markup=False,
     )
     for p in result.files:
         rows = result.rows.get(p.name)
