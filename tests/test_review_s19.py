@@ -80,3 +80,29 @@ def test_json_outputs_name_the_database_by_one_absolute_path(
     listed = invoke("runs", "--db", "x.db", "--json")
     assert json.loads(ran.stdout)["db"] == json.loads(listed.stdout)["db"]
     assert json.loads(listed.stdout)["db"] == str(tmp_path.resolve() / "x.db")
+
+
+def test_status_says_a_heartbeat_lies_ahead_of_the_clock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that crashed before the computer's clock was set back an hour kept a heartbeat
+    an hour ahead: `status` showed it running, "last heartbeat 0.0 s ago", for that hour."""
+    import json
+    import sqlite3
+    import time
+    from contextlib import closing
+
+    from test_operator_cli import invoke
+
+    monkeypatch.chdir(tmp_path)
+    invoke("run", "--sim", "--duration", "0.3", "--db", "x.db", "--run-name", "a")
+    with closing(sqlite3.connect("x.db")) as conn, conn:
+        conn.execute(
+            "UPDATE runs SET status = 'running', ended_utc = NULL, heartbeat_epoch = ?",
+            (time.time() + 3600,),
+        )
+    doc = json.loads(invoke("status", "--db", "x.db", "--json").stdout)
+    assert -3600 < doc["heartbeat_age_s"] < -3500
+    text = " ".join(invoke("status", "--db", "x.db").stdout.split())
+    assert "s ahead of this computer's clock (it was set back)" in text, text
+    assert "0.0 s ago" not in text

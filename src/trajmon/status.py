@@ -36,12 +36,17 @@ def run_status(conn: sqlite3.Connection, ref: RunRef, now: float | None = None) 
     run = conn.execute("SELECT * FROM runs WHERE run_id = ?", (ref.run_id,)).fetchone()
     status = effective_status(run, now)
     beat_epoch = run["heartbeat_epoch"]
-    beat_age = None if beat_epoch is None else max(now - float(beat_epoch), 0.0)
+    # Negative: the heartbeat lies ahead of this computer's clock (set back since it was
+    # written). A live recorder's next beat is written by the clock as it is now, so one that
+    # stays ahead is a run that stopped beating before the clock was set back.
+    beat_age = None if beat_epoch is None else now - float(beat_epoch)
+    if beat_age is not None and beat_age > -1.0:  # a beat committed after ``now`` was taken
+        beat_age = max(beat_age, 0.0)
     beat_dt = run["heartbeat_dt_s"]
     # Counters on the rows are as of the last commit: rates divide by that commit's dt_s.
     counted_until = run["end_dt_s"] if run["end_dt_s"] is not None else beat_dt
     if status == "running" and beat_dt is not None and beat_age is not None:
-        elapsed: float | None = float(beat_dt) + beat_age
+        elapsed: float | None = float(beat_dt) + max(beat_age, 0.0)
     else:
         elapsed = counted_until
     groups = []

@@ -86,10 +86,16 @@ def render_status(doc: dict[str, Any]) -> RenderableType:
     )
     if doc["status"] in ("running", "crashed") or doc.get("ended_utc") is None:
         # Liveness only means something for a run that has not recorded its end.
+        age = doc["heartbeat_age_s"]
         when = (
-            f"last heartbeat {_num(doc['heartbeat_age_s'], suffix=' s')} ago"
+            f"last heartbeat {_num(age, suffix=' s')} ago"
             f" (crashed if older than {doc['stale_after_s']:g} s)"
         )
+        if age is not None and age < -1.0:  # more than a beat ahead: no live run writes that
+            when = (
+                f"last heartbeat {-age:.1f} s ahead of this computer's clock (it was set back):"
+                " crashed, unless a heartbeat comes in the next seconds"
+            )
     else:
         when = f"ended {doc['ended_utc']}"
     beat = Text(
