@@ -6,7 +6,6 @@ the waits are for that socket to be reached, never for a fixed time.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import signal
@@ -18,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from fake_controllers import FakeController
 from procs import ENV, TRAJMON, run_args
 
 from trajmon.cli.connect import connect_nanonis
@@ -53,40 +53,23 @@ def _close(header: bytes) -> bytes | None:
     return None
 
 
-class Controller:
-    """Accepts connections on 127.0.0.1 and gives each request ``answer``; ``silent`` answers
-    nothing until the test ends. ``accepted`` is set at the first connection."""
+class Controller(FakeController):
+    """Gives each request ``answer``; ``silent`` answers nothing until the test ends.
+    ``accepted`` is set at the first connection."""
 
     def __init__(self, answer: Answer | None) -> None:
         self.answer = answer
         self.accepted = threading.Event()
-        self.done = threading.Event()
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self._listener.getsockname()[1]
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return  # closed
-            self.accepted.set()
-            with conn:
-                if self.answer is None:
-                    self.done.wait(60)
-                    continue
-                header = conn.recv(HEADER_SIZE, socket.MSG_WAITALL)
-                out = self.answer(header)
-                with contextlib.suppress(OSError):
-                    if out is not None:
-                        conn.sendall(out)
-
-    def close(self) -> None:
-        self.done.set()
-        self._listener.close()
-        self._thread.join(timeout=5)
+    def serve(self, conn: socket.socket) -> None:
+        self.accepted.set()
+        if self.answer is None:
+            self.done.wait(60)
+            return
+        out = self.answer(conn.recv(HEADER_SIZE, socket.MSG_WAITALL))
+        if out is not None:
+            conn.sendall(out)
 
 
 @pytest.fixture

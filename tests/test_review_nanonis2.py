@@ -7,14 +7,13 @@ are for those sockets, the reconnect backoff runs on an injected clock.
 
 from __future__ import annotations
 
-import contextlib
 import re
 import socket
 import struct
-import threading
 from collections.abc import Callable, Iterator
 
 import pytest
+from fake_controllers import FakeController
 from qcodes.instrument import Instrument
 from test_driver_nanonis import FakeClock
 
@@ -35,37 +34,20 @@ from trajmon.drivers.nanonis_protocol import (
 SSH_BANNER = b"SSH-2.0-OpenSSH_9\r\n"
 
 
-class Banner:
+class Banner(FakeController):
     """Sends ``text`` to every connection, reads the request, then closes it (``close``) or
     keeps it open and silent until the test ends."""
 
     def __init__(self, text: bytes, close: bool) -> None:
         self.text = text
         self.close_after = close
-        self.done = threading.Event()
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self._listener.getsockname()[1]
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return  # closed
-            with conn, contextlib.suppress(OSError):
-                conn.sendall(self.text)
-                conn.recv(HEADER_SIZE, socket.MSG_WAITALL)
-                if not self.close_after:
-                    self.done.wait(60)
-
-    def close(self) -> None:
-        self.done.set()
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
-        self._listener.close()
-        self._thread.join(timeout=5)
+    def serve(self, conn: socket.socket) -> None:
+        conn.sendall(self.text)
+        conn.recv(HEADER_SIZE, socket.MSG_WAITALL)
+        if not self.close_after:
+            self.done.wait(60)
 
 
 @pytest.fixture
@@ -232,35 +214,23 @@ def test_the_driver_takes_a_bracketed_ipv6_address() -> None:
 # -- 5. a reply longer than the layout read ------------------------------------------------------
 
 
-class OneReply:
+class OneReply(FakeController):
     """A controller that answers ``Signals.NamesGet`` normally and every other request with
     ``body`` (under the request's own name), keeping the connection open."""
 
     def __init__(self, body: bytes) -> None:
         self.body = body
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self._listener.getsockname()[1]
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        with contextlib.suppress(OSError):
-            conn, _ = self._listener.accept()
-            with conn:
-                while len(header := conn.recv(HEADER_SIZE, socket.MSG_WAITALL)) == HEADER_SIZE:
-                    command, size, _ = decode_header(header)
-                    if size:
-                        conn.recv(size, socket.MSG_WAITALL)
-                    body = self.body
-                    if command == "Signals.NamesGet":
-                        body = pack_body(("str[]",), [["Current (A)"]]) + encode_error()
-                    conn.sendall(encode_reply_header(command, len(body)) + body)
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
-        self._thread.join(timeout=5)
+    def serve(self, conn: socket.socket) -> None:
+        while len(header := conn.recv(HEADER_SIZE, socket.MSG_WAITALL)) == HEADER_SIZE:
+            command, size, _ = decode_header(header)
+            if size:
+                conn.recv(size, socket.MSG_WAITALL)
+            body = self.body
+            if command == "Signals.NamesGet":
+                body = pack_body(("str[]",), [["Current (A)"]]) + encode_error()
+            conn.sendall(encode_reply_header(command, len(body)) + body)
 
 
 @pytest.mark.parametrize(
