@@ -91,7 +91,7 @@ def render_status(doc: dict[str, Any]) -> RenderableType:
             f"last heartbeat {_num(age, suffix=' s')} ago"
             f" (crashed if older than {doc['stale_after_s']:g} s)"
         )
-        if age is not None and age < -1.0:  # more than a beat ahead: no live run writes that
+        if age is not None and age < 0:  # ahead of the clock by more than a beat (status.py)
             when = (
                 f"last heartbeat {-age:.1f} s ahead of this computer's clock (it was set back):"
                 " crashed, unless a heartbeat comes in the next seconds"
