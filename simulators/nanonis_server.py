@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -171,6 +171,12 @@ class NanonisServer:
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._changed: asyncio.Condition | None = None
+        # (names served by Signals.NamesGet, the model's index of each): see set_signal_layout
+        names = self.model.signal_names()
+        self._layout: tuple[tuple[str, ...], tuple[int, ...]] = (
+            tuple(names),
+            tuple(range(len(names))),
+        )
         self._handlers: dict[str, Callable[[list[Any]], list[Any]]] = self._make_handlers()
 
     # ------------------------------------------------------------------ lifecycle
@@ -225,6 +231,29 @@ class NanonisServer:
             await cond.wait_for(
                 lambda: (self.request_counts[command] if command else self.total_requests) >= total
             )
+
+    def set_signal_layout(self, sources: Sequence[str], names: Sequence[str] | None = None) -> None:
+        """Reconfigure the signal list mid-run, as an operator can in the Signals Manager.
+
+        Index ``i`` of ``Signals.NamesGet`` becomes ``names[i]`` (default ``sources[i]``) and
+        ``Signals.ValGet``/``ValsGet`` at index ``i`` read the model's signal ``sources[i]``: a
+        client that keeps the indexes it looked up earlier reads another signal under the old
+        name. Takes effect at the next request; thread-safe (one attribute is replaced)."""
+        known = self.model.signal_names()
+        unknown = [s for s in sources if s not in known]
+        shown = tuple(sources if names is None else names)
+        if unknown or len(shown) != len(sources):
+            problem = f"unknown sources {unknown}" if unknown else "one name per source needed"
+            raise ValueError(f"signal layout: {problem} (the model's signals: {known})")
+        self._layout = (shown, tuple(known.index(s) for s in sources))
+
+    def _signal_values(self, indexes: Sequence[int]) -> list[float]:
+        """Values at the served indexes, each read from the model signal the layout puts there."""
+        source = self._layout[1]
+        for index in indexes:
+            if not 0 <= index < len(source):
+                raise IndexError(f"signal index {index} out of range 0..{len(source) - 1}")
+        return self.model.signal_values([source[i] for i in indexes])
 
     # ------------------------------------------------------------------ connection handling
     def _condition(self) -> asyncio.Condition:
@@ -382,7 +411,7 @@ class NanonisServer:
             "Scan.StatusGet": lambda a: [m.get_scan_status()],
             "Scan.FrameGet": lambda a: list(m.get_scan_frame()),
             "Scan.FrameSet": setter(lambda a: m.set_scan_frame(*a)),
-            "Signals.NamesGet": lambda a: [m.signal_names()],
-            "Signals.ValGet": lambda a: m.signal_values([a[0]]),
-            "Signals.ValsGet": lambda a: [m.signal_values(a[0])],
+            "Signals.NamesGet": lambda a: [list(self._layout[0])],
+            "Signals.ValGet": lambda a: self._signal_values([a[0]]),
+            "Signals.ValsGet": lambda a: [self._signal_values(a[0])],
         }

@@ -37,8 +37,16 @@ from trajmon.drivers.nanonis_protocol import (
     recv_exact,
     reply_values,
 )
+from trajmon.drivers.nanonis_signals import SignalListChanged, SignalMap
 
-__all__ = ["SIGNAL_CHANNELS", "HandshakeError", "NanonisError", "NanonisSTM", "ProtocolError"]
+__all__ = [
+    "SIGNAL_CHANNELS",
+    "HandshakeError",
+    "NanonisError",
+    "NanonisSTM",
+    "ProtocolError",
+    "SignalListChanged",
+]
 
 _MAX_BODY = 16 * 1024 * 1024  # a larger size field means the stream is corrupt, not a real reply
 # A reconnect due within this is made now: a wait shown as "0.000 s" would be no wait at all.
@@ -59,6 +67,7 @@ class _Plan(NamedTuple):
     size: int
     requests: tuple[_Request, ...]
     errors: tuple[tuple[int, str], ...]
+    signals: tuple[tuple[int, str], ...]  # (result position, signal name) of signal entries
 
 
 class NanonisSTM(Instrument):
@@ -91,6 +100,7 @@ class NanonisSTM(Instrument):
         timeout: float = 2.0,
         reconnect_backoff: tuple[float, float] = (0.1, 5.0),
         clock: Callable[[], float] = time.monotonic,
+        signal_check_s: float = 1.0,
         **kwargs: Unpack[InstrumentBaseKWArgs],
     ) -> None:
         # A port past 65535 is not refused by the socket layer: 70000 silently connects to 4464.
@@ -102,6 +112,8 @@ class NanonisSTM(Instrument):
                 "need a finite timeout > 0 and 0 < initial backoff <= maximum backoff, got "
                 f"timeout={timeout!r}, reconnect_backoff={reconnect_backoff!r}"
             )
+        if not (math.isfinite(signal_check_s) and signal_check_s >= 0):
+            raise ValueError(f"need a finite signal_check_s >= 0, got {signal_check_s!r}")
         super().__init__(name, **kwargs)
         # '[::1]', as this driver and URLs write an IPv6 address next to a port, is ::1.
         self.address = address[1:-1] if address[:1] + address[-1:] == "[]" else address
@@ -109,12 +121,12 @@ class NanonisSTM(Instrument):
         self.timeout = timeout
         self.reconnect_backoff = (first, cap)
         self.reconnect_count = 0
-        self._meta_attrs += ["address", "port", "timeout"]
+        self.signal_check_s = signal_check_s
+        self._meta_attrs += ["address", "port", "timeout", "signal_check_s"]
         self._clock = clock
         self._lock = threading.RLock()
         self._sock: socket.socket | None = None
-        self._names: tuple[str, ...] = ()
-        self._index: dict[str, int] = {}
+        self._signals = SignalMap()
         self._plans: dict[tuple[ParameterBase, ...], _Plan] = {}
         self._delay = 0.0  # current backoff step; 0 means "next attempt is immediate"
         self._next_attempt = 0.0
@@ -153,17 +165,26 @@ class NanonisSTM(Instrument):
         }
 
     def signal_names(self) -> list[str]:
-        """The controller's signal list, fetched at connect and refreshed on every reconnect."""
-        return list(self._names)
+        """The controller's signal list, fetched at connect, on every reconnect and before a
+        signal read once ``signal_check_s`` has passed since the last fetch."""
+        return list(self._signals.names)
 
     def read_signals(self, names: Sequence[str]) -> list[float]:
-        """Read several signals by name with one Signals.ValsGet request."""
+        """Read several signals by name with one Signals.ValsGet request (after fetching the
+        signal list again when it is due: :class:`SignalListChanged` if one of ``names`` moved)."""
         with self._lock:
             self._ensure_connected()
-            unknown = [n for n in names if n not in self._index]
+            self._signals.read.update(names)
+            if self._clock() - self._signals.checked_at >= self.signal_check_s:
+                self._check_signals()
+            moved = self._signals.take(names)
+            if moved:
+                raise SignalListChanged("; ".join(moved.values()))
+            index = self._signals.index
+            unknown = [n for n in names if n not in index]
             if unknown:
                 raise ValueError(f"signals {unknown} are not in the controller's list")
-            indexes = [self._index[n] for n in names]
+            indexes = [index[n] for n in names]
             values = self._request(SIGNALS_GET, (indexes, 0))[0]
             return self._check_count(values, len(indexes))
 
@@ -229,13 +250,20 @@ class NanonisSTM(Instrument):
             plan = self._plans.get(key)
             if plan is None:
                 plan = self._plan(key)
-            return self._execute(plan)
+            if not plan.signals or self._clock() - self._signals.checked_at < self.signal_check_s:
+                return self._execute(plan, None)
+            try:
+                self._check_signals()
+            except Exception as exc:  # the list is unknown: no signal value can be trusted
+                return self._execute(plan, exc)
+            return self._execute(self._plans.get(key) or self._plan(key), None)
 
     def _plan(self, key: tuple[ParameterBase, ...]) -> _Plan:
         """Group ``key`` by command. Built after connecting, since signal indexes may change."""
         groups: dict[str, list[tuple[int, int, Callable[[Any], object]]]] = {}
         signals: list[int] = []
         errors: list[tuple[int, str]] = []
+        names: list[tuple[int, str]] = []
         for pos, param in enumerate(key):
             spec = SPEC_BY_NAME.get(param.short_name)
             if spec is None or param.instrument is not self:
@@ -244,11 +272,13 @@ class NanonisSTM(Instrument):
             index = spec.slot
             if spec.command == SIGNALS_GET:
                 signal = SIGNAL_CHANNELS[spec.name]
-                if signal not in self._index:
+                names.append((pos, signal))
+                self._signals.read.add(signal)
+                if signal not in self._signals.index:
                     errors.append((pos, f"signal {signal!r} is not in the controller's list"))
                     continue
                 index = len(signals)
-                signals.append(self._index[signal])
+                signals.append(self._signals.index[signal])
             groups.setdefault(spec.command, []).append((pos, index, spec.kind))
         requests = tuple(
             _Request(cmd, (signals, 0) if cmd == SIGNALS_GET else (), tuple(picks))
@@ -256,17 +286,21 @@ class NanonisSTM(Instrument):
         )
         if len(self._plans) >= 64:  # callers use a few fixed tuples; don't grow without bound
             self._plans.clear()
-        plan = self._plans[key] = _Plan(len(key), requests, tuple(errors))
+        plan = self._plans[key] = _Plan(len(key), requests, tuple(errors), tuple(names))
         return plan
 
-    def _execute(self, plan: _Plan) -> list[object]:
+    def _execute(self, plan: _Plan, unchecked: BaseException | None) -> list[object]:
+        """Send ``plan``'s requests. ``unchecked``: why the signal list could not be fetched;
+        the signal request is then not sent (its indexes may be stale) and fails with it."""
         out: list[object] = [None] * plan.size
         for pos, message in plan.errors:
             out[pos] = ValueError(message)
-        broken: BaseException | None = None
+        broken = unchecked if isinstance(unchecked, TimeoutError | ConnectionError) else None
         for req in plan.requests:
-            if broken is not None:
-                exc: BaseException = ConnectionError(f"{req.command} not sent: {broken}")
+            if req.command == SIGNALS_GET and unchecked is not None:
+                exc: BaseException = unchecked
+            elif broken is not None:
+                exc = ConnectionError(f"{req.command} not sent: {broken}")
             else:
                 try:
                     reply = self._request(req.command, req.args)
@@ -282,6 +316,10 @@ class NanonisSTM(Instrument):
                     continue
             for pos, _, _ in req.picks:
                 out[pos] = exc
+        notes = self._signals.take(name for _, name in plan.signals)
+        for pos, name in plan.signals:  # read at its new index, but the change must be seen
+            if name in notes:
+                out[pos] = SignalListChanged(notes[name])
         return out
 
     # -- connection -----------------------------------------------------------------------------
@@ -309,10 +347,14 @@ class NanonisSTM(Instrument):
                 sock.close()
             raise failed(f"cannot connect to {self._where()}: {exc}") from exc
         self._sock = sock
-        if names != self._names:
-            self._names = names
-            # A name listed twice is the first one, as a search of the list finds it.
-            self._index = {n: i for i, n in reversed(list(enumerate(names)))}
+        self._adopt(names)
+
+    def _check_signals(self) -> None:
+        """Fetch the signal list again: the operator may reconfigure it during a run."""
+        self._adopt(tuple(self._request("Signals.NamesGet", ())[0]))
+
+    def _adopt(self, names: tuple[str, ...]) -> None:
+        if self._signals.adopt(names, self._clock()):
             self._plans.clear()
 
     def _ensure_connected(self) -> None:
