@@ -18,24 +18,24 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple, Unpack
+from typing import Any, Unpack
 
 from qcodes.instrument import Instrument, InstrumentBaseKWArgs
 from qcodes.parameters import Parameter, ParameterBase
 
-from trajmon.drivers.nanonis_params import SIGNAL_CHANNELS, SIGNALS_GET, SPEC_BY_NAME, SPECS
+from trajmon.drivers.nanonis_params import (
+    SIGNAL_CHANNELS,
+    SIGNALS_GET,
+    SPEC_BY_NAME,
+    SPECS,
+    Plan,
+    PlannedRequest,
+)
 from trajmon.drivers.nanonis_protocol import (
-    COMMANDS,
-    HEADER_SIZE,
     HandshakeError,
     NanonisError,
     ProtocolError,
-    StreamError,
-    decode_header,
-    encode_header,
-    pack_body,
-    recv_exact,
-    reply_values,
+    exchange,
 )
 from trajmon.drivers.nanonis_signals import SignalListChanged, SignalMap
 
@@ -48,26 +48,8 @@ __all__ = [
     "SignalListChanged",
 ]
 
-_MAX_BODY = 16 * 1024 * 1024  # a larger size field means the stream is corrupt, not a real reply
 # A reconnect due within this is made now: a wait shown as "0.000 s" would be no wait at all.
 _DUE_S = 0.0005
-
-
-class _Request(NamedTuple):
-    """One round trip of a plan; ``picks`` are (result position, reply index, converter)."""
-
-    command: str
-    args: tuple[Any, ...]
-    picks: tuple[tuple[int, int, Callable[[Any], object]], ...]
-
-
-class _Plan(NamedTuple):
-    """Precomputed requests for one tuple of parameters, so hot polls only do I/O and unpacking."""
-
-    size: int
-    requests: tuple[_Request, ...]
-    errors: tuple[tuple[int, str], ...]
-    signals: tuple[tuple[int, str], ...]  # (result position, signal name) of signal entries
 
 
 class NanonisSTM(Instrument):
@@ -127,7 +109,7 @@ class NanonisSTM(Instrument):
         self._lock = threading.RLock()
         self._sock: socket.socket | None = None
         self._signals = SignalMap()
-        self._plans: dict[tuple[ParameterBase, ...], _Plan] = {}
+        self._plans: dict[tuple[ParameterBase, ...], Plan] = {}
         self._delay = 0.0  # current backoff step; 0 means "next attempt is immediate"
         self._next_attempt = 0.0
         self._last_error = ""
@@ -186,7 +168,7 @@ class NanonisSTM(Instrument):
                 raise ValueError(f"signals {unknown} are not in the controller's list")
             indexes = [index[n] for n in names]
             values = self._request(SIGNALS_GET, (indexes, 0))[0]
-            return self._check_count(values, len(indexes))
+            return _check_count(values, len(indexes))
 
     def get_many(self, params: Sequence[ParameterBase]) -> list[object]:
         """Read ``params`` in as few requests as possible; failures are returned, not raised.
@@ -258,7 +240,7 @@ class NanonisSTM(Instrument):
                 return self._execute(plan, exc)
             return self._execute(self._plans.get(key) or self._plan(key), None)
 
-    def _plan(self, key: tuple[ParameterBase, ...]) -> _Plan:
+    def _plan(self, key: tuple[ParameterBase, ...]) -> Plan:
         """Group ``key`` by command. Built after connecting, since signal indexes may change."""
         groups: dict[str, list[tuple[int, int, Callable[[Any], object]]]] = {}
         signals: list[int] = []
@@ -281,15 +263,15 @@ class NanonisSTM(Instrument):
                 signals.append(self._signals.index[signal])
             groups.setdefault(spec.command, []).append((pos, index, spec.kind))
         requests = tuple(
-            _Request(cmd, (signals, 0) if cmd == SIGNALS_GET else (), tuple(picks))
+            PlannedRequest(cmd, (signals, 0) if cmd == SIGNALS_GET else (), tuple(picks))
             for cmd, picks in groups.items()
         )
         if len(self._plans) >= 64:  # callers use a few fixed tuples; don't grow without bound
             self._plans.clear()
-        plan = self._plans[key] = _Plan(len(key), requests, tuple(errors), tuple(names))
+        plan = self._plans[key] = Plan(len(key), requests, tuple(errors), tuple(names))
         return plan
 
-    def _execute(self, plan: _Plan, unchecked: BaseException | None) -> list[object]:
+    def _execute(self, plan: Plan, unchecked: BaseException | None) -> list[object]:
         """Send ``plan``'s requests. ``unchecked``: why the signal list could not be fetched;
         the signal request is then not sent (its indexes may be stale) and fails with it."""
         out: list[object] = [None] * plan.size
@@ -305,7 +287,7 @@ class NanonisSTM(Instrument):
                 try:
                     reply = self._request(req.command, req.args)
                     if req.command == SIGNALS_GET:
-                        reply = self._check_count(reply[0], len(req.args[0]))
+                        reply = _check_count(reply[0], len(req.args[0]))
                 except (TimeoutError, ConnectionError) as e:
                     exc = broken = e
                 except Exception as e:  # NanonisError / ProtocolError: this request only
@@ -338,7 +320,7 @@ class NanonisSTM(Instrument):
                 raise TimeoutError(f"no connection within {self.timeout} s") from exc
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             try:
-                names = tuple(self._exchange(sock, "Signals.NamesGet", ())[0])
+                names = tuple(exchange(sock, "Signals.NamesGet", (), self.timeout)[0])
             except TimeoutError as exc:  # accepted, but nobody answers on this port
                 raise TimeoutError(f"no reply to Signals.NamesGet within {self.timeout} s") from exc
         except (OSError, NanonisError, ProtocolError) as exc:
@@ -390,7 +372,7 @@ class NanonisSTM(Instrument):
         if sock is None:
             raise ConnectionError(f"not connected to {self._where()}")
         try:
-            return self._exchange(sock, command, args)
+            return exchange(sock, command, args, self.timeout)
         except TimeoutError as exc:
             self._drop()
             self._last_error = f"{command} timed out"
@@ -405,28 +387,8 @@ class NanonisSTM(Instrument):
                 f"{command}: connection to {self._where()} lost ({exc}); the next call reconnects"
             ) from exc
 
-    def _exchange(self, sock: socket.socket, command: str, args: tuple[Any, ...]) -> list[Any]:
-        """Send one request and read its reply: one sendall, exact reads under one deadline."""
-        spec = COMMANDS[command]
-        body = pack_body(spec.args, args)
-        deadline = time.monotonic() + self.timeout
-        sock.sendall(encode_header(command, len(body)) + body)
-        try:
-            header = recv_exact(sock, HEADER_SIZE, deadline, command.encode("ascii"))
-            try:
-                echoed, size, _ = decode_header(header)
-            except ProtocolError as exc:
-                raise StreamError(f"garbled reply header: {exc}") from exc
-            if echoed != command or size > _MAX_BODY:  # the stream is out of sync
-                raise StreamError(f"reply {echoed!r} ({size} bytes) to a {command!r} request")
-            payload = recv_exact(sock, size, deadline)
-        finally:
-            if sock.gettimeout() != self.timeout:
-                sock.settimeout(self.timeout)
-        return reply_values(command, payload)
 
-    @staticmethod
-    def _check_count(values: list[Any], expected: int) -> list[float]:
-        if len(values) != expected:
-            raise ProtocolError(f"{SIGNALS_GET} returned {len(values)} values for {expected}")
-        return [float(v) for v in values]
+def _check_count(values: list[Any], expected: int) -> list[float]:
+    if len(values) != expected:
+        raise ProtocolError(f"{SIGNALS_GET} returned {len(values)} values for {expected}")
+    return [float(v) for v in values]

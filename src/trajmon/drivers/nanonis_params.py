@@ -8,11 +8,20 @@ its value in the reply, and the Python type the wire value becomes. The driver
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from qcodes.validators import Bool, Enum, Numbers, Validator
 
-__all__ = ["SIGNALS_GET", "SIGNAL_CHANNELS", "SPECS", "SPEC_BY_NAME", "Spec"]
+__all__ = [
+    "SIGNALS_GET",
+    "SIGNAL_CHANNELS",
+    "SPECS",
+    "SPEC_BY_NAME",
+    "Plan",
+    "PlannedRequest",
+    "Spec",
+]
 
 SIGNALS_GET = "Signals.ValsGet"
 
@@ -62,3 +71,20 @@ SPECS: tuple[Spec, ...] = (
 )
 # fmt: on
 SPEC_BY_NAME = {spec.name: spec for spec in SPECS}
+
+
+class PlannedRequest(NamedTuple):
+    """One round trip of a plan; ``picks`` are (result position, reply index, converter)."""
+
+    command: str
+    args: tuple[Any, ...]
+    picks: tuple[tuple[int, int, Callable[[Any], object]], ...]
+
+
+class Plan(NamedTuple):
+    """Precomputed requests for one tuple of parameters, so hot polls only do I/O and unpacking."""
+
+    size: int
+    requests: tuple[PlannedRequest, ...]
+    errors: tuple[tuple[int, str], ...]
+    signals: tuple[tuple[int, str], ...]  # (result position, signal name) of signal entries

@@ -48,6 +48,7 @@ __all__ = [
     "encode_error",
     "encode_header",
     "encode_reply_header",
+    "exchange",
     "pack_body",
     "recv_exact",
     "reply_values",
@@ -334,3 +335,27 @@ def recv_exact(sock: socket.socket, size: int, deadline: float, expect: bytes = 
             ) from exc
         raise
     return bytes(buf)
+
+
+MAX_REPLY_BODY = 16 * 1024 * 1024  # a larger size field means the stream is corrupt, not a reply
+
+
+def exchange(sock: socket.socket, command: str, args: tuple[Any, ...], timeout: float) -> list[Any]:
+    """Send one request and read its reply: one sendall, exact reads under one deadline
+    (``timeout`` for the whole reply), leaving the socket's own timeout at ``timeout``."""
+    body = pack_body(COMMANDS[command].args, args)
+    deadline = time.monotonic() + timeout
+    sock.sendall(encode_header(command, len(body)) + body)
+    try:
+        header = recv_exact(sock, HEADER_SIZE, deadline, command.encode("ascii"))
+        try:
+            echoed, size, _ = decode_header(header)
+        except ProtocolError as exc:
+            raise StreamError(f"garbled reply header: {exc}") from exc
+        if echoed != command or size > MAX_REPLY_BODY:  # the stream is out of sync
+            raise StreamError(f"reply {echoed!r} ({size} bytes) to a {command!r} request")
+        payload = recv_exact(sock, size, deadline)
+    finally:
+        if sock.gettimeout() != timeout:
+            sock.settimeout(timeout)
+    return reply_values(command, payload)
