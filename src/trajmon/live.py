@@ -28,7 +28,7 @@ from rich.segment import Segment, Segments
 from rich.table import Table
 from rich.text import Text
 
-from .live_rows import actions_part, problem_lines, values_part
+from .live_rows import actions_part, flowed, problem_lines, values_part
 from .records import ActionEvent
 from .stalls import Stall, running_stall, skipped_in_flight
 
@@ -176,16 +176,7 @@ def render_live(snap: LiveSnapshot) -> RenderableType:
     """The whole view as one renderable; a pure function of the snapshot. Heights are
     measured at ``width``, not assumed: at 80 columns a rate row takes two lines, and a view
     taller than the terminal is cut by rich with a bare ``...`` (the "… N more" line too)."""
-    state = "stopping: draining the queue…" if snap.stopping else "recording (Ctrl-C to stop)"
-    header = Text.assemble(
-        ("trajmon ", "bold"),
-        (f"run {snap.run_name!r}", "bold cyan"),
-        f"  t={snap.elapsed_s:8.1f} s  queue {snap.queue_depth}/{snap.queue_size}",
-        f"  actions {snap.actions}  ",
-        (state, "yellow" if snap.stopping else "green"),
-        no_wrap=False,  # wrapped, never cut: "queue 1/20000" cut at 40 columns read "queue 1/2"
-        overflow="fold",
-    )
+    header = _header(snap)
     measure = None if snap.max_lines is None and snap.width is None else _measurer(snap.width)
     narrow = False
     if measure is not None and snap.width is not None:
@@ -227,6 +218,23 @@ def render_live(snap: LiveSnapshot) -> RenderableType:
     if over > 0:
         values = values_part(snap, left - over)
     return Group(*fixed, *actions, *values)
+
+
+def _header(snap: LiveSnapshot) -> Text:
+    """One line, its time padded to keep the figures after it still; in a window too narrow
+    for it, its figures flowed onto more lines, each whole. Wrapped by the letter, "t=" ended
+    one line at 40 columns and its number began the next; cut, "queue 1/20000" read "1/2"."""
+    state = "stopping: draining the queue…" if snap.stopping else "recording (Ctrl-C to stop)"
+    name = Text.assemble(("trajmon ", "bold"), (f"run {snap.run_name!r}", "bold cyan"))
+    figures = [f"queue {snap.queue_depth}/{snap.queue_size}", f"actions {snap.actions}"]
+    end = Text(state, "yellow" if snap.stopping else "green")
+    line = Text.assemble(
+        name, f"  t={snap.elapsed_s:8.1f} s  ", "  ".join(figures), "  ", end, overflow="fold"
+    )
+    if snap.width is None or line.cell_len <= snap.width:
+        return line
+    parts = [name, Text(f"t={snap.elapsed_s:.1f} s"), *map(Text, figures), end]
+    return Text("\n", overflow="fold").join(flowed(parts, snap.width, indent=""))
 
 
 def _fit_groups(
@@ -275,7 +283,7 @@ def _rates_table(snap: LiveSnapshot, groups: list[GroupView]) -> Table:
     rates.add_column("committed/read", justify="right")
     for g in groups:
         cells = _rate_cells(snap, g)
-        rates.add_row(f"{g.name} ({g.kind})", *(cells[key] for key in _RATE_KEYS))
+        rates.add_row(Text(f"{g.name} ({g.kind})"), *(cells[key] for key in _RATE_KEYS))
     return rates
 
 
@@ -310,18 +318,7 @@ def _rates_lines(snap: LiveSnapshot, groups: list[GroupView], width: int) -> lis
             pairs.append(Text.assemble(f"{name} ", cells[key]))
         pairs.append(Text(f"read mean/max {cells['read'].plain.replace(' ', '')} ms"))
         pairs.append(Text.assemble("committed/read ", cells["committed"]))
-        line = Text(no_wrap=False, overflow="fold")
-        used = 0
-        for pair in pairs:
-            if used and used + 2 + pair.cell_len > width:
-                out.append(line)
-                line, used = Text("  ", no_wrap=False, overflow="fold"), 2
-            elif used:
-                line.append("  ")
-                used += 2
-            line.append_text(pair)
-            used += pair.cell_len
-        out.append(line)
+        out.extend(flowed(pairs, width))
     return out
 
 

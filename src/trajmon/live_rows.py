@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from decimal import Decimal
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,10 +22,14 @@ if TYPE_CHECKING:
     from .live import GroupView, LiveSnapshot
     from .records import ActionEvent
 
-__all__ = ["actions_part", "one_line", "one_value", "problem_lines", "values_part"]
+__all__ = ["actions_part", "flowed", "one_line", "one_value", "problem_lines", "values_part"]
 
 #: The most a value takes in the view, in characters.
 _VALUE_CHARS = 24
+#: In a narrow window, text values are cut down to this before labels are cut below
+#: :data:`_LABEL_KEEP` (a label cut to "Tunnel…" beside "scanning up, line 117/2…").
+_VALUE_LEAST = 12
+_LABEL_KEEP = 16
 
 
 def one_value(value: Any) -> str:
@@ -36,6 +41,8 @@ def one_value(value: Any) -> str:
         return "—"
     if isinstance(value, np.generic):
         value = value.item()
+    if isinstance(value, Enum):
+        return _cut(_printable(_member(value)), _VALUE_CHARS)
     if isinstance(value, bool):
         return str(value)
     if isinstance(value, float):
@@ -46,11 +53,34 @@ def one_value(value: Any) -> str:
         text = np.array2string(value, precision=4, threshold=6, separator=", ")
     else:
         text = value if isinstance(value, str) else repr(value)
-    text = _printable(text)
-    if cell_len(text) <= _VALUE_CHARS:
+    return _cut(_printable(text), _VALUE_CHARS)
+
+
+def _member(value: Enum) -> str:
+    """An enum member (a QCoDeS ``val_mapping`` key, a driver's mode) by its name: its repr,
+    ``<Mode.CONSTANT_CURRENT: 1>``, took the value's 24 columns to be cut. A member that is a
+    number (``IntEnum``) is stored, listed and exported as that number: it is shown too."""
+    name = value.name or str(value)  # a combination of flags may have no name
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{name} ({int(value)})"
+    return name
+
+
+def _cut(text: str, cells: int) -> str:
+    """``text`` in at most ``cells`` columns, ending in "…" when cut. Cut by the cells it
+    takes: 24 characters of CJK text took 48 columns."""
+    if cell_len(text) <= cells:
         return text
-    # Cut by the cells it takes: 24 characters of CJK text took 48 columns.
-    return set_cell_size(text, _VALUE_CHARS - 1).rstrip() + "…"
+    return set_cell_size(text, max(cells - 1, 0)).rstrip() + "…"
+
+
+def _whole(value: Any) -> bool:
+    """A value never cut to make room: a number cut short reads as another number."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return value is None or (
+        isinstance(value, int | float | complex) and not isinstance(value, Enum)
+    )
 
 
 def _printable(text: str) -> str:
@@ -61,6 +91,25 @@ def _printable(text: str) -> str:
         return text
     kept = (c if c.isprintable() or c.isspace() else repr(c)[1:-1] for c in text)
     return " ".join("".join(kept).split())
+
+
+def flowed(parts: list[Text], width: int, indent: str = "  ") -> list[Text]:
+    """``parts`` two spaces apart on as many lines of ``width`` as they need, each next line
+    after ``indent``; a part is moved whole to the next line, never split (a part wider than
+    the line alone is folded)."""
+    lines: list[Text] = []
+    line = Text(no_wrap=False, overflow="fold")
+    used = 0
+    for part in parts:
+        if used and used + 2 + part.cell_len > width:
+            lines.append(line)
+            line, used = Text(indent, no_wrap=False, overflow="fold"), len(indent)
+        elif used:
+            line.append("  ")
+            used += 2
+        line.append_text(part)
+        used += part.cell_len
+    return [*lines, line]
 
 
 def one_line(label: str) -> Text:
@@ -144,18 +193,34 @@ def values_part(snap: LiveSnapshot, room: int | None) -> list[RenderableType]:
     else:
         shown, more = rows, []
     cells = [(label, one_value(value), unit, group) for label, unit, value, group in shown]
-    return [_values_table(cells, snap.width), *more]
+    whole = [_whole(value) for _label, _unit, value, _group in shown]
+    return [_values_table(cells, whole, snap.width), *more]
 
 
-def _values_table(cells: list[tuple[str, str, str, str]], width: int | None) -> Table:
+def _values_table(
+    cells: list[tuple[str, str, str, str]], whole: list[bool], width: int | None
+) -> Table:
     """The values, each whole; in a window too narrow for them all, the group column goes
-    (labels are unique in a run: the label alone names the channel), then labels and units
-    are cut alike. Only the label column could shrink, and at 40 or 50 columns every label
-    was cut to nothing while the group column kept its width."""
+    (labels are unique in a run: the label alone names the channel), then text values are
+    cut down to :data:`_VALUE_LEAST` (never a number), then labels and units are cut alike.
+    Only the label column could shrink, and at 40 or 50 columns every label was cut to
+    nothing while the group column kept its width; at 40 a 24-column text value still cut
+    every label to six. Cells are :class:`~rich.text.Text`, never markup: a value ``[/]``
+    crashed a console that reads markup, ``[b]`` vanished from a group's name."""
     heads = ("channel", "latest", "unit", "group")
-    widths = [max((cell_len(row[i]) for row in cells), default=0) for i in range(4)]
-    natural = sum(max(w, len(h)) for w, h in zip(widths, heads, strict=True)) + 2 * 3
-    with_group = width is None or natural <= width
+    widths = [max([len(h), *(cell_len(row[i]) for row in cells)]) for i, h in enumerate(heads)]
+    with_group = width is None or sum(widths) + 2 * 3 <= width
+    if width is not None and not with_group:
+        room = width - widths[2] - 2 * 2  # the channel and latest columns', after the unit's
+        if widths[0] + widths[1] > room:
+            numbers = max(
+                (cell_len(c[1]) for c, w in zip(cells, whole, strict=True) if w), default=0
+            )
+            most = max(numbers, _VALUE_LEAST, room - min(widths[0], _LABEL_KEEP))
+            cells = [
+                (label, value if w else _cut(value, most), unit, group)
+                for (label, value, unit, group), w in zip(cells, whole, strict=True)
+            ]
     values = Table(box=None, pad_edge=False, header_style="bold")
     values.add_column("channel")
     values.add_column("latest", justify="right", no_wrap=True)
@@ -163,7 +228,8 @@ def _values_table(cells: list[tuple[str, str, str, str]], width: int | None) -> 
     if with_group:
         values.add_column("group", no_wrap=True)
     for label, value, unit, group in cells:
-        values.add_row(one_line(label), value, one_line(unit), *([group] if with_group else []))
+        row = [one_line(label), Text(value), one_line(unit)]
+        values.add_row(*row, *([Text(group)] if with_group else []))
     return values
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 import sqlite3
 import sys
 from collections.abc import AsyncIterator
@@ -13,15 +14,19 @@ from typing import Annotated, Any
 
 import anyio
 import typer
+from rich.console import Group, RenderableType
+from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 
 from ..config import ConfigError, MonitorConfig
 from ..connection import StorageError
+from ..live_rows import flowed
 from ..queries import QueryError, open_readonly
 from ..resume import load_resume_config
 from ..runstore import RunExistsError
 from ..staging import EffectiveConfig, consume_run_name, read_staged
-from ..summary import RunFailedError, RunSummary
+from ..summary import GroupSummary, RunFailedError, RunSummary
 from .common import (
     EXIT_FAILED,
     JsonOption,
@@ -55,6 +60,7 @@ from .runner import (
     signals_restored,
     unless_output_gone,
 )
+from .runs_cmd import _STATUS_STYLE
 from .sources import open_source, plan_run, unused_intervals
 
 __all__ = ["check_run_name_free", "print_summary", "run", "sim_instruments"]
@@ -122,37 +128,59 @@ def summary_dict(summary: RunSummary) -> dict[str, Any]:
 
 
 def print_summary(summary: RunSummary) -> None:
-    table = Table(
-        title=f"run {summary.run_name!r}: {summary.status} after {summary.duration_s:.1f} s"
+    """The run's end as ``trajmon status`` shows a run: a head line, its groups (worded as
+    status words them), its counts, the database and the command that lists its actions.
+    On a terminal too narrow for the groups' table, each group's figures are flowed onto
+    lines as the live view's are: the table had a border and headers as long as its values,
+    and at 50 columns its headers stood one letter a line, ten lines tall."""
+    head = Text.assemble(
+        "run ",
+        (repr(summary.run_name), "bold cyan"),
+        ": ",
+        (summary.status, _STATUS_STYLE.get(summary.status, "")),
+        f" after {summary.duration_s:.1f} s",
     )
-    for col in (
-        "group",
-        "kind",
-        "interval",
-        "samples",
-        "missed ticks",
-        "failed reads",
-        "mean read",
-    ):
-        table.add_column(col, justify="left" if col in ("group", "kind") else "right")
-    for g in summary.groups:
-        table.add_row(
-            g.name,
-            g.kind,
-            f"{g.interval_s:g} s",
-            str(g.samples),
-            str(g.missed_ticks),
-            str(g.failed_reads),
-            f"{g.mean_read_s * 1000:.2f} ms" if g.samples_read else "no reads",
-        )
-    print_table(table)
-    console.print(
-        f"actions {summary.actions}  errors {summary.errors}  lost samples {summary.lost_samples}"
-        f"  database {summary.db}",
-        markup=False,
+    rows = [_summary_cells(g) for g in summary.groups]
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in _SUMMARY_COLUMNS:
+        table.add_column(col, justify="left" if col == "group" else "right")
+    for cells in rows:
+        table.add_row(*cells)
+    groups: list[RenderableType] = [table]
+    wide = console.options.update_width(10_000)
+    if console.is_terminal and Measurement.get(console, wide, table).maximum > console.width:
+        groups = []
+        for group, *cells in rows:
+            named = zip(_SUMMARY_COLUMNS[1:], cells, strict=True)
+            pairs = [group, *(Text.assemble(f"{name} ", cell) for name, cell in named)]
+            groups.extend(flowed(pairs, console.width))
+    counts = Text.assemble(
+        f"actions {summary.actions}  errors ",
+        (str(summary.errors), "red" if summary.errors else ""),
+        "  lost samples ",
+        (str(summary.lost_samples), "red" if summary.lost_samples else ""),
     )
+    parts: list[RenderableType] = [head, *groups, counts, Text(f"database {summary.db}")]
+    if summary.actions:  # quoted for a shell: run names and paths may hold spaces
+        listing = f"trajmon actions list --db {shlex.quote(summary.db)}"
+        parts.append(Text(f"see the actions: {listing} --run {shlex.quote(summary.run_name)}"))
+    print_table(Group(*parts))
     if summary.message:
         console.print(f"note: {summary.message}", markup=False)
+
+
+_SUMMARY_COLUMNS = ("group", "interval", "samples", "missed", "failed", "mean read")
+
+
+def _summary_cells(g: GroupSummary) -> list[Text]:
+    return [
+        Text(f"{g.name} ({g.kind})"),
+        Text(f"{g.interval_s:g} s"),
+        Text(str(g.samples)),
+        Text(str(g.missed_ticks), "red" if g.missed_ticks else ""),
+        Text(str(g.failed_reads), "red" if g.failed_reads else ""),
+        Text(f"{g.mean_read_s * 1000:.2f} ms" if g.samples_read else "no reads"),
+    ]
 
 
 _STALE_AFTER_S = 5.0
