@@ -12,6 +12,7 @@ from .clock import Clock, FakeClock, SystemClock
 from .config import DEFAULT_CHANNELS, ChannelSpec, ConfigError, MonitorConfig
 from .connection import StorageError
 from .detection import ChangeDetector
+from .export import ExportError, ExportResult, export_run
 from .queries import (
     QueryError,
     RunRef,
@@ -35,6 +36,8 @@ __all__ = [
     "ChannelSpec",
     "Clock",
     "ConfigError",
+    "ExportError",
+    "ExportResult",
     "FakeClock",
     "GroupStats",
     "GroupSummary",
@@ -52,6 +55,7 @@ __all__ = [
     "SystemClock",
     "__version__",
     "connect_readonly",
+    "export_run",
     "list_actions",
     "list_runs",
     "resolve_run",

@@ -2,7 +2,7 @@
 
 Layout, for a run named ``R`` exported to ``OUT`` (``EXT`` is ``csv``, ``parquet`` or ``nc``)::
 
-    OUT/<safe R>/run.json         the run row (status, start, config, counts)
+    OUT/<safe R>/run.json         the run row (status, start, config, counts), each format's range
     OUT/<safe R>/channels.EXT     the channel catalog (label, kind, group, unit, type, source…)
     OUT/<safe R>/actions.EXT      the action events, old/new values as text, numeric delta
     OUT/<safe R>/errors.EXT       the monitor errors: one row per streak of failed reads
@@ -29,14 +29,29 @@ import shutil
 import sqlite3
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .channels import INT64_MIN, decode_value, unique_name
-from .export_meta import run_document, run_metadata
+from .export_meta import (
+    ExportError,
+    ExportResult,
+    exports,
+    run_directory,
+    run_document,
+    run_metadata,
+)
 from .export_range import DtRange, count_rows, dt_range, group_rows, sample_filter, streak_overlaps
-from .export_sinks import EXTENSIONS, Column, ColumnKind, Format, MetaValue, Sink, open_sink
+from .export_sinks import (
+    COLUMN_KINDS,
+    EXTENSIONS,
+    Column,
+    ColumnKind,
+    Format,
+    MetaValue,
+    Sink,
+    open_sink,
+)
 from .export_values import (
     beyond_int64,
     block_rows,
@@ -48,7 +63,7 @@ from .export_values import (
 )
 from .files import safe_filename
 from .gcpause import gc_paused
-from .queries import QueryError, RunRef
+from .queries import RunRef
 from .schema import quote_ident
 from .streaks import error_columns
 
@@ -65,44 +80,10 @@ __all__ = [
 DEFAULT_CHUNK_ROWS = 50_000
 #: Memory grows with the chunk; SQLite's fetchmany also takes no more than a C int.
 MAX_CHUNK_ROWS = 1_000_000
-_KINDS: dict[str, ColumnKind] = {
-    "float": "float",
-    "int": "int",
-    "bool": "bool",
-    "str": "str",
-    "array": "text",
-    "any": "text",
-}
 _OWN_FILES = {"run", "channels", "actions", "errors"}
 _NOT_NULL = {"channel_id", "group_id", "position"}
 #: Points a reader of the file alone to the metadata key that holds the origin.
 _DT_LONG_NAME = "seconds since the run's start (trajmon_run_start_utc)"
-
-
-class ExportError(QueryError):
-    """The export cannot be written where asked (existing files, unsafe path)."""
-
-
-@dataclass(slots=True)
-class ExportResult:
-    run_name: str
-    format: str
-    directory: Path
-    files: list[Path] = field(default_factory=list)
-    rows: dict[str, int] = field(default_factory=dict)
-    #: What the files do not hold as recorded (ints beyond int64 in Parquet or netCDF).
-    warnings: list[str] = field(default_factory=list)
-    #: The ``dt_s`` range exported (``None``: open on that side; both: the whole run).
-    since: float | None = None
-    until: float | None = None
-
-
-def _run_dir(out: Path, run_name: str) -> Path:
-    out_resolved = out.resolve()
-    target = out_resolved / safe_filename(run_name)
-    if target.resolve().parent != out_resolved:  # e.g. a planted symlink
-        raise ExportError(f"refusing to export outside {out}: {target} resolves elsewhere")
-    return target
 
 
 class _Exporter:
@@ -289,7 +270,7 @@ class _Exporter:
             cols.append(
                 Column(
                     c["label"],
-                    _KINDS.get(c["value_type"], "text"),
+                    COLUMN_KINDS.get(c["value_type"], "text"),
                     c["unit"],
                     {"label": c["label"], "value_type": c["value_type"], "source": c["source"]},
                     has_nulls,
@@ -336,7 +317,7 @@ def export_run(
     conn: sqlite3.Connection,
     ref: RunRef,
     fmt: Format,
-    out: Path,
+    out: str | os.PathLike[str],
     *,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     overwrite: bool = False,
@@ -348,11 +329,20 @@ def export_run(
 
     With ``since`` and/or ``until`` (seconds of ``dt_s``, as ``list_actions`` takes them), only
     part of the run: the samples and actions with ``since <= dt_s <= until``, the error streaks
-    that overlap that range, the whole catalog; the files record the range."""
+    that overlap that range, the whole catalog; the files record the range.
+
+    ``progress`` is called with the sample rows of each chunk as it is written. A notebook's
+    slips are one-line exceptions, not a ``KeyError`` from deep inside: a run's name for
+    ``ref`` (``TypeError``), an unknown ``fmt`` (``ValueError``), an ``out`` that is a file
+    (:class:`ExportError`)."""
+    if not isinstance(ref, RunRef):
+        raise TypeError(f"ref must be a RunRef (resolve_run(conn, name)), not {ref!r}")
+    if fmt not in EXTENSIONS:
+        raise ValueError(f"fmt must be one of {', '.join(map(repr, EXTENSIONS))}, not {fmt!r}")
     if not 1 <= chunk_rows <= MAX_CHUNK_ROWS:
         raise ValueError(f"chunk_rows must be between 1 and {MAX_CHUNK_ROWS}")
     rng = dt_range(since, until)
-    directory = _run_dir(out, ref.run_name)
+    directory = run_directory(Path(out), ref.run_name)
     # One read transaction: a consistent snapshot of a live run (the caller's, if it has one:
     # the CLI looks the run up and counts its rows in the same snapshot).
     own_snapshot = not conn.in_transaction
@@ -361,6 +351,7 @@ def export_run(
     try:
         document = run_document(conn, ref)  # as of the snapshot: later, a live run read crashed
         document["export_range"] = rng.as_json()  # the files may hold only part of the run
+        document["export_format"] = fmt  # whose range that is: run.json is shared (exports)
         ex = _Exporter(conn, ref, fmt, directory, chunk_rows, progress, rng)
         targets = ex.targets()
         # run.json is shared by the formats and always rewritten; data files are not.
@@ -386,6 +377,7 @@ def export_run(
             with gc_paused():  # millions of row tuples, none in a cycle (see gcpause)
                 for key, path in staged.items():
                     ex.group(int(key.removeprefix("group:")), path)
+            document["exports"] = exports(directory, ex.result, EXTENSIONS)
             text = json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n"
             (staging / "run.json").write_text(text, encoding="utf-8")
             ex.result.files.insert(0, staging / "run.json")

@@ -5,18 +5,94 @@ A Parquet or netCDF file is often passed on alone, without ``run.json`` beside i
 was and which trajmon recorded it. A file only carries what cannot change once the run exists.
 Status, counters, heartbeat and session spans of a live or resumable run are stale as soon as
 the file is copied on; they stay in ``run.json``, which every export rewrites.
+
+``run.json`` is shared by the formats exported into one directory, and a CSV file carries no
+metadata at all: so ``run.json`` says, per format, which range its files hold (:func:`exports`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .export_sinks import MetaValue
-from .queries import RunRef
+from .files import safe_filename
+from .queries import QueryError, RunRef
 
-__all__ = ["run_document", "run_metadata"]
+__all__ = [
+    "ExportError",
+    "ExportResult",
+    "exports",
+    "run_directory",
+    "run_document",
+    "run_metadata",
+]
+
+
+class ExportError(QueryError):
+    """The export cannot be written where asked: files of an earlier export (without
+    ``overwrite``), an ``out`` that is not a directory, a path that leads outside it."""
+
+
+@dataclass(slots=True)
+class ExportResult:
+    """What :func:`~trajmon.export.export_run` wrote: ``files`` (``run.json`` first) and the
+    data rows of each (``rows``, by file name; ``run.json`` has none)."""
+
+    run_name: str
+    format: str
+    directory: Path
+    files: list[Path] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)
+    #: What the files do not hold as recorded (ints beyond int64 in Parquet or netCDF).
+    warnings: list[str] = field(default_factory=list)
+    #: The ``dt_s`` range exported (``None``: open on that side; both: the whole run).
+    since: float | None = None
+    until: float | None = None
+
+
+def exports(directory: Path, result: ExportResult, extensions: Mapping[str, str]) -> dict[str, Any]:
+    """``run.json``'s ``exports``: for each format whose files are in ``directory``, the range
+    they hold and their data rows.
+
+    Every export rewrites ``run.json``, and its ``export_range`` is that export's: a CSV slice
+    followed by a whole-run Parquet export into the same directory left the CSV files with
+    nothing saying they hold a slice. So the other formats' entries are carried over from the
+    ``run.json`` being replaced, while their catalog file is there; a format whose files are
+    there without an entry (a ``run.json`` of an older trajmon, or an unreadable one) is
+    ``None``: what they hold is not known, which is said rather than guessed.
+    """
+    earlier: Any = None
+    with contextlib.suppress(OSError, ValueError):
+        earlier = json.loads((directory / "run.json").read_text(encoding="utf-8"))
+    known = earlier.get("exports") if isinstance(earlier, dict) else None
+    known = known if isinstance(known, dict) else {}
+    out: dict[str, Any] = {}
+    for fmt, ext in extensions.items():
+        if fmt == result.format:
+            out[fmt] = {"since_s": result.since, "until_s": result.until, "rows": dict(result.rows)}
+        elif (directory / f"channels.{ext}").is_file():
+            entry = known.get(fmt)
+            out[fmt] = entry if isinstance(entry, dict) else None
+    return out
+
+
+def run_directory(out: Path, run_name: str) -> Path:
+    """``out/<safe run name>``, checked: a file in the way was an ``OSError`` only once the
+    mkdir failed (for a notebook, ``NotADirectoryError`` from deep in the export)."""
+    out_resolved = out.resolve()
+    target = out_resolved / safe_filename(run_name)
+    if target.resolve().parent != out_resolved:  # e.g. a planted symlink
+        raise ExportError(f"refusing to export outside {out}: {target} resolves elsewhere")
+    for path in (out, target):
+        if path.exists() and not path.is_dir():
+            raise ExportError(f"{path} is not a directory")
+    return target
 
 
 def run_metadata(conn: sqlite3.Connection, ref: RunRef) -> dict[str, MetaValue]:

@@ -33,10 +33,12 @@ from .files import replacing
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
-__all__ = ["Column", "MetaValue", "Metadata", "Sink", "open_sink", "text_value"]
+__all__ = ["COLUMN_KINDS", "Column", "MetaValue", "Metadata", "Sink", "open_sink", "text_value"]
 
 #: Column kinds after decoding: numbers, flags, strings, and ``text`` (anything else, as JSON).
 ColumnKind = Literal["float", "int", "bool", "str", "text"]
+#: A channel's column kind, by its ``value_type``: arrays and ``any`` are text in every format.
+COLUMN_KINDS: dict[str, ColumnKind] = {"float": "float", "int": "int", "bool": "bool", "str": "str"}
 _NC4_HIDDEN = "_nc4_non_coord_"
 _NC_MAX_NAME = 255  # bytes: netCDF-C reads 256 (NC_MAX_NAME) without the final NUL
 #: A file-level metadata value. Numbers stay numbers until a sink spells them: netCDF attributes
