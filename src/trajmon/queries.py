@@ -12,7 +12,7 @@ import math
 import os
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ __all__ = [
     "connect_readonly",
     "effective_status",
     "get_action",
+    "iter_actions",
     "list_actions",
     "list_runs",
     "open_readonly",
@@ -290,6 +291,32 @@ def list_actions(
 ) -> list[dict[str, Any]]:
     """The run's actions in order, filtered; ``limit`` keeps the first N, ``last`` the latest N
     (after a night's run those are the ones an operator asks about)."""
+    return list(
+        iter_actions(conn, run, spec=spec, since=since, until=until, limit=limit, last=last)
+    )
+
+
+#: Actions read per query by :func:`iter_actions`.
+ACTION_CHUNK = 2000
+
+
+def iter_actions(
+    conn: sqlite3.Connection,
+    run: RunRef,
+    *,
+    spec: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    limit: int | None = None,
+    last: int | None = None,
+) -> Iterable[dict[str, Any]]:
+    """:func:`list_actions` one action at a time, read :data:`ACTION_CHUNK` at a time: memory
+    does not grow with the run. The arguments are checked, and which actions are listed is
+    fixed (the range of their ``action_idx``), when this is called; the chunks are read as
+    they are iterated, and again at each new iteration. Actions are only ever appended, with
+    a growing ``action_idx``, so a chunk read in a later transaction gives the rows the first
+    snapshot held: the caller may end its read transaction after this call, and not hold the
+    database's log at its snapshot while a slow reader (``| less``) takes the output."""
     if not isinstance(run, RunRef):  # a run's name: an easy slip, an AttributeError deep down
         raise TypeError(f"run must be a RunRef (resolve_run(conn, name)), not {run!r}")
     for name, count in (("limit", limit), ("last", last)):
@@ -305,27 +332,59 @@ def list_actions(
     for name, bound in (("since", since), ("until", until)):
         if bound is not None and math.isnan(bound):
             raise ValueError(f"{name} must be a number of seconds, got {bound}")
-    sql = "SELECT * FROM actions WHERE run_id = ?"
-    args: list[Any] = [run.run_id]
+    where, args = "run_id = ?", list[Any]([run.run_id])
     if spec is not None:
-        sql += " AND spec_label = ?"
+        where += " AND spec_label = ?"
         args.append(_spec_label(conn, run, spec))
-    if since is not None:
-        sql += " AND dt_s >= ?"
-        args.append(since)
-    if until is not None:
-        sql += " AND dt_s <= ?"
-        args.append(until)
+    # In the chunks' query "+dt_s" keeps SQLite from reading the whole --since/--until range
+    # by time, and sorting it, for each chunk: they walk the primary key.
+    when = [(op, bound) for op, bound in ((">=", since), ("<=", until)) if bound is not None]
+    chunk_where = where + "".join(f" AND +dt_s {op} ?" for op, _ in when)
+    where += "".join(f" AND dt_s {op} ?" for op, _ in when)
+    args += [bound for _, bound in when]
+    chosen = f"SELECT action_idx FROM actions WHERE {where}"
     if last is not None:
-        sql = f"SELECT * FROM ({sql} ORDER BY action_idx DESC LIMIT ?) ORDER BY action_idx"
-        args.append(last)
-    else:
-        sql += " ORDER BY action_idx"
-    if limit is not None:
-        sql += " LIMIT ?"
-        args.append(limit)
+        chosen += f" ORDER BY action_idx DESC LIMIT {int(last)}"
+    first, most = conn.execute(
+        f"SELECT min(action_idx), max(action_idx) FROM ({chosen})", args
+    ).fetchone()
+    if first is None or limit == 0:
+        return ()
+    chunk_sql = (
+        f"SELECT * FROM actions WHERE {chunk_where}"
+        " AND action_idx >= ? AND action_idx <= ? ORDER BY action_idx LIMIT ?"
+    )
     types = _channel_types(conn, run.run_id)
-    return [_action_dict(r, types) for r in conn.execute(sql, args)]
+    return _Chunks(conn, chunk_sql, args, (int(first), int(most)), limit, types)
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunks:
+    """The actions ``sql`` selects in ``span`` (first and last ``action_idx``), in order; each
+    iteration reads them again (a table measures its columns, then draws them)."""
+
+    conn: sqlite3.Connection
+    sql: str
+    args: list[Any]
+    span: tuple[int, int]
+    limit: int | None
+    types: dict[int, str]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        start, most = self.span
+        left = self.limit
+        while True:
+            n = ACTION_CHUNK if left is None else min(ACTION_CHUNK, left)
+            rows = self.conn.execute(self.sql, [*self.args, start, most, n]).fetchall()
+            for row in rows:
+                yield _action_dict(row, self.types)
+            if len(rows) < n:
+                return
+            if left is not None:
+                left -= n
+                if left == 0:
+                    return
+            start = int(rows[-1]["action_idx"]) + 1
 
 
 def get_action(conn: sqlite3.Connection, run: RunRef, action_idx: int) -> dict[str, Any]:

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import codecs
-import json
-import math
 import sqlite3
-import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -17,7 +13,7 @@ import typer
 from pydantic import ValidationError
 from rich import box
 from rich.cells import cell_len
-from rich.console import Console, ConsoleOptions, Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, JustifyMethod, RenderableType
 from rich.measure import Measurement
 from rich.table import Table
 
@@ -25,19 +21,23 @@ from ..config import ConfigError, format_validation_error
 from ..queries import QueryError, connect_readonly
 from ..runstore import RunExistsError
 from ..schema import SchemaError
+from .jsonout import Streamed, print_json
 
 __all__ = [
     "EXIT_FAILED",
     "EXIT_SIGINT",
     "EXIT_SIGTERM",
     "EXIT_USAGE",
+    "STATUS_STYLE",
     "DbOption",
     "JsonOption",
+    "Streamed",
     "console",
     "err_console",
     "fail",
     "fit_to_width",
     "print_json",
+    "print_long_table",
     "print_table",
     "reading",
     "user_errors",
@@ -57,6 +57,16 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False
 
 DbOption = Annotated[Path, typer.Option("--db", help="SQLite database file.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+#: How a run's status is coloured wherever it is shown (runs, status, a run's summary).
+STATUS_STYLE = {
+    "running": "green",
+    "completed": "cyan",
+    "interrupted": "yellow",
+    "failed": "bold red",
+    "crashed": "bold red",
+}
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
@@ -93,58 +103,6 @@ def reading(db: Path) -> Iterator[sqlite3.Connection]:
                 yield conn
         except sqlite3.DatabaseError as exc:  # a damaged file shows only when its pages are read
             fail(f"cannot read {db}: {exc}")
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)  # "nan", "inf", "-inf": strict JSON has no such numbers
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())  # nested lists; a 0-d array (np.array(5.0)): its number
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if value is None or isinstance(value, str | int | float):
-        return value
-    return str(value)  # a complex, a Path, an object an untyped channel held: its text
-
-
-def _stdout_takes_utf8() -> bool:
-    try:
-        return codecs.lookup(getattr(sys.stdout, "encoding", None) or "ascii").name == "utf-8"
-    except LookupError:
-        return False
-
-
-def _json_text(data: Any, *, compact: bool = False) -> str:
-    """``data`` as a JSON document that stdout carries whole: non-ASCII text as itself on a
-    UTF-8 stdout, else (a Windows code page, ``PYTHONIOENCODING=ascii``) as ``\\u`` escapes —
-    written as is, "µ" became the byte 0xB5 (no UTF-8 reader takes it) and "测" a traceback.
-    Text that is not valid Unicode (a ``--db`` path's undecodable bytes, held as lone
-    surrogates) is escaped too: written, it went out raw or as a traceback; escaped,
-    ``json.loads`` and ``os.fsencode`` give the path back."""
-    jsonable = _jsonable(data)
-    indent = None if compact else 2
-    text = json.dumps(jsonable, indent=indent, ensure_ascii=False)
-    if text.isascii():
-        return text
-    if _stdout_takes_utf8():
-        try:
-            text.encode("utf-8")
-            return text
-        except UnicodeEncodeError:
-            pass
-    return json.dumps(jsonable, indent=indent, ensure_ascii=True)
-
-
-def print_json(data: Any, *, compact: bool = False) -> None:
-    """One JSON document on stdout: indented, or ``compact`` on one line (JSON Lines)."""
-    sys.stdout.write(_json_text(data, compact=compact) + "\n")
-    sys.stdout.flush()
 
 
 def fmt_value(value: Any, fmt: Callable[[float], str] = lambda v: f"{v:.6g}") -> str:
@@ -283,3 +241,64 @@ def print_table(renderable: RenderableType) -> None:
     Console(
         file=console.file, highlight=False, soft_wrap=True, markup=False, emoji=False, width=width
     ).print(renderable)
+
+
+def _width(cell: str) -> int:
+    """The columns printable ``cell`` takes: rich's measure, which it caches (a cache that
+    grows with a long table's distinct cells), only for text that is not ASCII."""
+    return len(cell) if cell.isascii() else cell_len(cell)
+
+
+def print_long_table(
+    title: Callable[[int], str],
+    columns: Sequence[tuple[str, JustifyMethod]],
+    rows: Iterable[Sequence[str]],
+    noted: Callable[[int], None],
+) -> bool:
+    """``rows`` (an iterable read twice: to measure, then to write) as :func:`print_table`
+    prints a ``Table(title=title(count))`` of these columns — the same characters — but each
+    row written as it comes: rich lays out a whole table at about 0.5 ms a row, and holds it.
+    ``noted(count)`` is called between the two readings. False, having written nothing, when
+    a cell is not one plain line or, on a terminal, the table is wider than the window (rich
+    folds such cells: :func:`fit_to_width`)."""
+    widths = [cell_len(name) for name, _ in columns]
+    count = 0
+    for row in rows:
+        count += 1
+        for i, cell in enumerate(row):
+            if not cell.isprintable():
+                return False
+            widths[i] = max(widths[i], _width(cell))
+    natural = sum(widths) + 3 * len(widths) + 1
+    if console.is_terminal and natural > console.width:
+        return False
+    noted(count)
+    table = Table(title=title(count))
+    for (name, justify), width in zip(columns, widths, strict=True):
+        table.add_column(name, justify=justify, width=width)
+    target = console
+    if not console.is_terminal:
+        target = Console(
+            file=console.file,
+            highlight=False,
+            soft_wrap=True,
+            markup=False,
+            emoji=False,
+            width=max(natural, console.width),
+        )
+    with target.capture() as captured:
+        target.print(table)  # the title and the header, then the line under no rows
+    *head, bottom = captured.get().splitlines(keepends=True)
+    write = target.file.write
+    write("".join(head))
+    for row in rows:
+        cells = [
+            cell.rjust(width + len(cell) - _width(cell))
+            if justify == "right"
+            else cell.ljust(width + len(cell) - _width(cell))
+            for cell, (_, justify), width in zip(row, columns, widths, strict=True)
+        ]
+        write("│ " + " │ ".join(cells) + " │\n")
+    write(bottom)
+    target.file.flush()
+    return True

@@ -29,6 +29,7 @@ from ..staging import EffectiveConfig, consume_run_name, read_staged
 from ..summary import GroupSummary, RunFailedError, RunSummary
 from .common import (
     EXIT_FAILED,
+    STATUS_STYLE,
     JsonOption,
     console,
     err_console,
@@ -60,7 +61,6 @@ from .runner import (
     signals_restored,
     unless_output_gone,
 )
-from .runs_cmd import _STATUS_STYLE
 from .sources import open_source, plan_run, unused_intervals
 
 __all__ = ["check_run_name_free", "print_summary", "run", "sim_instruments"]
@@ -137,7 +137,7 @@ def print_summary(summary: RunSummary) -> None:
         "run ",
         (repr(summary.run_name), "bold cyan"),
         ": ",
-        (summary.status, _STATUS_STYLE.get(summary.status, "")),
+        (summary.status, STATUS_STYLE.get(summary.status, "")),
         f" after {summary.duration_s:.1f} s",
     )
     rows = [_summary_cells(g) for g in summary.groups]

@@ -22,6 +22,7 @@ from ..stalls import status_stalls
 from ..status import run_status
 from .common import (
     EXIT_SIGINT,
+    STATUS_STYLE,
     DbOption,
     JsonOption,
     console,
@@ -32,14 +33,6 @@ from .common import (
 )
 
 __all__ = ["render_status", "runs", "status", "watch_line"]
-
-_STATUS_STYLE = {
-    "running": "green",
-    "completed": "cyan",
-    "interrupted": "yellow",
-    "failed": "bold red",
-    "crashed": "bold red",
-}
 
 
 def _num(value: float | None, fmt: str = ".1f", suffix: str = "") -> str:
@@ -61,7 +54,7 @@ def runs(db: DbOption = Path("trajmon.db"), json_out: JsonOption = False) -> Non
     for r in rows:
         table.add_row(
             Text(r["run_name"]),
-            Text(r["status"], style=_STATUS_STYLE.get(r["status"], "")),
+            Text(r["status"], style=STATUS_STYLE.get(r["status"], "")),
             str(r["run_start_utc"])[:19].replace("T", " "),
             _num(r["duration_s"], suffix=" s"),
             str(r["signal_samples"]),
@@ -80,7 +73,7 @@ def render_status(doc: dict[str, Any]) -> RenderableType:
         ("run ", "bold"),
         (repr(doc["run_name"]), "bold cyan"),
         ": ",
-        (doc["status"], _STATUS_STYLE.get(doc["status"], "")),
+        (doc["status"], STATUS_STYLE.get(doc["status"], "")),
         f"  elapsed {_num(doc['elapsed_s'], suffix=' s')}",
         f"  started {doc['run_start_utc']}",
     )
