@@ -18,7 +18,8 @@ PAGE = Path(__file__).parents[1] / "docs" / "library.md"
 def examples() -> list[tuple[str, str]]:
     """(code, the output the page states right after it)."""
     text = PAGE.read_text(encoding="utf-8")
-    found = re.findall(r"```python\n(.*?)```\n\nprints `([^`]*)`", text, re.S)
+    # one block each: (.*?) alone would run on from a block that prints nothing to the next
+    found = re.findall(r"```python\n((?:(?!```).)*?)```\n\nprints `([^`]*)`", text, re.S)
     assert len(found) == 2, "docs/library.md: every example is followed by what it prints"
     return found
 
