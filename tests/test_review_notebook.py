@@ -4,11 +4,29 @@ the first cell twice, as a scientist re-runs it."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from pydantic import ValidationError
+from qcodes.instrument_drivers.mock_instruments import DummyInstrument
+
+from trajmon import (
+    ChannelSpec,
+    ConfigError,
+    FakeClock,
+    MonitorConfig,
+    Recorder,
+    RunExistsError,
+)
+from trajmon.station import load_channels_file
 
 PAGE = Path(__file__).parents[1] / "docs" / "library.md"
 
@@ -117,3 +135,99 @@ def test_a_background_run_whose_cell_ran_again_is_stopped_by_the_pages_recipe(
     assert outputs[3].strip() == "RunExistsError"
     assert outputs[7].strip() == "[('background run', 'interrupted')]"
     assert left_open.split("\n")[:2] == ["[]", "[]"], left_open
+
+
+# -- the library in a notebook's running loop: state, configuration errors ---------------------
+
+
+def _dac_config(db: Path, name: str = "state run", **changes: Any) -> MonitorConfig:
+    channels = [
+        ChannelSpec(label="Drain", source="dac.ch2", kind="signal"),
+        ChannelSpec(label="Gate 1", source="dac.ch1", kind="spec"),
+    ]
+    options: dict[str, Any] = {"interval_s": 0.05, "source": "instruments", **changes}
+    return MonitorConfig(run_name=name, db=db, channels=channels, **options)
+
+
+async def test_a_background_recorder_says_where_its_run_is(db_path: Path) -> None:
+    """A notebook starts ``run()`` as a task and asks, cells later, whether it still records:
+    there was no answer but reading private fields or events in the right order."""
+    dac = DummyInstrument("dac", gates=["ch1", "ch2"])
+    clock = FakeClock()
+    recorder = Recorder(_dac_config(db_path), {"dac": dac}, clock=clock)
+    assert recorder.state == "new"
+    task = asyncio.create_task(recorder.run(), name="trajmon background run")
+    await asyncio.sleep(0)  # the task's first step: run() is called, the database not yet open
+    assert recorder.state == "starting"
+    with anyio.fail_after(10):
+        await recorder.wait_until(lambda: recorder.stats[0].samples_read >= 1)
+    assert recorder.state == "running"
+    recorder.request_stop()
+    assert recorder.state == "stopping"  # until the queue is drained and the end recorded
+    recorder.request_stop()  # twice: idempotent, still one stop
+    with anyio.fail_after(10):
+        summary = await task
+    assert recorder.state == "ended"
+    assert summary.status == "interrupted"
+    with pytest.raises(RunExistsError, match="a Recorder records one run"):
+        await recorder.run()  # a second start is a clear error, and the state stays
+    assert recorder.state == "ended"
+
+
+async def test_a_recorder_whose_run_is_refused_has_ended(db_path: Path) -> None:
+    """Re-running a cell with the same run name: the new recorder's state says it is over."""
+    dac = DummyInstrument("dac", gates=["ch1", "ch2"])
+    first = Recorder(_dac_config(db_path, duration_s=0.1), {"dac": dac})
+    await first.run()
+    again = Recorder(_dac_config(db_path, duration_s=0.1), {"dac": dac})
+    with pytest.raises(RunExistsError):
+        await again.run()
+    assert (first.state, again.state) == ("ended", "ended")
+
+
+@pytest.mark.parametrize(
+    ("build", "line"),
+    [
+        (
+            lambda: MonitorConfig(run_name="x", intervall_s=0.2),
+            "MonitorConfig: intervall_s: unknown field; did you mean 'interval_s'?",
+        ),
+        (
+            lambda: ChannelSpec(label="G", source="dac.ch1", kind="spec", tolerence_abs=1e-6),
+            "ChannelSpec: tolerence_abs: unknown field; did you mean 'tolerance_abs'?",
+        ),
+        (
+            lambda: MonitorConfig(
+                channels=[{"label": "G", "source": "dac.ch1", "kind": "spec", "tolerence_rel": 1}]
+            ),
+            "MonitorConfig: channels.0.tolerence_rel: "
+            + "unknown field; did you mean 'tolerance_rel'?",
+        ),
+        (
+            lambda: MonitorConfig(interval_s=0),
+            "MonitorConfig: interval_s must be a finite number > 0, got 0.0",
+        ),
+    ],
+)
+def test_a_config_error_in_a_cell_is_one_line_naming_the_field_meant(
+    build: Callable[[], object], line: str
+) -> None:
+    """``MonitorConfig(intervall_s=…)`` raised pydantic's four lines ("Extra inputs are not
+    permitted", a URL) and named no field to use instead. Now one line, a ``ConfigError`` as the
+    page promises for configuration errors, still a pydantic ``ValidationError``."""
+    with pytest.raises(ConfigError) as info:
+        build()
+    assert str(info.value) == line
+    assert isinstance(info.value, ValidationError)
+    assert info.value.errors()  # pydantic's structured errors are kept
+
+
+def test_a_typo_in_a_channels_file_names_the_key_meant(tmp_path: Path) -> None:
+    """The command line folds the same error into its one line: the close match is there too."""
+    channels = tmp_path / "channels.yaml"
+    channels.write_text(
+        "channels:\n  - parameter: stm.bias\n    kind: spec\n    tolerence_abs: 1.0e-3\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match="did you mean 'tolerance_abs'"):
+        load_channels_file(channels)

@@ -11,7 +11,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from .channels import Kind, check_label
+from .config_errors import MODELS, ConfigError, InvalidConfigError, format_validation_error
 
 __all__ = [
     "DEFAULT_CHANNELS",
@@ -41,10 +42,6 @@ __all__ = [
     "label_key",
     "refuse_bool",
 ]
-
-
-class ConfigError(ValueError):
-    """A configuration a run must not start with; the message is one line for the operator."""
 
 
 _GROUP_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -128,7 +125,25 @@ def label_key(label: str) -> str:
     return unicodedata.normalize("NFC", label).casefold()
 
 
-class ChannelSpec(BaseModel):
+class _Checked(BaseModel):
+    """A model whose constructor's errors are one line (:class:`InvalidConfigError`) and whose
+    unknown keys are named with the field that was probably meant."""
+
+    if not TYPE_CHECKING:  # type checkers and IDEs keep pydantic's signature of the fields
+
+        def __init__(self, /, **data: Any) -> None:
+            try:
+                super().__init__(**data)
+            except ValidationError as exc:
+                raise InvalidConfigError.of(exc) from None
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        MODELS[cls.__name__] = cls  # format_validation_error names their fields
+
+
+class ChannelSpec(_Checked):
     """One entry of a channels file: a label bound to a parameter path."""
 
     model_config = ConfigDict(extra="forbid")
@@ -208,7 +223,7 @@ DEFAULT_CHANNELS: tuple[ChannelSpec, ...] = (
 )
 
 
-class MonitorConfig(BaseModel):
+class MonitorConfig(_Checked):
     """Everything a run needs besides its instruments; stored verbatim on the run row."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -381,13 +396,3 @@ def group_conflict(specs: Sequence[ChannelSpec]) -> tuple[int, int, str] | None:
                 )
                 return i, k, problem
     return None
-
-
-def format_validation_error(exc: ValidationError) -> str:
-    """Pydantic's multi-line report, folded into the one line an operator reads."""
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"])
-        message = str(err["msg"]).removeprefix("Value error, ")
-        parts.append(f"{where}: {message}" if where else message)
-    return "; ".join(parts)

@@ -14,7 +14,7 @@ import logging
 import sqlite3
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 
@@ -24,6 +24,7 @@ from .config import ConfigError, MonitorConfig
 from .connection import RunTakenOverError, StorageError, open_connection
 from .detection import ChangeDetector
 from .gcpause import gc_recording
+from .recorder_args import check_arguments, running
 from .records import ActionEvent, GroupStats
 from .resolve import build_groups
 from .resume import ResumeState, resume_run
@@ -54,16 +55,7 @@ class Recorder:
     ) -> None:
         if not config.run_name:
             raise ConfigError("config.run_name is required to record")
-        if not isinstance(instruments, Mapping):
-            station = isinstance(getattr(instruments, "components", None), Mapping)
-            raise TypeError(
-                "instruments must map the names used in the channels' sources to instruments,"
-                f" e.g. {{'dmm': dmm}}; got {type(instruments).__name__}"
-                + (" (pass station.components)" if station else "")
-            )
-        if clock is not None and not isinstance(clock, Clock):  # else: an AttributeError in run()
-            got = type(clock).__name__
-            raise TypeError(f"clock must be a trajmon Clock (e.g. FakeClock()), not {got}")
+        check_arguments(instruments, clock)
         self.config = config
         self.clock = clock or SystemClock()
         self.instruments = dict(instruments)
@@ -101,6 +93,19 @@ class Recorder:
     def stop_requested(self) -> bool:
         return self._stop_requested
 
+    @property
+    def state(self) -> Literal["new", "starting", "running", "stopping", "ended"]:
+        """Where the one run of this recorder is: ``run()`` not called yet, opening the
+        database, recording, draining after a stop (or a cancellation), or over however it
+        ended — the question a notebook asks of a recorder started as a background task."""
+        if self.ended.is_set():
+            return "ended"
+        if not self._claimed:
+            return "new"
+        if self._stop_requested:
+            return "stopping"
+        return "running" if self.started.is_set() else "starting"
+
     async def wait_until(self, predicate: Callable[[], bool]) -> bool:
         """Wait until ``predicate()`` holds, re-checking after every sample or action; True then.
 
@@ -126,7 +131,7 @@ class Recorder:
         """
         self._stop_requested = True
         loop = self._loop
-        if loop is not None and not _running(loop):
+        if loop is not None and not running(loop):
             with contextlib.suppress(RuntimeError):  # the loop is closed: the run is over
                 loop.call_soon_threadsafe(self.request_stop)
             return
@@ -392,11 +397,3 @@ class Recorder:
         except BaseException:
             self.request_stop()  # nobody drains the queue any more: stop sampling
             raise
-
-
-def _running(loop: asyncio.AbstractEventLoop) -> bool:
-    """Whether the calling thread is running ``loop`` (inside a task or one of its callbacks)."""
-    try:
-        return asyncio.get_running_loop() is loop
-    except RuntimeError:
-        return False
