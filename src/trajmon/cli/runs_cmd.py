@@ -84,6 +84,14 @@ def render_status(doc: dict[str, Any]) -> RenderableType:
             f"last heartbeat {_num(age, suffix=' s')} ago"
             f" (crashed if older than {doc['stale_after_s']:g} s)"
         )
+        if doc["status"] == "crashed" and age is not None and age >= 0:
+            # What status can tell is only that the beat stopped: a process stopped with
+            # Ctrl-Z or a notebook cell that holds the loop looks the same until it resumes.
+            when = (
+                f"no heartbeat for {_num(age, suffix=' s')} (more than"
+                f" {doc['stale_after_s']:g} s): its process died, or is paused or blocked (a"
+                " notebook cell that does not await) and may still come back"
+            )
         if age is not None and age < 0:  # ahead of the clock by more than a beat (status.py)
             when = (
                 f"last heartbeat {-age:.1f} s ahead of this computer's clock (it was set back):"

@@ -1,0 +1,30 @@
+"""Lead's review fixes of session 20."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from recordings import record_one_bias_change
+from rich.console import Console
+from typer.testing import CliRunner
+
+from trajmon.cli import app
+from trajmon.cli.runs_cmd import render_status
+
+
+def test_a_crashed_run_is_said_to_be_possibly_paused_not_only_dead(tmp_path: Path) -> None:
+    """A notebook cell that holds the loop, or a process stopped with Ctrl-Z, stops the
+    heartbeat as a death does; `status` said only "crashed if older than 5 s", and an operator
+    would start a second recorder beside a run that comes back."""
+    db = tmp_path / "runs.db"
+    record_one_bias_change(db, "r", seed=1, window_before_s=0.3, before=5, after=5)
+    out = CliRunner().invoke(app, ["status", "--db", str(db), "--json"], catch_exceptions=False)
+    doc = json.loads(out.stdout)
+    crashed = {**doc, "status": "crashed", "running": False, "ended_utc": None}
+    crashed["heartbeat_age_s"] = 8.0
+    console = Console(record=True, width=300)
+    console.print(render_status(crashed))
+    text = console.export_text()
+    assert "no heartbeat for 8.0 s (more than 5 s)" in text
+    assert "paused or blocked" in text and "may still come back" in text
