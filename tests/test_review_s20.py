@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
+import pytest
 from recordings import record_one_bias_change
 from rich.console import Console
 from typer.testing import CliRunner
@@ -28,3 +30,18 @@ def test_a_crashed_run_is_said_to_be_possibly_paused_not_only_dead(tmp_path: Pat
     text = console.export_text()
     assert "no heartbeat for 8.0 s (more than 5 s)" in text
     assert "paused or blocked" in text and "may still come back" in text
+
+
+def test_the_summarys_command_is_one_this_shell_can_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`make demo` runs .venv/bin/trajmon, not on PATH until the venv is activated: the
+    summary's "see the actions" line said a bare `trajmon` there, 'command not found' (the
+    demo's own `next:` line already named the program as it was run)."""
+    from test_review_livepolish import summary, summary_lines
+
+    argv0 = tmp_path / "venv dir" / "bin" / "trajmon"
+    monkeypatch.setattr(sys, "argv", [str(argv0), "run"])
+    monkeypatch.setenv("PATH", str(tmp_path / "elsewhere"))
+    lines = summary_lines(monkeypatch, summary(), 200)
+    assert lines[-1].startswith(f"see the actions: '{argv0}' actions list --db "), lines

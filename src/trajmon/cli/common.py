@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import shlex
+import shutil
 import sqlite3
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -39,6 +42,7 @@ __all__ = [
     "print_json",
     "print_long_table",
     "print_table",
+    "program_name",
     "reading",
     "user_errors",
 ]
@@ -302,3 +306,15 @@ def print_long_table(
     write(bottom)
     target.file.flush()
     return True
+
+
+def program_name() -> str:
+    """trajmon as this shell can run it: `make demo` runs .venv/bin/trajmon, which is not on
+    PATH until the venv is activated, and a bare `trajmon` there is 'command not found'."""
+    argv0 = sys.argv[0]
+    if Path(argv0).name != "trajmon":  # python -m trajmon, or a test calling main()
+        return "trajmon"
+    on_path = shutil.which("trajmon")
+    if on_path is not None and Path(on_path).resolve() == Path(argv0).resolve():
+        return "trajmon"
+    return shlex.quote(argv0)

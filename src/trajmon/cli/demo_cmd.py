@@ -8,8 +8,6 @@ trajmon saw every change the scripted operator made.
 from __future__ import annotations
 
 import shlex
-import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,6 +30,7 @@ from .common import (
     console,
     fail,
     print_json,
+    program_name,
     reading,
     user_errors,
 )
@@ -63,23 +62,11 @@ def _next_command(run_name: str, db: Path, actions: list[dict[str, Any]]) -> str
     """A command to paste into the shell as printed: the first action's window, or — when the
     run saw none (a short --duration) — the run's status; the file name quoted if need be."""
     where = f"--db {shlex.quote(str(db))}"
-    prog = _program()
+    prog = program_name()
     if not actions:
         return f"{prog} status {shlex.quote(run_name)} {where}"
     first = actions[0]["action_idx"]
     return f"{prog} actions show {first} --run {shlex.quote(run_name)} {where} --with-signal-window"
-
-
-def _program() -> str:
-    """trajmon as this shell can run it: `make demo` runs .venv/bin/trajmon, which is not on
-    PATH until the venv is activated, and a bare `trajmon` there is 'command not found'."""
-    argv0 = sys.argv[0]
-    if Path(argv0).name != "trajmon":  # python -m trajmon, or a test calling main()
-        return "trajmon"
-    on_path = shutil.which("trajmon")
-    if on_path is not None and Path(on_path).resolve() == Path(argv0).resolve():
-        return "trajmon"
-    return shlex.quote(argv0)
 
 
 def _score_line(score: Score) -> str:

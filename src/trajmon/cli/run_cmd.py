@@ -36,6 +36,7 @@ from .common import (
     fail,
     print_json,
     print_table,
+    program_name,
     user_errors,
 )
 from .config_cmd import (
@@ -162,7 +163,7 @@ def print_summary(summary: RunSummary) -> None:
     )
     parts: list[RenderableType] = [head, *groups, counts, Text(f"database {summary.db}")]
     if summary.actions:  # quoted for a shell: run names and paths may hold spaces
-        listing = f"trajmon actions list --db {shlex.quote(summary.db)}"
+        listing = f"{program_name()} actions list --db {shlex.quote(summary.db)}"
         parts.append(Text(f"see the actions: {listing} --run {shlex.quote(summary.run_name)}"))
     print_table(Group(*parts))
     if summary.message:
