@@ -4,6 +4,7 @@ what ``trajmon run`` prints for those figures, and what the pages say about ``co
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
@@ -18,7 +19,6 @@ import typer
 from typer.testing import CliRunner
 
 from trajmon.cli import app
-from trajmon.cli.common import console
 from trajmon.cli.demo_cmd import _next_command
 from trajmon.cli.run_cmd import print_summary
 from trajmon.files import save_database_copy
@@ -104,12 +104,10 @@ def _printed(command: list[str], shown: list[str]) -> list[str]:
         lost_samples=int(counts["lost"]) if counts else 0,
     )
     out = io.StringIO()
-    saved = console.file
-    console.file = out
-    try:
+    # The console writes to whatever sys.stdout is; setting its file and then "restoring" it
+    # pinned it to this test's captured stream, and later tests printed nowhere.
+    with contextlib.redirect_stdout(out):
         print_summary(summary)
-    finally:
-        console.file = saved
     printed = out.getvalue().splitlines()
     start = 0 if head else next(i for i, line in enumerate(printed) if COUNTS.match(line))
     return printed[start : start + len(shown)]
