@@ -54,6 +54,15 @@ def _check_resumable(row: sqlite3.Row | None, name: str, now: float) -> None:
                 " this computer's clock (set back since, or behind the clock of the computer"
                 " that recorded it); correct the clock, or resume it from that computer"
             )
+        if age < -1.0:  # beyond a beat committed after ``now`` was taken (as status reads it)
+            # "heartbeat 0.0 s ago" said the run had just beaten, and not when to retry.
+            stale = float(row["stale_after_s"])
+            raise ConfigError(
+                f"cannot resume {name!r}: its last heartbeat is {-age:.1f} s ahead of this"
+                " computer's clock (set back since): it may still be recording; if it is not,"
+                f" it can be resumed once that heartbeat is {stale:g} s old, in"
+                f" {stale - age:.1f} s"
+            )
         raise ConfigError(
             f"cannot resume {name!r}: it is still recording (heartbeat {max(age, 0.0):.1f} s ago)"
         )

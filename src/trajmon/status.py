@@ -30,6 +30,24 @@ def _rate(samples: int, seconds: float | None) -> float | None:
     return samples / seconds
 
 
+def _recorded_s(conn: sqlite3.Connection, run_id: int, counted_until: float | None) -> float | None:
+    """Seconds the run recorded up to its last commit: the sum of its sessions' spans, the
+    latest one up to ``counted_until``. Not ``counted_until`` itself: on a resumed run that
+    includes the outages between sessions, and an achieved rate over it read far below the
+    target (0.01 Hz of 10 after an hour down) though every tick was taken while recording."""
+    if counted_until is None:
+        return None
+    spans = conn.execute(
+        "SELECT start_dt_s, end_dt_s FROM sessions WHERE run_id = ? ORDER BY session_idx",
+        (run_id,),
+    ).fetchall()
+    if not spans:  # a run row without sessions (made by hand): its timeline is all there is
+        return float(counted_until)
+    *earlier, (last_start, _) = spans
+    total = sum(max(float(end) - float(start), 0.0) for start, end in earlier if end is not None)
+    return total + max(float(counted_until) - float(last_start), 0.0)
+
+
 def run_status(conn: sqlite3.Connection, ref: RunRef, now: float | None = None) -> dict[str, Any]:
     """The run's status document (see ``docs/cli.md``, "trajmon status")."""
     now = time.time() if now is None else now
@@ -43,12 +61,14 @@ def run_status(conn: sqlite3.Connection, ref: RunRef, now: float | None = None) 
     if beat_age is not None and beat_age > -1.0:  # a beat committed after ``now`` was taken
         beat_age = max(beat_age, 0.0)
     beat_dt = run["heartbeat_dt_s"]
-    # Counters on the rows are as of the last commit: rates divide by that commit's dt_s.
+    # Counters on the rows are as of the last commit: rates divide by the time recorded until
+    # that commit's dt_s.
     counted_until = run["end_dt_s"] if run["end_dt_s"] is not None else beat_dt
     if status == "running" and beat_dt is not None and beat_age is not None:
         elapsed: float | None = float(beat_dt) + max(beat_age, 0.0)
     else:
         elapsed = counted_until
+    recorded = _recorded_s(conn, ref.run_id, counted_until)
     groups = []
     pending = 0
     for g in conn.execute(
@@ -64,7 +84,7 @@ def run_status(conn: sqlite3.Connection, ref: RunRef, now: float | None = None) 
                 "kind": g["kind"],
                 "interval_s": interval,
                 "target_rate_hz": 1.0 / interval,
-                "achieved_rate_hz": _rate(read, counted_until),
+                "achieved_rate_hz": _rate(read, recorded),
                 "samples": committed,
                 "samples_read": read,
                 "missed_ticks": int(g["missed_ticks"]),
