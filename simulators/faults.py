@@ -8,26 +8,31 @@ same faults can be scheduled from a YAML file instead::
       - {at_s: 3.0, fault: error, n: 3, message: "overload"}   # error replies
       - {at_s: 4.0, fault: hang, seconds: 5}                   # no reply for 5 s
       - {at_s: 6.0, fault: outage, seconds: 10}                # server gone, then back
+      - {at_s: 8.0, fault: relayout, signals: [Input 1 (V), Current (A)]}  # signals reordered
 
-Times count from when the server starts listening.
+Times count from when the server starts listening. ``relayout`` is the operator reconfiguring
+the Signals Manager (:meth:`NanonisServer.set_signal_layout`): from then on the signal list is
+exactly ``signals`` (here two entries), index ``i`` serving the model's signal ``signals[i]``
+under the name ``names[i]`` (default: the signal's own name).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from simulators.nanonis_server import NanonisServer
 from simulators.numbers import is_finite_number, yaml_number_hint
+from simulators.stm_model import SIGNAL_NAMES
 from trajmon.drivers.nanonis_protocol import COMMANDS
 from trajmon.yamlfile import YamlFileError, read_yaml
 
 __all__ = ["FaultPlanError", "FaultPlanStopped", "FaultStep", "load_fault_plan", "play_faults"]
 
-_KINDS = ("drop", "error", "hang", "outage")
-_KEYS = {"at_s", "fault", "n", "command", "seconds", "message"}
+_KINDS = ("drop", "error", "hang", "outage", "relayout")
+_KEYS = {"at_s", "fault", "n", "command", "seconds", "message", "signals", "names"}
 _REQUIRED = {"at_s", "fault"}
 #: The keys each kind uses. Any other would be ignored, and the plan would not do what it says:
 #: ``{fault: outage, command: Bias.Get}`` takes the whole server away, ``{fault: drop, seconds:
@@ -37,6 +42,7 @@ _KIND_KEYS = {
     "error": _REQUIRED | {"n", "command", "message"},
     "hang": _REQUIRED | {"n", "command", "seconds"},
     "outage": _REQUIRED | {"seconds"},
+    "relayout": _REQUIRED | {"signals", "names"},
 }
 
 
@@ -56,6 +62,9 @@ class FaultStep:
     command: str | None = None
     seconds: float = 5.0
     message: str = "injected error"
+    #: relayout: the model's signal served at each index, and the name shown for it (None: itself)
+    signals: tuple[str, ...] = ()
+    names: tuple[str, ...] | None = None
 
 
 def load_fault_plan(path: str | Path) -> list[FaultStep]:
@@ -102,6 +111,9 @@ def load_fault_plan(path: str | Path) -> list[FaultStep]:
             seconds=_seconds(where, "seconds", entry.get("seconds", 5.0)),
             message=str(message),
         )
+        if kind == "relayout":
+            signals, names = _layout(where, entry)
+            step = replace(step, signals=signals, names=names)
         steps.append(step)
     steps.sort(key=lambda s: s.at_s)
     _check_outages(path, steps)
@@ -133,6 +145,48 @@ def _seconds(where: str, key: str, value: object) -> float:
     return float(value)
 
 
+def _layout(
+    where: str, entry: dict[object, object]
+) -> tuple[tuple[str, ...], tuple[str, ...] | None]:
+    """The ``signals`` and ``names`` of a relayout, checked now: the server would refuse them
+    (or send a name the driver never sees as written) only when the step is played."""
+    if "signals" not in entry:
+        raise FaultPlanError(
+            f"{where}: fault relayout needs signals: the model's signal at each index, in order"
+        )
+    signals = _texts(where, "signals", entry["signals"])
+    unknown = [s for s in signals if s not in SIGNAL_NAMES]
+    if unknown:
+        raise FaultPlanError(
+            f"{where}: unknown signal {unknown[0]!r} (known: {', '.join(SIGNAL_NAMES)})"
+        )
+    if "names" not in entry:
+        return signals, None
+    names = _texts(where, "names", entry["names"])
+    if len(names) != len(signals):
+        raise FaultPlanError(
+            f"{where}: names must give one name per signal ({len(signals)}), got {len(names)}"
+        )
+    for name in names:
+        try:
+            name.encode("latin-1")  # the protocol's strings: another character is sent as '?'
+        except UnicodeEncodeError:
+            raise FaultPlanError(
+                f"{where}: name {name!r} cannot be sent: the protocol's text is Latin-1"
+            ) from None
+    return signals, names
+
+
+def _texts(where: str, key: str, value: object) -> tuple[str, ...]:
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(v, str) and v.strip() for v in value)
+    ):
+        raise FaultPlanError(f"{where}: {key} must be a non-empty list of names, got {value!r}")
+    return tuple(value)
+
+
 def _count(where: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise FaultPlanError(f"{where}: n must be a whole number >= 1, got {value!r}")
@@ -156,6 +210,8 @@ async def play_faults(server: NanonisServer, steps: list[FaultStep]) -> None:
             server.faults.error_next(step.n, step.command, step.message)
         elif step.fault == "hang":
             server.faults.hang_next(step.n, step.seconds, step.command)
+        elif step.fault == "relayout":
+            server.set_signal_layout(step.signals, step.names)
         else:
             await server.stop()
             await asyncio.sleep(step.seconds)

@@ -153,8 +153,9 @@ def load_scenario(path: str | Path) -> Scenario:
     if not isinstance(data, dict):
         raise ScenarioError(f"{path}: top level must be a mapping with name and changes")
     unknown = set(data) - {"name", "description", "seed", "changes"}
-    if unknown:
-        raise ScenarioError(f"{path}: unknown top-level key(s): {', '.join(sorted(unknown))}")
+    if unknown:  # as text: YAML keys may be numbers or null, which join() and sorted() refuse
+        shown = ", ".join(sorted(map(str, unknown)))
+        raise ScenarioError(f"{path}: unknown top-level key(s): {shown}")
     name, description, seed = data.get("name"), data.get("description", ""), data.get("seed")
     if not isinstance(name, str) or not name.strip():
         raise ScenarioError(f"{path}: 'name' must be a non-empty string")

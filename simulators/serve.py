@@ -9,14 +9,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from simulators.nanonis_server import NanonisServer
 from simulators.operator import Scenario, ScriptedOperator, TruthEntry, load_scenario
 from simulators.stm_model import STMModel
+
+if TYPE_CHECKING:
+    from simulators.faults import FaultStep
 
 __all__ = ["RunningSimulator", "run_simulator", "serve"]
 
@@ -104,12 +108,13 @@ async def serve(
     ready: Callable[[RunningSimulator], object] | None = None,
     out: Callable[[str], object] | None = None,
     request_log: str | Path | None = None,
-    faults: str | Path | None = None,
+    faults: str | Path | Sequence[FaultStep] | None = None,
     err: Callable[[str], object] | None = None,
 ) -> None:
     """Serve until cancelled; prints ``host:port`` once listening and calls ``ready(sim)``.
 
-    ``faults`` is a fault-plan YAML (see :mod:`simulators.faults`), played from the moment the
+    ``faults`` is a fault-plan YAML (see :mod:`simulators.faults`) or the steps already loaded
+    from one (what ``trajmon sim serve`` checked is what is played), played from the moment the
     server listens; when an outage's restart fails, :class:`~simulators.faults.FaultPlanStopped`
     is raised (the server is down for good). Each scripted change that fails is reported through
     ``err`` (default: stderr) as it happens, as is a request log that cannot be written (once:
@@ -120,7 +125,7 @@ async def serve(
     warn = err or (lambda line: print(line, file=sys.stderr, flush=True))
     from simulators.faults import load_fault_plan, play_faults
 
-    plan = load_fault_plan(faults) if faults is not None else []
+    plan = load_fault_plan(faults) if isinstance(faults, str | Path) else list(faults or [])
     async with run_simulator(
         port=port,
         latency_ms=latency_ms,

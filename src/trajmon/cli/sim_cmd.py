@@ -44,20 +44,25 @@ def serve_cmd(
         Path | None, typer.Option("--request-log", help="Log every request served (JSONL).")
     ] = None,
     faults: Annotated[
-        Path | None, typer.Option("--faults", help="Fault plan YAML: timed drops, errors, hangs.")
+        Path | None,
+        typer.Option(
+            "--faults",
+            help="Fault plan YAML: timed drops, errors, hangs, outages, signal relayouts.",
+        ),
     ] = None,
 ) -> None:
     """Serve the STM simulator on 127.0.0.1 until Ctrl-C."""
-    from simulators.faults import FaultPlanError, FaultPlanStopped, load_fault_plan
+    from simulators.faults import FaultPlanError, FaultPlanStopped, FaultStep, load_fault_plan
     from simulators.operator import Scenario, ScenarioError, load_scenario
     from simulators.serve import serve
 
     loaded: Scenario | None = None
-    try:
+    plan: list[FaultStep] | None = None
+    try:  # each read once: what is checked is what is played (the file may change meanwhile)
         if scenario is not None:
-            loaded = load_scenario(scenario)  # read once: what is checked is what is played
+            loaded = load_scenario(scenario)
         if faults is not None:
-            load_fault_plan(faults)
+            plan = load_fault_plan(faults)
     except (ScenarioError, FaultPlanError) as exc:
         fail(str(exc))
     _check_logs(scenario, faults, truth_log, request_log)
@@ -71,7 +76,7 @@ def serve_cmd(
             seed=seed,
             truth_log=truth_log,
             request_log=request_log,
-            faults=faults,
+            faults=plan,
         )
 
     # A shell starts a background job with SIGINT ignored, and Python then leaves it ignored:
