@@ -12,20 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
 import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
+from simulators.request_log import RequestLog
 from simulators.stm_model import STMModel
 from trajmon.drivers.nanonis_protocol import (
     COMMANDS,
@@ -162,15 +161,13 @@ class NanonisServer:
         self.total_requests = 0
         self.total_connections = 0
         self._rng = np.random.default_rng(seed)
-        self._log_path = Path(log_path) if log_path is not None else None
-        self._log_file: IO[str] | None = None
-        #: Why the request log stopped (a full disk), or None while it is written.
-        self.log_error: str | None = None
-        self._on_log_error = on_log_error or (lambda line: print(line, file=sys.stderr, flush=True))
+        said = on_log_error or (lambda line: print(line, file=sys.stderr, flush=True))
+        self._requests_log = None if log_path is None else RequestLog(Path(log_path), said)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._changed: asyncio.Condition | None = None
+        self._listened = False  # started once: a later start() is a restart after an outage
         # (names served by Signals.NamesGet, the model's index of each): see set_signal_layout
         names = self.model.signal_names()
         self._layout: tuple[tuple[str, ...], tuple[int, ...]] = (
@@ -183,12 +180,13 @@ class NanonisServer:
     async def start(self) -> None:
         if self._server is not None:
             return
-        if self._log_path is not None and self._log_file is None and self.log_error is None:
-            self._log_file = self._log_path.open("a", encoding="utf-8")
+        if self._requests_log is not None:
+            self._requests_log.open(restart=self._listened)
         self._server = await asyncio.start_server(
             self._on_connection, self.host, self.port, reuse_address=True
         )
         self.port = self._server.sockets[0].getsockname()[1]
+        self._listened = True
 
     async def stop(self) -> None:
         """Stop listening and close all client connections (pending replies are abandoned)."""
@@ -204,9 +202,13 @@ class NanonisServer:
         await asyncio.gather(*tasks, return_exceptions=True)
         if server is not None:
             await server.wait_closed()
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
+        if self._requests_log is not None:
+            self._requests_log.close()
+
+    @property
+    def log_error(self) -> str | None:
+        """Why the request log stopped (a full disk), or None while it is written."""
+        return None if self._requests_log is None else self._requests_log.error
 
     @property
     def running(self) -> bool:
@@ -329,34 +331,8 @@ class NanonisServer:
             cond.notify_all()
 
     def _log(self, command: str, status: str) -> None:
-        if self._log_file is None:
-            return
-        entry = {
-            "t_mono": time.monotonic(),
-            "t_epoch": time.time(),
-            "command": command,
-            "status": status,
-        }
-        try:
-            self._log_file.write(json.dumps(entry) + "\n")
-            self._log_file.flush()
-        except OSError as exc:
-            self._stop_logging(exc)
-
-    def _stop_logging(self, exc: OSError) -> None:
-        """A request log that cannot be written (a full disk) stops, said once: the log is a
-        record of the session, the instrument is what clients depend on — failing every request
-        (each one a dropped connection and a traceback) would take the simulated instrument away
-        for the sake of its log."""
-        log, self._log_file = self._log_file, None
-        if log is not None:
-            with contextlib.suppress(OSError):  # its buffer cannot be flushed either
-                log.close()
-        self.log_error = exc.strerror or str(exc)
-        self._on_log_error(
-            f"request log {self._log_path}: cannot write ({self.log_error}); requests are no"
-            " longer logged, the simulator keeps serving"
-        )
+        if self._requests_log is not None:
+            self._requests_log.write(command, status)
 
     # ------------------------------------------------------------------ commands
     @staticmethod

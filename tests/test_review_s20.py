@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -45,3 +46,25 @@ def test_the_summarys_command_is_one_this_shell_can_run(
     monkeypatch.setenv("PATH", str(tmp_path / "elsewhere"))
     lines = summary_lines(monkeypatch, summary(), 200)
     assert lines[-1].startswith(f"see the actions: '{argv0}' actions list --db "), lines
+
+
+async def test_a_request_log_that_cannot_be_reopened_after_an_outage_stops_not_the_server(
+    tmp_path: Path,
+) -> None:
+    """An outage (fault plan) stops and restarts the server; with the log's directory removed
+    meanwhile, the restart raised and `sim serve` stayed down for good, saying it could not
+    listen. The docs promise that a log that cannot be written stops and serving goes on."""
+    from simulators.nanonis_server import NanonisServer
+
+    said: list[str] = []
+    logdir = tmp_path / "logs"
+    logdir.mkdir()
+    srv = NanonisServer(port=0, log_path=logdir / "req.jsonl", on_log_error=said.append)
+    async with srv:
+        await srv.stop()
+        shutil.rmtree(logdir)
+        await srv.start()
+        assert srv.running and srv.log_error is not None
+        assert len(said) == 1 and "requests are no longer logged" in said[0]
+    with pytest.raises(OSError):  # a log that cannot be opened at the first start is an error
+        await NanonisServer(port=0, log_path=tmp_path / "absent" / "req.jsonl").start()
