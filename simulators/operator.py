@@ -288,6 +288,7 @@ class ScriptedOperator:
         self.t_start_epoch: float | None = None
         self.started = asyncio.Event()
         self.finished = asyncio.Event()
+        self.timeout_s = timeout_s  # per request of a scripted change
         self._client = AsyncNanonisClient(host, port, timeout_s)
         self._truth_path = Path(truth_log) if truth_log is not None else None
         self._clock, self._wall, self._sleep = clock, wall, sleep

@@ -43,6 +43,10 @@ class RunningSimulator:
         return self.operator_task
 
 
+#: How long a scripted change may take beyond the server's latency and jitter.
+_OPERATOR_TIMEOUT_S = 5.0
+
+
 @contextlib.asynccontextmanager
 async def run_simulator(
     port: int = 0,
@@ -81,7 +85,14 @@ async def run_simulator(
     async with server:
         operator = (
             ScriptedOperator(
-                server.host, server.port, scenario, truth_log=truth_log, on_error=on_operator_error
+                server.host,
+                server.port,
+                scenario,
+                truth_log=truth_log,
+                on_error=on_operator_error,
+                # The server's own delay comes on top: with 5 s of latency every change timed
+                # out, was applied by the server later all the same, and left out of the truth.
+                timeout_s=_OPERATOR_TIMEOUT_S + (latency_ms + jitter_ms) / 1000.0,
             )
             if scenario is not None
             else None

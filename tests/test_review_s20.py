@@ -15,6 +15,8 @@ from typer.testing import CliRunner
 from trajmon.cli import app
 from trajmon.cli.runs_cmd import render_status
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def test_a_crashed_run_is_said_to_be_possibly_paused_not_only_dead(tmp_path: Path) -> None:
     """A notebook cell that holds the loop, or a process stopped with Ctrl-Z, stops the
@@ -68,3 +70,18 @@ async def test_a_request_log_that_cannot_be_reopened_after_an_outage_stops_not_t
         assert len(said) == 1 and "requests are no longer logged" in said[0]
     with pytest.raises(OSError):  # a log that cannot be opened at the first start is an error
         await NanonisServer(port=0, log_path=tmp_path / "absent" / "req.jsonl").start()
+
+
+async def test_the_scripted_operator_waits_out_the_servers_latency() -> None:
+    """`sim serve --latency-ms 6000 --scenario …`: the operator's fixed 5 s timeout was shorter
+    than every reply, so every scripted change failed — and the server applied each one later
+    all the same, leaving real changes out of the truth log."""
+    from simulators.operator import load_scenario
+    from simulators.serve import run_simulator
+
+    scenario = load_scenario(ROOT / "simulators" / "scenarios" / "quick.yaml")
+    async with run_simulator(
+        latency_ms=6000, jitter_ms=1000, scenario=scenario, start_operator=False
+    ) as sim:
+        assert sim.operator is not None
+        assert sim.operator.timeout_s == 5.0 + 7.0
