@@ -33,17 +33,13 @@ def resolve_parameter(source: str, instruments: Mapping[str, Any]) -> tuple[str,
     parent: Any = None
     for i, part in enumerate(path):
         parent = node
-        parameters = getattr(node, "parameters", {})
-        submodules = getattr(node, "submodules", {})
-        if part in parameters:
-            node = parameters[part]
-        elif part in submodules:
-            node = submodules[part]
-        elif (channel := _channel_named(node, part)) is not None:
-            node = channel
-        else:
-            where = ".".join([name, *path[:i]])
-            raise ConfigError(f"{where} has no parameter or submodule {part!r} (in {source!r})")
+        where = ".".join([name, *path[:i]])
+        key, indexes = _split_indexes(part)
+        node = _child(node, key)
+        if node is None:
+            raise ConfigError(_missing(parent, key, where, source))
+        for index in indexes:
+            node = _indexed(node, index, f"{where}.{key}", source)
     # An instrument or channel has a get() too; a parameter that groups others (a delegate
     # instrument's GroupedParameter) has .parameters too — a ParameterBase is a parameter.
     # Imported here: instruments exist by now, and `import trajmon` (queries, export) stays
@@ -53,10 +49,13 @@ def resolve_parameter(source: str, instruments: Mapping[str, Any]) -> tuple[str,
 
     if isinstance(node, ChannelTuple):  # its get() is the instrument's: every read would fail
         first = next(iter(node), None)
-        # A channel that is also its owner's submodule by its own name has the shorter path.
-        direct = first is not None and getattr(parent, "submodules", {}).get(first.short_name)
-        owner = source.rsplit(".", 1)[0] if direct is first else source
-        hint = "" if first is None else f", e.g. {owner}.{first.short_name}.<parameter>"
+        # A channel that is also its owner's submodule has the shorter path, under the key it
+        # was added by (a DummyChannelInstrument's channel ChanA is its submodule A).
+        submodules = getattr(parent, "submodules", {})
+        keys = [key for key, sub in submodules.items() if first is not None and sub is first]
+        example = f"{source}.{first.short_name}" if first is not None else source
+        example = f"{source.rsplit('.', 1)[0]}.{keys[0]}" if keys else example
+        hint = "" if first is None else f", e.g. {example}.<parameter>"
         hint = f" (name a parameter of one channel{hint})"
         raise ConfigError(f"{source!r} is a list of channels, not a parameter{hint}")
     container = hasattr(node, "parameters") and not isinstance(node, ParameterBase)
@@ -66,6 +65,74 @@ def resolve_parameter(source: str, instruments: Mapping[str, Any]) -> tuple[str,
     if not callable(getattr(node, "get", None)) or container:
         raise ConfigError(f"{source!r} is not a parameter")
     return name, node
+
+
+def _missing(node: Any, key: str, where: str, source: str) -> str:
+    """Why ``key`` names nothing under ``where``; a channel list says what it holds."""
+    from qcodes.instrument import ChannelTuple
+
+    if isinstance(node, ChannelTuple):
+        names = ", ".join(channel.short_name for channel in node) or "none"
+        return (
+            f"{where} has no channel {key!r} (in {source!r}); its channels: {names}"
+            f" (or by position: {where}[0])"
+        )
+    return f"{where} has no parameter or submodule {key!r} (in {source!r})"
+
+
+#: QCoDeS's own station file indexes a channel list as ``dac.channels[0]`` (its
+#: ``getattr_indexed``); the same path in a channels file names the same channel.
+_INDEXED = re.compile(r"^(.*?)((?:\[-?\d+\])+)$")
+
+
+def _split_indexes(part: str) -> tuple[str, list[int]]:
+    """``"channels[0]"`` -> (``"channels"``, ``[0]``); a part without ``[i]`` is itself."""
+    match = _INDEXED.match(part)
+    if match is None or not match.group(1):
+        return part, []
+    return match.group(1), [int(i) for i in re.findall(r"-?\d+", match.group(2))]
+
+
+def _child(node: Any, key: str) -> Any:
+    """The parameter, submodule or channel ``key`` of ``node``, else ``None``.
+
+    Besides the node's own tables, an attribute set on the instance that is a parameter,
+    instrument or channel list: QCoDeS's station file makes a parameter's ``alias:`` that way
+    (``setattr(instrument, alias, parameter)``), and it is the name the operator knows it by.
+    Only an instrument's or channel's own public attributes: a driver's property could talk to
+    the instrument."""
+    parameters = getattr(node, "parameters", {})
+    submodules = getattr(node, "submodules", {})
+    if key in parameters:
+        return parameters[key]
+    if key in submodules:
+        return submodules[key]
+    if (channel := _channel_named(node, key)) is not None:
+        return channel
+    from qcodes.instrument import ChannelTuple, InstrumentBase
+    from qcodes.parameters import ParameterBase
+
+    if not isinstance(node, InstrumentBase) or key.startswith("_"):
+        return None
+    attribute = vars(node).get(key)
+    return (
+        attribute if isinstance(attribute, ParameterBase | InstrumentBase | ChannelTuple) else None
+    )
+
+
+def _indexed(node: Any, index: int, where: str, source: str) -> Any:
+    """``node[index]`` of a channel list, with the reason in one line when it is not one."""
+    from qcodes.instrument import ChannelTuple
+
+    if not isinstance(node, ChannelTuple):
+        raise ConfigError(
+            f"{where} is not a list of channels to index with [{index}] (in {source!r})"
+        )
+    if not -len(node) <= index < len(node):
+        raise ConfigError(
+            f"{where} has {len(node)} channel(s): [{index}] is out of range (in {source!r})"
+        )
+    return node[index]
 
 
 def _channel_named(node: Any, name: str) -> Any:
@@ -98,15 +165,20 @@ def value_type_from_vals(vals: object) -> ValueType:
     if isinstance(vals, v.Arrays):
         return "array"
     if isinstance(vals, v.Enum):
-        members = list(vals._valid_values)
-        if members and all(isinstance(m, bool) for m in members):
-            return "bool"
-        if members and all(isinstance(m, int) and not isinstance(m, bool) for m in members):
-            return "int"
-        if members and all(isinstance(m, str) for m in members):
-            return "str"
-        if members and all(isinstance(m, int | float) for m in members):
-            return "float"
+        return _members_type(list(vals._valid_values))
+    return "any"
+
+
+def _members_type(members: list[Any]) -> ValueType:
+    """The type of a value that is always one of ``members`` (an ``Enum``'s)."""
+    if members and all(isinstance(m, bool) for m in members):
+        return "bool"
+    if members and all(isinstance(m, int) and not isinstance(m, bool) for m in members):
+        return "int"
+    if members and all(isinstance(m, str) for m in members):
+        return "str"
+    if members and all(isinstance(m, int | float) for m in members):
+        return "float"
     return "any"
 
 
@@ -150,19 +222,46 @@ def _sorted_repr(vals: object) -> str:
     return repr(vals)
 
 
-def value_type_of(param: Any) -> ValueType:
-    """The storage type of a parameter's values: from its validator, except that a parameter
-    with ``scale`` or ``offset`` returns ``(raw - offset) / scale`` — a fraction even when its
-    validator (which checks what is *set*) says ``Ints``; also through a ``DelegateParameter``'s
-    source."""
-    value_type = value_type_from_vals(getattr(param, "vals", None))
-    node, seen = param, set()
-    while node is not None and id(node) not in seen:  # a DelegateParameter scales its source's
-        seen.add(id(node))
-        if getattr(node, "scale", None) is not None or getattr(node, "offset", None) is not None:
-            return "float" if value_type == "int" else value_type
+#: A ``get_parser`` that decides the type of every value ``get()`` returns.
+_PARSERS: tuple[tuple[Any, ValueType], ...] = ((float, "float"), (int, "int"), (str, "str"))
+
+
+def _chain(param: Any) -> list[Any]:
+    """``param``, then a ``DelegateParameter``'s source, its source… (each once)."""
+    chain: list[Any] = []
+    node = param
+    while node is not None and all(node is not seen for seen in chain):
+        chain.append(node)
         node = getattr(node, "source", None)
-    return value_type
+    return chain
+
+
+def value_type_of(param: Any) -> ValueType:
+    """The storage type of a parameter's values, from what the parameter declares.
+
+    A ``val_mapping`` decides: ``get()`` returns its keys, not the validator's whole set — a
+    QCoDeS ``create_on_off_val_mapping`` validator also allows ``"on"``, ``"ON"``, ``"1"``…,
+    yet every read is ``True`` or ``False``: a ``bool``, not an untyped column. Otherwise the
+    validator; without one, a ``get_parser`` of ``float``, ``int`` or ``str`` (a Lakeshore's
+    temperatures: every value is what it returns). A parameter with ``scale`` or ``offset``
+    returns ``(raw - offset) / scale`` — a fraction even when its validator (which checks what is
+    *set*) says ``Ints``. All of it also through a ``DelegateParameter``'s source."""
+    chain = _chain(param)
+    for node in chain:
+        mapping = getattr(node, "val_mapping", None)
+        if isinstance(mapping, Mapping) and mapping:
+            # QCoDeS reads through the inverse mapping: the last key of each raw value.
+            return _members_type(list({raw: key for key, raw in mapping.items()}.values()))
+    value_type = value_type_from_vals(getattr(param, "vals", None))
+    if value_type == "any":
+        parsers = [getattr(node, "get_parser", None) for node in chain]
+        parsed = (kind for parser in parsers for fn, kind in _PARSERS if parser is fn)
+        value_type = next(parsed, "any")
+    scaled = any(
+        getattr(node, "scale", None) is not None or getattr(node, "offset", None) is not None
+        for node in chain
+    )
+    return "float" if scaled and value_type == "int" else value_type
 
 
 #: Value types whose changes have no size: a tolerance on them would be ignored.

@@ -161,7 +161,19 @@ def load_station(path: Path, *, update_snapshot: bool = False) -> tuple[Any, dic
         return _load_station(path, update_snapshot=update_snapshot)
 
 
+def _close_unregistered(name: str) -> None:
+    """Close the instrument ``name`` that QCoDeS made, then refused before adding it to the
+    station (a ``parameters:`` entry with an ``initial_value`` out of its limits): no
+    ``close_station`` reaches it, and it kept its connection and its name — loading the
+    corrected file in the same process failed with ``Another instrument has the name``."""
+    from qcodes.instrument import Instrument
+
+    with contextlib.suppress(Exception):
+        Instrument.find_instrument(name).close()
+
+
 def _load_station(path: Path, *, update_snapshot: bool) -> tuple[Any, dict[str, Any]]:
+    from qcodes.instrument import Instrument
     from qcodes.station import Station, ValidationWarning
 
     names = read_station_names(path)
@@ -195,12 +207,19 @@ def _load_station(path: Path, *, update_snapshot: bool) -> tuple[Any, dict[str, 
         }
         if "station" in inspect.signature(cls.__init__).parameters and "station" not in init:
             kwargs["station"] = station  # QCoDeS's DelegateInstrument convention
+        existed = Instrument.exist(name)
         try:
             instrument = station.load_instrument(name, update_snapshot=update_snapshot, **kwargs)
-        except ConfigError:
-            raise
-        except Exception as exc:
-            message = " ".join(str(exc).split()) or type(exc).__name__
+        except BaseException as exc:
+            if not existed:
+                _close_unregistered(name)
+            if isinstance(exc, ConfigError) or not isinstance(exc, Exception):
+                raise
+            # A parameter's set() (an initial_value out of its limits) appends "setting
+            # dac_ch1 to 1000" to the args: str() would print the tuple of both.
+            from .sampling import error_message
+
+            message = " ".join(error_message(exc).split()) or type(exc).__name__
             raise ConfigError(f"{path}: cannot load instrument {name!r}: {message}") from exc
         loading.remove(name)
         loaded[name] = instrument
