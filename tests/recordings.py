@@ -46,7 +46,9 @@ def record_one_bias_change(
         stm.close()
 
 
-def record_every_tick(config: MonitorConfig, instruments: dict[str, Any]) -> RunSummary:
+def record_every_tick(
+    config: MonitorConfig, instruments: dict[str, Any], *, resume: bool = False
+) -> RunSummary:
     """Record ``config`` (which has a duration) to its end on a simulated clock that moves one
     interval only once every group has read the tick before.
 
@@ -55,7 +57,7 @@ def record_every_tick(config: MonitorConfig, instruments: dict[str, Any]) -> Run
     """
     assert config.duration_s is not None, "a run to its end needs a duration"
     clock = FakeClock()
-    recorder = Recorder(config, instruments, clock=clock)
+    recorder = Recorder(config, instruments, clock=clock, resume=resume)
     end = clock.monotonic() + config.duration_s
     step = config.interval_s * (1 + 1e-9)  # past the tick however the sum rounds
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
-from recordings import record_one_bias_change
+from recordings import record_every_tick, record_one_bias_change
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -85,3 +87,56 @@ async def test_the_scripted_operator_waits_out_the_servers_latency() -> None:
     ) as sim:
         assert sim.operator is not None
         assert sim.operator.timeout_s == 5.0 + 7.0
+
+
+def test_a_run_recorded_with_an_untyped_channel_resumes_and_stays_untyped(tmp_path: Path) -> None:
+    """An on/off ``val_mapping`` channel is now typed ``bool``; runs recorded before that
+    have it as ``any``. Resuming one was refused ("recorded as any … now gives bool"), and
+    writing it as ``bool`` would put plain 1/0 after ``bool:1`` blobs in one column."""
+    from test_review_qcodesvariety import Heater
+
+    from trajmon import ChannelSpec, MonitorConfig
+    from trajmon.channels import decode_value, encoder_for
+
+    db = tmp_path / "runs.db"
+    config = MonitorConfig(
+        run_name="heat",
+        db=db,
+        source="instruments",
+        interval_s=0.1,
+        duration_s=0.4,
+        channels=[
+            ChannelSpec(label="Heater", source="heater.output", kind="spec"),
+            ChannelSpec(label="T", source="heater.temperature", kind="signal"),
+        ],
+    )
+    first = Heater("heater_first", outputs=["1", "1", "0", "0"])
+    try:
+        assert record_every_tick(config, {"heater": first}).status == "completed"
+    finally:
+        first.close()
+    # As an older trajmon left it: the channel untyped, its values as untyped blobs.
+    untyped = encoder_for("any")
+    with closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("UPDATE runs SET status = 'interrupted'")
+        conn.execute("UPDATE channels SET value_type = 'any' WHERE label = 'Heater'")
+        rows = conn.execute('SELECT sample_idx, "Heater" FROM "heat/specs"').fetchall()
+        for idx, value in rows:
+            conn.execute(
+                'UPDATE "heat/specs" SET "Heater" = ? WHERE sample_idx = ?',
+                (untyped(bool(value)), idx),
+            )
+    second = Heater("heater_second", outputs=["0", "1", "1", "1"])
+    try:
+        summary = record_every_tick(config, {"heater": second}, resume=True)
+    finally:
+        second.close()
+    assert summary.status == "completed"
+    with closing(sqlite3.connect(db)) as conn:
+        query = 'SELECT "Heater" FROM "heat/specs" ORDER BY sample_idx'
+        stored = [v for (v,) in conn.execute(query)]
+        (catalog,) = conn.execute("SELECT value_type FROM channels WHERE label = 'Heater'")
+    assert catalog == ("any",)
+    assert len(stored) == 8 and all(isinstance(v, bytes) for v in stored), stored
+    read = [decode_value("any", v) for v in stored]
+    assert read == [True, True, False, False, False, True, True, True]

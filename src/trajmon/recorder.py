@@ -223,9 +223,10 @@ class Recorder:
                 else:
                     new = NewRun(cfg.run_name, now_wall, now, cfg, self.groups, self.snapshot)
                     target = await create_run(conn, new)
-                    state = ResumeState(target, dict.fromkeys(target.stats, 0), {}, 0)
+                    state = ResumeState(target, dict.fromkeys(target.stats, 0), {}, 0, self.groups)
             except sqlite3.Error as exc:
                 raise StorageError(f"cannot start the run in {cfg.db}: {exc}") from exc
+            self.groups = state.groups
             self.t0_mono = state.target.t0_mono
             self.stats = [state.target.stats[gid] for gid in sorted(state.target.stats)]
             with gc_recording():  # samples in flight would keep the collector busy (gcpause)

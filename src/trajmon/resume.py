@@ -25,7 +25,7 @@ from .config import ConfigError, MonitorConfig
 from .connection import immediate_transaction, read_snapshot
 from .queries import QueryError, effective_status, resolve_run
 from .records import GroupStats
-from .resume_checks import check_channels
+from .resume_checks import as_recorded, check_channels
 from .schema import SchemaError, check_version, quote_ident
 from .writer import WriterTarget
 
@@ -40,6 +40,8 @@ class ResumeState:
     next_idx: dict[int, int]
     last_spec_values: dict[str, tuple[float, Any]]
     next_action_idx: int
+    #: The groups as the run records them: its untyped columns stay untyped (as_recorded).
+    groups: list[PollGroup]
 
 
 def _check_resumable(row: sqlite3.Row | None, name: str, now: float) -> None:
@@ -136,9 +138,11 @@ async def resume_run(
         # scanned again.
         async with read_snapshot(conn):
             run, stored, labels = await _read_run(conn, run_name, groups, now_wall)
+            groups = as_recorded(groups, labels)
             scans = await _scan_specs(conn, int(run["run_id"]), groups, stored, labels, {})
         async with immediate_transaction(conn):
             run, stored, labels = await _read_run(conn, run_name, groups, now_wall)
+            groups = as_recorded(groups, labels)
             run_id = int(run["run_id"])
             scans = await _scan_specs(conn, run_id, groups, stored, labels, scans)
             last = {label: known for scan in scans.values() for label, known in scan.last.items()}
@@ -171,6 +175,7 @@ async def resume_run(
         next_idx=next_idx,
         last_spec_values=last,
         next_action_idx=int(action[0]),
+        groups=list(groups),
     )
 
 

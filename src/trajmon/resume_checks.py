@@ -11,6 +11,7 @@ Each of these is refused here, naming the setting, before anything is written.
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 from .channels import PollGroup
 from .config import ConfigError, MonitorConfig
 
-__all__ = ["check_channels", "check_settings"]
+__all__ = ["as_recorded", "check_channels", "check_settings"]
 
 _RESUME_WITH_STORED = (
     "a resumed run keeps the settings it was recorded with: resume it with its stored"
@@ -55,7 +56,7 @@ def check_channels(
     for channel, row in zip(planned, labels, strict=True):
         was = (str(row["value_type"]), str(row["unit"]))
         now = (channel.value_type, channel.unit)
-        if was != now:
+        if was != now and was != ("any", channel.unit):  # an untyped column takes every value
             raise ConfigError(
                 f"cannot resume {run_name!r}: channel {channel.label!r} was recorded as"
                 f" {was[0]} in unit {was[1]!r} and {channel.source} now gives {now[0]}"
@@ -69,3 +70,22 @@ def check_channels(
                 f" tolerance (abs, rel) {tolerances}, not"
                 f" {(channel.tolerance_abs, channel.tolerance_rel)}; {_RESUME_WITH_STORED}"
             )
+
+
+def as_recorded(groups: Sequence[PollGroup], labels: Sequence[Any]) -> list[PollGroup]:
+    """``groups`` with each channel typed as its column was declared (``labels``, in the
+    groups' order). Only an ``any`` column differs, once :func:`check_channels` passed: a run
+    recorded before trajmon typed the channel (an on/off ``val_mapping`` now ``bool``, a
+    ``get_parser=float`` now ``float``) keeps writing it untyped, or its column would hold
+    ``bool:1`` blobs and then plain 1s, which read back as two types."""
+    untyped = {i for i, row in enumerate(labels) if row["value_type"] == "any"}
+    out, pos = [], 0
+    for group in groups:
+        channels = []
+        for channel in group.channels:
+            if pos in untyped and channel.value_type != "any":
+                channel = dataclasses.replace(channel, value_type="any")
+            channels.append(channel)
+            pos += 1
+        out.append(dataclasses.replace(group, channels=tuple(channels)))
+    return out
