@@ -204,14 +204,9 @@ class Heater(Instrument):
         return {"vendor": "test", "model": "heater", "serial": None, "firmware": None}
 
 
-def test_an_on_off_mapping_is_a_bool_spec_whose_switch_is_one_action(tmp_path: Path) -> None:
-    """Every read of a ``create_on_off_val_mapping`` parameter is ``True`` or ``False``, but
-    its validator also allows ``"on"``, ``"ON"``, ``"1"``…: the channel was untyped (``any``),
-    its column held the blobs ``bool:1``/``bool:0`` instead of 1/0."""
-    heater = Heater("heater", outputs=["1", "1", "0", "0"])
-    assert value_type_of(heater.output) == "bool"
-    db = tmp_path / "runs.db"
-    config = MonitorConfig(
+def heater_config(db: Path) -> MonitorConfig:
+    """Four ticks of a ``Heater`` keyed ``heater``: its output a spec, its temperature a signal."""
+    return MonitorConfig(
         run_name="heat",
         db=db,
         source="instruments",
@@ -222,7 +217,16 @@ def test_an_on_off_mapping_is_a_bool_spec_whose_switch_is_one_action(tmp_path: P
             ChannelSpec(label="T", source="heater.temperature", kind="signal"),
         ],
     )
-    summary = record_every_tick(config, {"heater": heater})
+
+
+def test_an_on_off_mapping_is_a_bool_spec_whose_switch_is_one_action(tmp_path: Path) -> None:
+    """Every read of a ``create_on_off_val_mapping`` parameter is ``True`` or ``False``, but
+    its validator also allows ``"on"``, ``"ON"``, ``"1"``…: the channel was untyped (``any``),
+    its column held the blobs ``bool:1``/``bool:0`` instead of 1/0."""
+    heater = Heater("heater", outputs=["1", "1", "0", "0"])
+    assert value_type_of(heater.output) == "bool"
+    db = tmp_path / "runs.db"
+    summary = record_every_tick(heater_config(db), {"heater": heater})
     assert summary.status == "completed" and summary.errors == 0
     with closing(sqlite3.connect(db)) as conn:
         catalog = dict(conn.execute("SELECT label, value_type FROM channels"))

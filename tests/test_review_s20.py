@@ -93,23 +93,12 @@ def test_a_run_recorded_with_an_untyped_channel_resumes_and_stays_untyped(tmp_pa
     """An on/off ``val_mapping`` channel is now typed ``bool``; runs recorded before that
     have it as ``any``. Resuming one was refused ("recorded as any … now gives bool"), and
     writing it as ``bool`` would put plain 1/0 after ``bool:1`` blobs in one column."""
-    from test_review_qcodesvariety import Heater
+    from test_review_qcodesvariety import Heater, heater_config
 
-    from trajmon import ChannelSpec, MonitorConfig
     from trajmon.channels import decode_value, encoder_for
 
     db = tmp_path / "runs.db"
-    config = MonitorConfig(
-        run_name="heat",
-        db=db,
-        source="instruments",
-        interval_s=0.1,
-        duration_s=0.4,
-        channels=[
-            ChannelSpec(label="Heater", source="heater.output", kind="spec"),
-            ChannelSpec(label="T", source="heater.temperature", kind="signal"),
-        ],
-    )
+    config = heater_config(db)
     first = Heater("heater_first", outputs=["1", "1", "0", "0"])
     try:
         assert record_every_tick(config, {"heater": first}).status == "completed"
