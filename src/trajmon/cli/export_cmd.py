@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..export import DEFAULT_CHUNK_ROWS, MAX_CHUNK_ROWS, count_rows, export_run
 from ..export_range import dt_range, recorded_span
@@ -42,6 +41,15 @@ def _progress(total: int, label: str) -> Iterator[Callable[[int], None] | None]:
     if not err_console.is_terminal or total < 200_000:
         yield None
         return
+    # Here, not at the top: rich.progress (its spinners) is a tenth of `trajmon --help`'s start.
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
     columns = (
         TextColumn("{task.description}", markup=False),  # the label is data: no markup
         BarColumn(),
