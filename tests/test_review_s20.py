@@ -129,3 +129,36 @@ def test_a_run_recorded_with_an_untyped_channel_resumes_and_stays_untyped(tmp_pa
     assert len(stored) == 8 and all(isinstance(v, bytes) for v in stored), stored
     read = [decode_value("any", v) for v in stored]
     assert read == [True, True, False, False, False, True, True, True]
+
+
+#: ``trajmon`` as its console script runs it, sending itself a stop signal as the run's
+#: recorder is built: after the options were read and the source planned, before the runner
+#: puts its own signal handlers in place.
+SIGNAL_AT_RECORDER = """
+import os, signal, sys
+sys.argv[0] = "trajmon"
+from trajmon.cli import main, runner
+
+class Stopped(runner.Recorder):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        os.kill(os.getpid(), getattr(signal, os.environ["STOP_WITH"]))
+
+runner.Recorder = Stopped
+main()
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_stop_signal_just_before_the_run_takes_the_signals_writes_nothing(
+    tmp_path: Path, sig: str
+) -> None:
+    """The signal's cancellation waited for the first checkpoint, inside ``Recorder.run``:
+    by then the database and an ``interrupted`` run row of no samples were written, and no
+    summary said so."""
+    from test_review_entrypoint import CODES, LINES, _run
+
+    db = tmp_path / "x.db"
+    result = _run(SIGNAL_AT_RECORDER, db, env={"STOP_WITH": sig})
+    assert (result.returncode, result.stderr) == (CODES[sig], LINES[sig])
+    assert not db.exists()

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 from rich.live import Live
 
 from ..config import MonitorConfig
@@ -232,6 +233,9 @@ async def record(
             say("trajmon: already stopping; finishing the last commit", live)
 
     with stop_signals(on_stop), _single_errors():
+        # A stop signal that came before its handler was in place left a cancellation pending:
+        # taken here, nothing is written; taken inside run(), a run row was created and ended.
+        await anyio.lowlevel.checkpoint()
         async with anyio.create_task_group() as tg:
             # A dumb terminal (TERM=dumb: an editor's shell, a serial console) cannot redraw:
             # rich's Live would show nothing at all there until the run ends.
