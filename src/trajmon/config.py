@@ -326,7 +326,7 @@ class MonitorConfig(_Checked):
     def updated(self, **changes: object) -> MonitorConfig:
         """A validated copy with ``changes``: configs are immutable, so a refused change leaves
         the original intact."""
-        return MonitorConfig.model_validate({**self.model_dump(), **changes})
+        return MonitorConfig(**{**self.model_dump(), **changes})  # refused as __init__ refuses
 
     def selected_channels(self) -> list[ChannelSpec]:
         """Channels this run records: all configured ones unless signals/specs narrow them."""

@@ -118,6 +118,8 @@ def _stdio_on_devnull() -> None:
 def main() -> None:
     """The ``trajmon`` command (its console script, and ``python -m trajmon``)."""
     global _found
+    _forwarded.clear()  # what an earlier command of this process (a test's) was told
+    _said.clear()
     _found = found = _stops_as_ctrl_c()
     code: Any = 0
     try:
@@ -139,11 +141,13 @@ def main() -> None:
             # A command that ends quietly on Ctrl-C (`status --watch` with 130, `sim serve`
             # with 0) ended so on a SIGTERM too: the code says which signal it was.
             code = _exit_code(_forwarded[0])
-    if _said or _forwarded:
-        _ignore_stops(found)
-    else:  # SIG_DFL again for shutdown, unless a command has since chosen another handler
-        for sig, old in found.items():
-            with contextlib.suppress(ValueError, OSError, TypeError):
-                if signal.getsignal(sig) is _as_ctrl_c:
-                    signal.signal(sig, old)
+    finally:
+        _found = None  # outside main again: a CliRunner command must not change them
+        if _said or _forwarded:
+            _ignore_stops(found)
+        else:  # SIG_DFL again for shutdown, unless a command has since chosen another handler
+            for sig, old in found.items():
+                with contextlib.suppress(ValueError, OSError, TypeError):
+                    if signal.getsignal(sig) is _as_ctrl_c:
+                        signal.signal(sig, old)
     raise SystemExit(code)
