@@ -20,7 +20,6 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from trajmon import ChannelSpec, MonitorConfig
-from trajmon import queries as queries_module
 from trajmon.cli import app
 from trajmon.cli.runs_cmd import render_status
 from trajmon.plotting import plot_action_window
@@ -247,9 +246,9 @@ def _read_only_place(monkeypatch: pytest.MonkeyPatch) -> None:
 
     real_access = os.access
     monkeypatch.setattr(
-        queries_module.os, "access", lambda path, mode: mode != os.W_OK and real_access(path, mode)
+        os, "access", lambda path, mode: mode != os.W_OK and real_access(path, mode)
     )
-    monkeypatch.setattr(queries_module.sqlite3, "connect", connect)
+    monkeypatch.setattr(sqlite3, "connect", connect)
 
 
 def _archived_copy(db: Path, tmp_path: Path) -> Path:

@@ -7,7 +7,9 @@ Split from :mod:`trajmon.writer` so that the one place reaching into aiosqlite's
 from __future__ import annotations
 
 import contextlib
+import errno
 import sqlite3
+import stat
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -25,6 +27,7 @@ __all__ = [
     "StorageError",
     "check_owner",
     "immediate_transaction",
+    "not_a_file",
     "on_connection_thread",
     "open_connection",
     "read_snapshot",
@@ -122,6 +125,18 @@ async def on_connection_thread(conn: aiosqlite.Connection, fn: Callable[..., T],
     tests/test_writer.py fails loudly if a new aiosqlite changes either.
     """
     return cast(T, await conn._execute(fn, conn._conn, *args))  # type: ignore[no-untyped-call]
+
+
+def not_a_file(path: Path) -> str | None:
+    """What ``path`` is when it exists but cannot be a database file ("a FIFO"), else None.
+    SQLite opening a FIFO waits for a writer forever, deaf to Ctrl-C and SIGTERM; a symlink
+    loop does not "exist" (``Path.exists``), so it was "database not found" beside its name."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        return "a symlink loop" if exc.errno == errno.ELOOP else None
+    kinds = {stat.S_ISREG: None, stat.S_ISDIR: "a directory", stat.S_ISFIFO: "a FIFO"}
+    return next((kind for test, kind in kinds.items() if test(mode)), "a device or socket")
 
 
 #: Bytes the ``-wal`` file keeps once its log restarts (see :func:`open_connection`).

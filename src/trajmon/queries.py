@@ -1,26 +1,20 @@
-"""Reading recorded runs: the read-only connection, runs, status and actions.
-
-Readers open the database read-only; with WAL they see the last committed state and never
-block — nor are blocked by — a run that is recording. An action's signal window is read by
-:mod:`trajmon.windows`.
+"""Reading recorded runs: runs, status and actions, on a connection from
+:func:`~trajmon.readonly.connect_readonly` (re-exported here). An action's signal window is
+read by :mod:`trajmon.windows`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from .channels import decode_value
 from .config import label_key
-from .files import wal_file
-from .schema import CATALOG_TABLES, SchemaError, check_version
+from .readonly import QueryError, connect_readonly, listed, open_readonly
 
 __all__ = [
     "QueryError",
@@ -34,95 +28,6 @@ __all__ = [
     "open_readonly",
     "resolve_run",
 ]
-
-
-class QueryError(LookupError):
-    """Unknown run, unknown action, missing database: one line for the operator."""
-
-
-def open_readonly(path: Path, *, immutable: bool = False) -> tuple[sqlite3.Connection, set[str]]:
-    """A read-only connection that never writes (``query_only``) and the file's table names;
-    raises ``sqlite3.Error``. :func:`connect_readonly` adds the operator-facing checks."""
-    uri = f"{path.resolve().as_uri()}?mode=ro{'&immutable=1' if immutable else ''}"
-    conn = sqlite3.connect(uri, uri=True, timeout=5.0)
-    try:
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA query_only = ON")
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    except BaseException:
-        conn.close()
-        raise
-    return conn, tables
-
-
-def _archived(path: Path) -> bool:
-    """A database in a place this process cannot write (a read-only share, an archive): WAL mode
-    needs to create ``-shm`` beside it, so SQLite refuses to open it at all. With no write-ahead
-    log left over, the file is the whole database and nothing can be writing it, so it can be
-    read as immutable."""
-    wal = wal_file(path)
-    return not os.access(path.parent, os.W_OK) and (not wal.exists() or wal.stat().st_size == 0)
-
-
-def _listed(names: Iterable[str], most: int) -> str:
-    """The first ``most`` of ``names``, comma-separated, "…" standing for any more."""
-    shown = list(names)
-    return ", ".join(shown[:most]) + (", …" if len(shown) > most else "")
-
-
-def _others_beside(path: Path) -> str:
-    """A hint naming the databases in the missing one's directory: ``trajmon runs`` right after
-    ``make demo`` looks for trajmon.db, and the one file there is trajmon-demo.db."""
-    with contextlib.suppress(OSError):
-        found = sorted(p.name for p in path.parent.glob("*.db") if p.is_file())
-        if found:
-            return f" (databases in {path.parent}: {_listed(found, 5)})"
-    return ""
-
-
-def connect_readonly(db: Path | str) -> sqlite3.Connection:
-    """A read-only connection to a trajmon database, or a one-line :class:`QueryError`: a
-    missing file or a directory, a file SQLite cannot read, a database of another program, or
-    one written by a newer trajmon (its tables may mean something else)."""
-    path = Path(db)
-    if not path.exists():
-        raise QueryError(f"database not found: {path}{_others_beside(path)}")
-    if path.is_dir():
-        raise QueryError(f"{path} is a directory, not a database file")
-    try:
-        try:
-            conn, tables = open_readonly(path, immutable=False)
-        except sqlite3.OperationalError:
-            if not _archived(path):
-                raise
-            conn, tables = open_readonly(path, immutable=True)
-    except sqlite3.DatabaseError as exc:
-        hint = ""
-        if not os.access(path.parent, os.W_OK) and not _archived(path):
-            hint = (
-                f" (its directory is read-only and it has a write-ahead log: copy it with its"
-                f" {path.name}-wal file to a writable directory)"
-            )
-        raise QueryError(f"cannot read {path}: {exc}{hint}") from exc
-    try:
-        _check_catalog(conn, path, tables)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _check_catalog(conn: sqlite3.Connection, path: Path, tables: set[str]) -> None:
-    if "runs" not in tables:  # before the version: many programs set one ("upgrade trajmon"?)
-        raise QueryError(f"{path} is not a trajmon database (no runs table)")
-    (version,) = conn.execute("PRAGMA user_version").fetchone()
-    try:
-        check_version(version)
-    except SchemaError as exc:
-        raise QueryError(f"{path}: {exc}") from exc
-    missing = [t for t in CATALOG_TABLES if t not in tables]
-    if missing:
-        raise QueryError(f"{path} is not a trajmon database (no {missing[0]} table)")
 
 
 def effective_status(row: sqlite3.Row | dict[str, Any], now: float | None = None) -> str:
@@ -188,7 +93,7 @@ def _run_written_otherwise(conn: sqlite3.Connection, name: str) -> RunRef:
     begun = [run_name for _, run_name, k in runs if k.startswith(key)]
     hint = ""
     if key and begun:
-        hint = f" (runs whose names begin so: {_listed(map(repr, begun), 5)})"
+        hint = f" (runs whose names begin so: {listed(map(repr, begun), 5)})"
     raise QueryError(f"unknown run {name!r}{hint}")
 
 
@@ -275,7 +180,7 @@ def _spec_label(conn: sqlite3.Connection, run: RunRef, spec: str) -> str:
     same = [label for label in specs if label_key(label) == key]
     if len(same) == 1:  # a run recorded before labels were unique so (two): named exactly
         return same[0]
-    known = _listed(specs, 12) if specs else "none"
+    known = listed(specs, 12) if specs else "none"
     raise QueryError(f"run {run.run_name!r} has no spec {spec!r}; its specs: {known}")
 
 

@@ -13,6 +13,7 @@ import os
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiosqlite
@@ -21,8 +22,15 @@ from . import __version__
 from .channels import PollGroup
 from .clock import utc_iso
 from .config import ConfigError, MonitorConfig
-from .connection import StorageError, check_owner, immediate_transaction, on_connection_thread
-from .queries import effective_status
+from .connection import (
+    StorageError,
+    check_owner,
+    immediate_transaction,
+    not_a_file,
+    on_connection_thread,
+)
+from .files import wal_file
+from .queries import effective_status, open_readonly
 from .records import GroupStats
 from .resume_checks import check_settings
 from .schema import (
@@ -44,9 +52,44 @@ class RunExistsError(ValueError):
 
 def prepare_db(cfg: MonitorConfig, resume: bool) -> None:
     """Bring the file to the current schema and check the run name before anything is built:
-    a new run's name must be unused, a resumed run's known and its settings kept."""
+    a new run's name must be unused, a resumed run's known and its settings kept.
+
+    A file this call created is removed again when it fails before the catalog is committed
+    (a full disk): an empty file left behind was taken for a damaged database."""
+    if (problem := not_a_file(cfg.db)) is not None:  # SQLite would wait on a FIFO for good
+        raise ConfigError(f"cannot open database {cfg.db}: it is {problem}, not a database file")
     if resume and not cfg.db.exists():  # connecting would create it: a mistyped path, kept
         raise ConfigError(f"cannot resume {cfg.run_name!r}: database not found: {cfg.db}")
+    target = Path(os.path.realpath(cfg.db))  # SQLite creates a dangling link's target
+    created = not target.exists()
+    try:
+        _prepare(cfg, resume)
+    except BaseException:
+        if created:
+            _remove_if_empty(target)
+        raise
+
+
+def _remove_if_empty(db: Path) -> None:
+    """Remove ``db`` with its ``-wal`` and ``-shm`` while it holds no table and no version: a
+    recorder that created the catalog in it meanwhile keeps it."""
+    with contextlib.suppress(OSError, sqlite3.Error):
+        if db.stat().st_size > 0:  # SQLite wrote its header (WAL mode): read what it holds
+            # With no log, the file is the whole database: read it as such, needing no -shm
+            # (which a full disk may not have let SQLite grow).
+            wal = wal_file(db)
+            whole = not wal.exists() or wal.stat().st_size == 0
+            conn, tables = open_readonly(db, immutable=whole)
+            with contextlib.closing(conn):
+                (version,) = conn.execute("PRAGMA user_version").fetchone()
+            if tables or version:
+                return
+        for path in (db, wal_file(db), db.with_name(f"{db.name}-shm")):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
+def _prepare(cfg: MonitorConfig, resume: bool) -> None:
     try:
         conn = sqlite3.connect(cfg.db, timeout=2.0)
     except sqlite3.Error as exc:
