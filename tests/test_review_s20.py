@@ -162,3 +162,20 @@ def test_a_stop_signal_just_before_the_run_takes_the_signals_writes_nothing(
     result = _run(SIGNAL_AT_RECORDER, db, env={"STOP_WITH": sig})
     assert (result.returncode, result.stderr) == (CODES[sig], LINES[sig])
     assert not db.exists()
+
+
+@pytest.mark.parametrize("command", ["run", "demo"])
+def test_run_and_demo_refuse_a_symlink_loop_in_one_line_before_starting(
+    tmp_path: Path, command: str
+) -> None:
+    """``--db loop.db`` (a link to itself) was a RuntimeError traceback from resolving the
+    path for ``run``, and ``demo`` printed "Recording …" and started the simulator first."""
+    loop = tmp_path / "loop.db"
+    loop.symlink_to(loop)
+    args = [command, "--duration", "1", "--db", str(loop)]
+    if command == "run":
+        args += ["--sim", "--run-name", "x"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.stdout == "" and "Recording" not in result.output
+    assert result.stderr.strip() == f"trajmon: error: {loop} is a symlink loop, not a database file"

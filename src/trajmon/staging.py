@@ -204,7 +204,12 @@ def _absolute(value: Path, *, follow: bool) -> Path:
     link (``channels.yaml -> cooldown-2.yaml``) is seen by the next run; the database is
     resolved, because SQLite keeps its WAL beside the file a link points to."""
     value = value.expanduser()
-    return value.resolve() if follow else Path(os.path.abspath(value))
+    if follow:
+        try:
+            return value.resolve()
+        except (OSError, RuntimeError):  # a symlink loop: refused in one line where it is opened
+            pass
+    return Path(os.path.abspath(value))
 
 
 def _with_source(staged: StagedConfig, changes: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..config import ConfigError, MonitorConfig
-from ..connection import StorageError
+from ..connection import StorageError, not_a_file
 from ..live_rows import flowed
 from ..queries import QueryError, open_readonly
 from ..resume import load_resume_config
@@ -70,6 +70,8 @@ __all__ = ["check_run_name_free", "print_summary", "run", "sim_instruments"]
 def check_run_name_free(db: Path, run_name: str) -> None:
     """Refuse a used name — or a place no run can be written to — before any instrument is
     touched or any byte is written."""
+    if (problem := not_a_file(db)) is not None:  # before the simulator starts: `demo` said
+        raise QueryError(f"{db} is {problem}, not a database file")  # "Recording …" first
     if not db.parent.is_dir():
         problem = "is not a directory" if db.parent.exists() else "does not exist"
         raise StorageError(f"cannot open database {db} for writing: {db.parent} {problem}")
