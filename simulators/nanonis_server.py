@@ -359,7 +359,7 @@ class NanonisServer:
             values = handler(args)
             return pack_body(spec.returns, values) + encode_error(0, ""), "ok"
         except (ProtocolError, ValueError, IndexError, OverflowError) as exc:
-            return self._error_reply(command, f"{command}: {exc}"), "error"
+            return self._error_reply(command, str(exc)), "error"  # the client names the command
 
     def _make_handlers(self) -> dict[str, Callable[[list[Any]], list[Any]]]:
         m = self.model

@@ -179,3 +179,21 @@ def test_run_and_demo_refuse_a_symlink_loop_in_one_line_before_starting(
     assert result.exit_code == 2, result.output
     assert result.stdout == "" and "Recording" not in result.output
     assert result.stderr.strip() == f"trajmon: error: {loop} is a symlink loop, not a database file"
+
+
+def test_a_simulator_error_reply_names_its_command_once() -> None:
+    """A request the simulator refused (a signal index past a shortened list) was recorded as
+    ``Signals.ValsGet: Signals.ValsGet: signal index 6 out of range 0..2``: the server put the
+    command in its description, and the driver names it again, as for a real controller."""
+    from simulators.threaded_server import ThreadedNanonisServer
+    from trajmon.drivers.nanonis import NanonisError, NanonisSTM
+
+    with ThreadedNanonisServer() as srv:
+        stm = NanonisSTM("stm_once", port=srv.port, timeout=2.0, signal_check_s=3600.0)
+        try:
+            srv.server.set_signal_layout(["Input 1 (V)", "Current (A)", "Z (m)"])
+            (failed,) = stm.get_many([stm.z_position])  # index 6: no re-check for an hour
+        finally:
+            stm.close()
+    assert isinstance(failed, NanonisError), failed
+    assert str(failed) == "Signals.ValsGet: signal index 6 out of range 0..2"
