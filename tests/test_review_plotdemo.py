@@ -197,13 +197,14 @@ def test_demo_text_with_nothing_detected_says_so(
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full: no disk that is full")
 def test_demo_into_a_database_that_cannot_be_written_is_one_line() -> None:
-    """`trajmon run` says this in one line; the demo raised the StorageError: a traceback."""
+    """`trajmon run` says this in one line; the demo raised the StorageError: a traceback.
+    (/dev/full, a device, is now refused before the demo starts; a disk that fills is below.)"""
     done = run_cli("demo", "--duration", "0.3", "--db", "/dev/full")
-    assert done.returncode == 1, done.stderr
-    assert "Traceback" not in done.stderr
-    assert done.stderr.splitlines()[-1] == (
-        "trajmon: error: cannot use database /dev/full: database or disk is full"
-    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    assert done.stderr.splitlines() == [
+        "trajmon: error: /dev/full is a device or socket, not a database file"
+    ]
 
 
 def test_demo_whose_disk_fills_reports_the_failed_run_and_exits_1(small_fs: Path) -> None:
