@@ -197,3 +197,26 @@ def test_a_simulator_error_reply_names_its_command_once() -> None:
             stm.close()
     assert isinstance(failed, NanonisError), failed
     assert str(failed) == "Signals.ValsGet: signal index 6 out of range 0..2"
+
+
+def test_every_public_name_is_declared_once_and_importable_lazily() -> None:
+    """The package lists its public names three times (``__all__``, the lazy ``_SOURCES``
+    table, the imports type checkers read); a name missing from ``_SOURCES`` passed mypy and
+    failed ``from trajmon import X`` with an AttributeError."""
+    import ast
+    import importlib
+
+    import trajmon
+
+    tree = ast.parse((ROOT / "src" / "trajmon" / "__init__.py").read_text(encoding="utf-8"))
+    typed = {
+        alias.asname or alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.level == 1
+        for alias in node.names
+    }
+    assert set(trajmon._SOURCES) == typed == set(trajmon.__all__) - {"__version__"}
+    assert trajmon.__all__ == sorted(trajmon.__all__, key=lambda n: (not n.isupper(), n))
+    for name, module in trajmon._SOURCES.items():
+        source = importlib.import_module(f"trajmon.{module}")
+        assert getattr(trajmon, name) is getattr(source, name), name

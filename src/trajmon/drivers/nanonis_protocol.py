@@ -37,6 +37,7 @@ from typing import Any
 __all__ = [
     "COMMANDS",
     "HEADER_SIZE",
+    "MAX_REPLY_BODY",
     "CommandSpec",
     "HandshakeError",
     "NanonisError",
