@@ -28,7 +28,7 @@ from .config_cmd import (
     config_path_or_default,
     option_overrides,
 )
-from .sources import resolved_channels, static_instruments
+from .sources import resolved_channels, static_instruments, unavailable_notes
 
 __all__ = ["channels_app", "list_signals", "list_specs"]
 
@@ -121,7 +121,11 @@ def _list(
         eff = effective_config(merged.model_copy(update={"signals": None, "specs": None}))
         with static_instruments(eff) as instruments:
             found = resolved_channels(eff.config, instruments)
+            then = "a run records only failed reads of it until that changes"
+            notes = unavailable_notes([c for c, _ in found if c.kind == kind], instruments, then)
     _check_selection(eff.config, merged.signals, merged.specs)
+    for note in notes:
+        err_console.print(note, markup=False)
     rows = [
         _row(ch, interval, chosen is None or ch.label in chosen)
         for ch, interval in found

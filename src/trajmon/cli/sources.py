@@ -7,7 +7,7 @@ what a run with the same options records.
 from __future__ import annotations
 
 import shlex
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ __all__ = [
     "plan_run",
     "resolved_channels",
     "static_instruments",
+    "unavailable_notes",
 ]
 
 NO_SOURCE = (
@@ -117,6 +118,7 @@ async def open_source(
 
         station, instruments, shot = await anyio.to_thread.run_sync(load)
         try:
+            await anyio.to_thread.run_sync(_note_unavailable, eff.config, instruments)
             yield instruments, shot
         finally:
             with anyio.CancelScope(shield=True):
@@ -126,11 +128,58 @@ async def open_source(
             raise ConfigError(NO_TCP_ADDRESS)
         async with connect_nanonis(eff.host, eff.port, timeout) as instruments:
             _check_channels(eff, instruments)
+            await anyio.to_thread.run_sync(_note_unavailable, eff.config, instruments)
             yield instruments, None
     else:
         async with sim_instruments(timeout) as (_, instruments):
             _check_channels(eff, instruments)
             yield instruments, None
+
+
+RUN_GOES_ON = "its reads fail until that changes; the other channels are recorded"
+
+
+def _note_unavailable(config: MonitorConfig, instruments: dict[str, Any]) -> None:
+    """Before a run's first read, a note for each channel it records that its driver says it
+    cannot read now. The run is not refused: the instrument can change back (an operator
+    undoing a relayout), and the failed reads are then recorded as errors, not lost."""
+    try:
+        groups = build_groups(config, instruments)
+    except ConfigError:
+        return  # the recorder refuses these channels itself, in its own words
+    channels = [ch for group in groups for ch in group.channels]
+    for note in unavailable_notes(channels, instruments, RUN_GOES_ON):
+        err_console.print(note, markup=False)
+
+
+def unavailable_notes(
+    channels: Iterable[Channel], instruments: Mapping[str, Any], then: str
+) -> list[str]:
+    """``trajmon: note:`` lines, one per channel whose instrument says it cannot read it now
+    (``then``: what follows from that), from the driver's optional method ``unavailable(params)
+    -> {param: reason}``. Drivers without it are not asked; as for ``get_many``, only a method of
+    the class counts (a QCoDeS parameter of that name would be *set* by a call)."""
+    by_instrument: dict[str, list[Channel]] = {}
+    for ch in channels:
+        by_instrument.setdefault(ch.instrument, []).append(ch)
+    notes: list[str] = []
+    for name, chans in by_instrument.items():
+        instrument: Any = instruments.get(name)
+        if not callable(getattr(type(instrument), "unavailable", None)):
+            continue
+        try:
+            why = dict(instrument.unavailable([ch.parameter for ch in chans]))
+        except Exception as exc:  # a driver's fault must not stop the run it only comments on
+            notes.append(
+                f"trajmon: note: {name}: cannot tell which channels it can read"
+                f" ({type(exc).__name__}: {exc})"
+            )
+            continue
+        for ch in chans:
+            if (reason := why.get(ch.parameter)) is not None:
+                what = repr(ch.label) if ch.label == ch.source else f"{ch.label!r} ({ch.source})"
+                notes.append(f"trajmon: note: {what} cannot be read now: {reason}; {then}")
+    return notes
 
 
 @contextmanager

@@ -37,7 +37,13 @@ from trajmon.drivers.nanonis_protocol import (
     ProtocolError,
     exchange,
 )
-from trajmon.drivers.nanonis_signals import SignalListChanged, SignalMap
+from trajmon.drivers.nanonis_signals import (
+    SignalListChanged,
+    SignalMap,
+    check_count,
+    unlisted,
+    unlisted_signals,
+)
 
 __all__ = [
     "SIGNAL_CHANNELS",
@@ -168,7 +174,13 @@ class NanonisSTM(Instrument):
                 raise ValueError(f"signals {unknown} are not in the controller's list")
             indexes = [index[n] for n in names]
             values = self._request(SIGNALS_GET, (indexes, 0))[0]
-            return _check_count(values, len(indexes))
+            return check_count(values, len(indexes))
+
+    def unavailable(self, params: Sequence[ParameterBase]) -> dict[ParameterBase, str]:
+        """Those of ``params`` backed by a signal the controller's list (as last fetched) lacks,
+        with why: trajmon notes them before a run's first read, not after hours of failures."""
+        signals = {p: SIGNAL_CHANNELS.get(p.short_name) for p in params if p.instrument is self}
+        return unlisted_signals(signals, self._signals.names)  # a tuple, replaced whole: no lock
 
     def get_many(self, params: Sequence[ParameterBase]) -> list[object]:
         """Read ``params`` in as few requests as possible; failures are returned, not raised.
@@ -256,8 +268,8 @@ class NanonisSTM(Instrument):
                 signal = SIGNAL_CHANNELS[spec.name]
                 names.append((pos, signal))
                 self._signals.read.add(signal)
-                if signal not in self._signals.index:
-                    errors.append((pos, f"signal {signal!r} is not in the controller's list"))
+                if (why := unlisted(signal, self._signals.names)) is not None:
+                    errors.append((pos, why))  # with the names to look for, as status shows it
                     continue
                 index = len(signals)
                 signals.append(self._signals.index[signal])
@@ -287,7 +299,7 @@ class NanonisSTM(Instrument):
                 try:
                     reply = self._request(req.command, req.args)
                     if req.command == SIGNALS_GET:
-                        reply = _check_count(reply[0], len(req.args[0]))
+                        reply = check_count(reply[0], len(req.args[0]))
                 except (TimeoutError, ConnectionError) as e:
                     exc = broken = e
                 except Exception as e:  # NanonisError / ProtocolError: this request only
@@ -386,9 +398,3 @@ class NanonisSTM(Instrument):
             raise ConnectionError(
                 f"{command}: connection to {self._where()} lost ({exc}); the next call reconnects"
             ) from exc
-
-
-def _check_count(values: list[Any], expected: int) -> list[float]:
-    if len(values) != expected:
-        raise ProtocolError(f"{SIGNALS_GET} returned {len(values)} values for {expected}")
-    return [float(v) for v in values]

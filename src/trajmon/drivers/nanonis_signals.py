@@ -11,9 +11,16 @@ index moved; the next read of that signal reports the note once, as :class:`Sign
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import difflib
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
-__all__ = ["SignalListChanged", "SignalMap"]
+from trajmon.drivers.nanonis_params import SIGNALS_GET
+from trajmon.drivers.nanonis_protocol import ProtocolError
+
+__all__ = ["SignalListChanged", "SignalMap", "check_count", "unlisted", "unlisted_signals"]
+
+K = TypeVar("K")
 
 
 class SignalListChanged(Exception):
@@ -57,3 +64,38 @@ class SignalMap:
     def take(self, names: Iterable[str]) -> dict[str, str]:
         """The notes for ``names`` still to report, each handed out once."""
         return {n: note for n in names if (note := self._notes.pop(n, None)) is not None}
+
+
+def unlisted_signals(signals: Mapping[K, str | None], names: Sequence[str]) -> dict[K, str]:
+    """Why each entry of ``signals`` (key: its signal name, or None for no signal) that the
+    list ``names`` lacks cannot be read; listed entries and those without a signal are left out.
+
+    Said before a run's first read: a controller whose Signals Manager names a signal otherwise
+    (another station's layout, a relayout) gives nothing but failed reads of its channel for
+    the whole run, and the operator must learn it at the start, with the names to look for."""
+    out: dict[K, str] = {}
+    for key, signal in signals.items():
+        if signal is not None and (why := unlisted(signal, names)) is not None:
+            out[key] = why
+    return out
+
+
+def unlisted(signal: str, names: Sequence[str]) -> str | None:
+    """Why ``signal`` cannot be read with the list ``names`` (with the closest names listed,
+    as a renamed input is most often a near spelling), or None when it is listed."""
+    if signal in names:
+        return None
+    close = difflib.get_close_matches(signal, names, n=3, cutoff=0.5)
+    hint = (
+        f"closest listed: {', '.join(repr(n) for n in close)}"
+        if close
+        else f"none of its {len(names)} signals has a similar name"
+    )
+    return f"signal {signal!r} is not in the controller's list ({hint})"
+
+
+def check_count(values: list[Any], expected: int) -> list[float]:
+    """The values of a ``Signals.ValsGet`` reply, which must be one per index asked for."""
+    if len(values) != expected:
+        raise ProtocolError(f"{SIGNALS_GET} returned {len(values)} values for {expected}")
+    return [float(v) for v in values]
