@@ -22,7 +22,7 @@ import sys
 from types import FrameType
 from typing import Any
 
-__all__ = ["interrupted", "main"]
+__all__ = ["interrupted", "main", "signal_exit_code"]
 
 #: Ctrl-C's exit code (128 + SIGINT), as a shell reports a process that Ctrl-C ended.
 _EXIT_SIGINT = 130
@@ -38,8 +38,10 @@ _said: list[int] = []
 _found: dict[int, Any] | None = None
 
 
-def _exit_code(signum: int) -> int:
-    """128 + the signal; Ctrl-Break (Windows) counts as Ctrl-C, as ``trajmon run`` counts it."""
+def signal_exit_code(signum: int) -> int:
+    """The exit code of a command a stop signal ended: 128 + the signal, as a shell reports a
+    process that signal killed (130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP); Ctrl-Break
+    (Windows) counts as Ctrl-C. Here, with the standard library only, for every command."""
     if signum == getattr(signal, "SIGBREAK", None):
         return _EXIT_SIGINT
     return 128 + signum
@@ -85,7 +87,7 @@ def interrupted() -> int:
         with contextlib.suppress(OSError, ValueError):  # stderr gone: the exit code remains
             stream.write(f"trajmon: interrupted{name}\n")
             stream.flush()
-    return _exit_code(signum)
+    return signal_exit_code(signum)
 
 
 def _ignore_stops(found: dict[int, Any]) -> None:
@@ -130,7 +132,7 @@ def main() -> None:
         # escape them anyway).
         if isinstance(sys.stdout, io.TextIOWrapper):
             sys.stdout.reconfigure(errors="backslashreplace")
-        from . import app  # the heavy part: typer, rich, the commands (``trajmon.cli.app``)
+        from . import app  # the heavy part: typer, rich, the commands (``.commands``)
 
         app()
     except KeyboardInterrupt:
@@ -140,7 +142,7 @@ def main() -> None:
         if _forwarded and not _said and code in (None, 0, _EXIT_SIGINT):
             # A command that ends quietly on Ctrl-C (`status --watch` with 130, `sim serve`
             # with 0) ended so on a SIGTERM too: the code says which signal it was.
-            code = _exit_code(_forwarded[0])
+            code = signal_exit_code(_forwarded[0])
     finally:
         _found = None  # outside main again: a CliRunner command must not change them
         if _said or _forwarded:

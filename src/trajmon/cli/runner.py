@@ -34,6 +34,7 @@ from ..records import GroupStats
 from ..stalls import Stall, running_stall, skipped_in_flight
 from ..summary import RunSummary
 from .common import console, err_console
+from .entry import signal_exit_code
 
 __all__ = [
     "RunOutcome",
@@ -283,15 +284,3 @@ def exit_code_for(outcome: RunOutcome) -> int:
         # the instrument closed) stopped nothing: the code says what the run's record says.
         return 0
     return signal_exit_code(outcome.signal)
-
-
-def signal_exit_code(signum: int) -> int:
-    """The exit code of a command a stop signal ended: 128 + the signal, as a shell reports a
-    process that signal killed (143 for SIGTERM, 129 for SIGHUP); Ctrl-Break counts as Ctrl-C."""
-    from .common import EXIT_SIGINT, EXIT_SIGTERM
-
-    if signum == signal.SIGTERM:
-        return EXIT_SIGTERM
-    if signum == getattr(signal, "SIGHUP", None):
-        return 128 + signum
-    return EXIT_SIGINT  # SIGINT, and Ctrl-Break on Windows
