@@ -130,14 +130,15 @@ def list_cmd(
 def _print_list(actions: Iterable[dict[str, Any]], run_name: str) -> None:
     """The action table; a long one row by row (:func:`print_long_table`), as rich would have
     drawn it: rich draws about 2 000 rows a second, and only then does anything appear."""
-    first = list(itertools.islice(actions, LONG_LIST + 1))
-    if len(first) <= LONG_LIST:
-        print_actions(first, f"actions of run {run_name!r} ({len(first)})")
-        return
-    del first
 
     def title(count: int) -> str:
         return f"actions of run {run_name!r} ({count})"
+
+    first = list(itertools.islice(actions, LONG_LIST + 1))
+    if len(first) <= LONG_LIST:
+        print_actions(first, title(len(first)))
+        return
+    del first
 
     def note(count: int) -> None:  # said first: a night's 50 000 drew for 25 s with no word
         err_console.print(

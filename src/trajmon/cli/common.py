@@ -241,10 +241,14 @@ def print_table(renderable: RenderableType) -> None:
         console.print(renderable)
         return
     _pin_tables(renderable, console)
-    width = max(_natural_width(console, renderable), console.width)
-    Console(
+    _unbounded(max(_natural_width(console, renderable), console.width)).print(renderable)
+
+
+def _unbounded(width: int) -> Console:
+    """:data:`console`, set as wide as a table is where no window bounds it (a pipe, a log)."""
+    return Console(
         file=console.file, highlight=False, soft_wrap=True, markup=False, emoji=False, width=width
-    ).print(renderable)
+    )
 
 
 def _width(cell: str) -> int:
@@ -280,16 +284,7 @@ def print_long_table(
     table = Table(title=title(count))
     for (name, justify), width in zip(columns, widths, strict=True):
         table.add_column(name, justify=justify, width=width)
-    target = console
-    if not console.is_terminal:
-        target = Console(
-            file=console.file,
-            highlight=False,
-            soft_wrap=True,
-            markup=False,
-            emoji=False,
-            width=max(natural, console.width),
-        )
+    target = console if console.is_terminal else _unbounded(max(natural, console.width))
     with target.capture() as captured:
         target.print(table)  # the title and the header, then the line under no rows
     *head, bottom = captured.get().splitlines(keepends=True)
