@@ -24,21 +24,27 @@ def examples() -> list[tuple[str, str]]:
     return found
 
 
-@pytest.mark.parametrize("index", [0, 1])
-def test_the_library_page_examples_print_what_it_says(tmp_path: Path, index: int) -> None:
-    code, printed = examples()[index]
-    script = tmp_path / "example.py"
+def run_example(cwd: Path, code: str, *args: str, timeout: float = 120) -> str:
+    """What ``code``, a page's example, prints when run as a script in ``cwd`` (warnings are
+    errors there too); it must succeed."""
+    script = cwd / "example.py"
     script.write_text(code, encoding="utf-8")
     proc = subprocess.run(
-        [sys.executable, "-W", "error", str(script)],
-        cwd=tmp_path,
+        [sys.executable, "-W", "error", str(script), *args],
+        cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    got = proc.stdout.strip()
+    return proc.stdout.strip()
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_the_library_page_examples_print_what_it_says(tmp_path: Path, index: int) -> None:
+    code, printed = examples()[index]
+    got = run_example(tmp_path, code, timeout=60)
     if got != printed and index == 0:  # a tick a loaded machine missed is counted, not read
         with closing(sqlite3.connect(tmp_path / "lab.db")) as conn:
             missed = dict(conn.execute("SELECT kind, missed_ticks FROM poll_groups").fetchall())

@@ -11,8 +11,6 @@ import csv
 import json
 import re
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 from recordings import record_every_tick
+from test_docs_library import run_example
 from test_export import LABELS, OddInstrument
 from typer.testing import CliRunner
 
@@ -180,21 +179,6 @@ def _section(title: str) -> str:
     return text.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
 
 
-def _run(cwd: Path, code: str) -> str:
-    script = cwd / "example.py"
-    script.write_text(code, encoding="utf-8")
-    proc = subprocess.run(
-        [sys.executable, "-W", "error", str(script)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout.strip()
-
-
 _AWAITING = """
 import ast, asyncio, sys
 code = compile(open(sys.argv[1]).read(), "cell", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
@@ -220,26 +204,16 @@ def test_the_library_pages_export_examples_run_and_print_what_it_says(
     shutil.copy(lab / "lab.db", tmp_path / "lab.db")
     first = re.search(r"## Record for a while\n.*?```python\n(.*?)```", PAGE.read_text(), re.S)
     assert first is not None
-    _run(tmp_path, first[1])  # records "gate test" (its output is test_docs_library's)
+    run_example(tmp_path, first[1])  # records "gate test" (its output is test_docs_library's)
     section = _section("Exporting a run")
     found = re.search(r"```python\n(.*?)```\n\nThis prints `([^`]*)`", section, re.S)
     assert found is not None, "the export example says what it prints"
     code, printed = found[1], found[2]
-    assert _run(tmp_path, code) == printed
-    assert _run(tmp_path, code) == printed
+    assert run_example(tmp_path, code) == printed
+    assert run_example(tmp_path, code) == printed
     cell = re.search(r"```py\n(.*?)```", section, re.S)
     assert cell is not None and "await" in cell[1]
     (tmp_path / "cell.py").write_text(cell[1], encoding="utf-8")
-    runner_script = tmp_path / "runner.py"
-    runner_script.write_text(_AWAITING, encoding="utf-8")
-    proc = subprocess.run(
-        [sys.executable, "-W", "error", str(runner_script), str(tmp_path / "cell.py")],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
+    printed = run_example(tmp_path, _AWAITING, str(tmp_path / "cell.py"))
     names = ["run.json", "channels.parquet", "actions.parquet", "errors.parquet"]
-    assert proc.stdout.strip() == f"{RUN} {[*names, 'signals.parquet', 'specs.parquet']}"
+    assert printed == f"{RUN} {[*names, 'signals.parquet', 'specs.parquet']}"
